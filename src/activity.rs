@@ -1,0 +1,440 @@
+//! Foreman's own SQLite activity log: sweeps, findings (with evidence,
+//! action and outcome), signals sent, and observations. Opened in one
+//! place: WAL (so `twin` and `log` can read while the daemon writes), a busy
+//! timeout, and the embedded migrations applied at open.
+
+use crate::model::{Action, Kind, Outcome};
+use crate::observation::{Binding, MemberCounters, Observation};
+use crate::probe::Clocks;
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Migrations, in order. Append only: never edit one that has shipped.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
+    Ok(DateTime::parse_from_rfc3339(s)
+        .with_context(|| format!("bad timestamp {s:?} in the activity log"))?
+        .with_timezone(&Utc))
+}
+
+fn parse_opt(s: Option<String>) -> Result<Option<DateTime<Utc>>> {
+    s.map(|s| parse_ts(&s)).transpose()
+}
+
+pub type ObsKey = (String, i64, i32);
+
+/// A finding as the sweep records it.
+#[derive(Debug, Clone)]
+pub struct NewFinding {
+    pub task_id: String,
+    pub attempt: i64,
+    pub kind: Kind,
+    pub droid_type: Option<String>,
+    pub plan_id: Option<String>,
+    pub pid: Option<i32>,
+    pub host: Option<String>,
+    pub evidence: serde_json::Value,
+    pub action: Action,
+    pub outcome: Outcome,
+    pub detail: Option<String>,
+}
+
+/// A finding not yet closed: waiting for exit grace, or committed and not
+/// yet acted on when Foreman stopped.
+#[derive(Debug, Clone)]
+pub struct OpenFinding {
+    pub id: i64,
+    pub task_id: String,
+    pub attempt: i64,
+    pub kind: String,
+    pub action: Action,
+}
+
+/// Everything one sweep commits before it acts, in one transaction.
+#[derive(Debug, Clone)]
+pub struct SweepRecord {
+    pub kind: &'static str,
+    pub host: String,
+    pub mode: &'static str,
+    pub started_at: DateTime<Utc>,
+    pub tasks_seen: usize,
+    pub tasks_checked: usize,
+    pub error: Option<String>,
+    pub deferral: Option<String>,
+    pub boot_id: String,
+    pub clocks: Clocks,
+    pub hang_floor: Option<DateTime<Utc>>,
+    pub observations: Vec<Observation>,
+    pub findings: Vec<NewFinding>,
+    /// Open findings to close: (id, outcome, detail).
+    pub closes: Vec<(i64, Outcome, String)>,
+}
+
+/// The clocks and boot of the last sweep, to detect suspends and steps.
+#[derive(Debug, Clone)]
+pub struct LastSweep {
+    pub boot_id: String,
+    pub clocks: Clocks,
+    pub hang_floor: Option<DateTime<Utc>>,
+}
+
+pub struct ActivityLog {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl ActivityLog {
+    /// Open read-write, creating the file and its directory, and migrate.
+    pub fn open(path: &Path) -> Result<ActivityLog> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!("creating the activity log's directory {}", dir.display())
+            })?;
+        }
+        let conn = Connection::open(path)
+            .with_context(|| format!("opening the activity log {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .with_context(|| format!("enabling WAL on {}", path.display()))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut log = ActivityLog {
+            conn,
+            path: path.to_path_buf(),
+        };
+        log.migrate()?;
+        Ok(log)
+    }
+
+    /// Open for reading only (dry runs, and later `twin` and `log`).
+    /// `None` when the file does not exist yet.
+    pub fn open_read_only(path: &Path) -> Result<Option<ActivityLog>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("opening the activity log {} read-only", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version as usize != MIGRATIONS.len() {
+            bail!(
+                "the activity log {} is at schema version {version}, this Foreman expects {}; run a command that writes (e.g. `foreman sweep`) to migrate it",
+                path.display(),
+                MIGRATIONS.len()
+            );
+        }
+        Ok(Some(ActivityLog {
+            conn,
+            path: path.to_path_buf(),
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let version = version as usize;
+        if version > MIGRATIONS.len() {
+            bail!(
+                "the activity log {} is at schema version {version}, newer than this Foreman ({}); upgrade Foreman",
+                self.path.display(),
+                MIGRATIONS.len()
+            );
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)
+                .with_context(|| format!("applying migration {}", i + 1))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Every observation, keyed by (task id, attempt, pid).
+    pub fn observations(&self) -> Result<HashMap<ObsKey, Observation>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT task_id, attempt, pid, boot_id, start_ticks, binding, first_seen_at, seen_at,
+                    cpu_moved_at, io_moved_at, gone_since, members FROM observations",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut out = HashMap::new();
+        while let Some(r) = rows.next()? {
+            let binding: Option<String> = r.get(5)?;
+            let members: String = r.get(11)?;
+            let obs = Observation {
+                task_id: r.get(0)?,
+                attempt: r.get(1)?,
+                pid: r.get(2)?,
+                boot_id: r.get(3)?,
+                start_ticks: r.get::<_, Option<i64>>(4)?.map(|t| t as u64),
+                binding: match binding.as_deref() {
+                    Some("executor") => Some(Binding::Executor),
+                    Some(_) => Some(Binding::FirstSight),
+                    None => None,
+                },
+                first_seen_at: parse_ts(&r.get::<_, String>(6)?)?,
+                seen_at: parse_ts(&r.get::<_, String>(7)?)?,
+                cpu_moved_at: parse_opt(r.get(8)?)?,
+                io_moved_at: parse_opt(r.get(9)?)?,
+                gone_since: parse_opt(r.get(10)?)?,
+                members: serde_json::from_str::<Vec<MemberCounters>>(&members)
+                    .context("bad members JSON")?,
+            };
+            out.insert((obs.task_id.clone(), obs.attempt, obs.pid), obs);
+        }
+        Ok(out)
+    }
+
+    /// Findings whose outcome is still `pending`.
+    pub fn open_findings(&self) -> Result<Vec<OpenFinding>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, task_id, attempt, kind, action FROM findings WHERE outcome = 'pending' ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, task_id, attempt, kind, action) = row?;
+            out.push(OpenFinding {
+                id,
+                task_id,
+                attempt,
+                kind,
+                action: Action::parse(&action).unwrap_or(Action::None),
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn last_sweep(&self) -> Result<Option<LastSweep>> {
+        self.conn
+            .query_row(
+                "SELECT boot_id, clock_realtime_ns, clock_monotonic_ns, clock_boottime_ns, hang_floor
+                 FROM sweeps WHERE clock_monotonic_ns IS NOT NULL ORDER BY id DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                    ))
+                },
+            )
+            .optional()?
+            .map(|(boot, rt, mono, boot_ns, floor)| {
+                Ok(LastSweep {
+                    boot_id: boot.unwrap_or_default(),
+                    clocks: Clocks {
+                        realtime_ns: rt,
+                        monotonic_ns: mono,
+                        boottime_ns: boot_ns,
+                    },
+                    hang_floor: parse_opt(floor)?,
+                })
+            })
+            .transpose()
+    }
+
+    /// Commit a sweep's record, observations and findings at once, before
+    /// anything acts. Returns the sweep id and each finding's id.
+    pub fn record(&mut self, rec: &SweepRecord) -> Result<(i64, Vec<i64>)> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO sweeps (kind, host, mode, started_at, tasks_seen, tasks_checked, findings, error, deferral,
+                                 boot_id, clock_realtime_ns, clock_monotonic_ns, clock_boottime_ns, hang_floor)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            params![
+                rec.kind,
+                rec.host,
+                rec.mode,
+                ts(rec.started_at),
+                rec.tasks_seen as i64,
+                rec.tasks_checked as i64,
+                rec.findings.len() as i64,
+                rec.error,
+                rec.deferral,
+                rec.boot_id,
+                rec.clocks.realtime_ns,
+                rec.clocks.monotonic_ns,
+                rec.clocks.boottime_ns,
+                rec.hang_floor.map(ts),
+            ],
+        )?;
+        let sweep_id = tx.last_insert_rowid();
+        {
+            let mut obs_stmt = tx.prepare_cached(
+                "INSERT INTO observations (task_id, attempt, pid, boot_id, start_ticks, binding, first_seen_at, seen_at,
+                                           cpu_moved_at, io_moved_at, gone_since, members)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT (task_id, attempt, pid) DO UPDATE SET
+                    boot_id = excluded.boot_id, start_ticks = excluded.start_ticks, binding = excluded.binding,
+                    seen_at = excluded.seen_at, cpu_moved_at = excluded.cpu_moved_at,
+                    io_moved_at = excluded.io_moved_at, gone_since = excluded.gone_since, members = excluded.members",
+            )?;
+            for o in &rec.observations {
+                obs_stmt.execute(params![
+                    o.task_id,
+                    o.attempt,
+                    o.pid,
+                    o.boot_id,
+                    o.start_ticks.map(|t| t as i64),
+                    o.binding.map(|b| match b {
+                        Binding::Executor => "executor",
+                        Binding::FirstSight => "first_sight",
+                    }),
+                    ts(o.first_seen_at),
+                    ts(o.seen_at),
+                    o.cpu_moved_at.map(ts),
+                    o.io_moved_at.map(ts),
+                    o.gone_since.map(ts),
+                    serde_json::to_string(&o.members)?,
+                ])?;
+            }
+        }
+        let mut ids = Vec::with_capacity(rec.findings.len());
+        {
+            let now = ts(rec.started_at);
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO findings (task_id, attempt, kind, droid_type, plan_id, pid, host, evidence, action, outcome,
+                                       outcome_detail, first_sweep_id, last_sweep_id, first_seen_at, last_seen_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?13)
+                 ON CONFLICT (task_id, attempt, kind) DO UPDATE SET
+                    droid_type = excluded.droid_type, plan_id = excluded.plan_id, pid = excluded.pid,
+                    host = excluded.host, evidence = excluded.evidence, action = excluded.action,
+                    outcome = excluded.outcome, outcome_detail = excluded.outcome_detail,
+                    last_sweep_id = excluded.last_sweep_id, last_seen_at = excluded.last_seen_at,
+                    times_seen = times_seen + 1
+                 RETURNING id",
+            )?;
+            for f in &rec.findings {
+                let id: i64 = stmt.query_row(
+                    params![
+                        f.task_id,
+                        f.attempt,
+                        f.kind.as_str(),
+                        f.droid_type,
+                        f.plan_id,
+                        f.pid,
+                        f.host,
+                        f.evidence.to_string(),
+                        f.action.as_str(),
+                        f.outcome.as_str(),
+                        f.detail,
+                        sweep_id,
+                        now,
+                    ],
+                    |r| r.get(0),
+                )?;
+                ids.push(id);
+            }
+            let mut close = tx.prepare_cached(
+                "UPDATE findings SET outcome = ?2, outcome_detail = ?3, last_sweep_id = ?4 WHERE id = ?1 AND outcome = 'pending'",
+            )?;
+            for (id, outcome, detail) in &rec.closes {
+                close.execute(params![id, outcome.as_str(), detail, sweep_id])?;
+            }
+        }
+        tx.commit()
+            .context("committing the sweep to the activity log")?;
+        Ok((sweep_id, ids))
+    }
+
+    /// Record what an action did.
+    pub fn set_outcome(
+        &self,
+        finding_id: i64,
+        outcome: Outcome,
+        detail: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE findings SET outcome = ?2, outcome_detail = COALESCE(?3, outcome_detail), acted_at = ?4 WHERE id = ?1",
+            params![finding_id, outcome.as_str(), detail, ts(at)],
+        )?;
+        Ok(())
+    }
+
+    pub fn add_signal(
+        &self,
+        finding_id: i64,
+        at: DateTime<Utc>,
+        pid: i32,
+        start_ticks: u64,
+        signal: &str,
+        result: &str,
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO finding_signals (finding_id, at, pid, start_ticks, signal, result) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![finding_id, ts(at), pid, start_ticks as i64, signal, result],
+        )?;
+        Ok(())
+    }
+
+    pub fn finish_sweep(
+        &self,
+        sweep_id: i64,
+        finished_at: DateTime<Utc>,
+        actions: usize,
+        action_errors: usize,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE sweeps SET finished_at = ?2, actions = ?3, action_errors = ?4 WHERE id = ?1",
+            params![
+                sweep_id,
+                ts(finished_at),
+                actions as i64,
+                action_errors as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Delete what is older than the retention, and observations of tasks
+    /// not seen for a day (they matter only while a task runs).
+    pub fn prune(&self, retention: Duration, now: DateTime<Utc>) -> Result<usize> {
+        let keep = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        let cutoff = ts(now
+            .checked_sub_signed(keep)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC));
+        let day = ts(now - chrono::Duration::days(1));
+        let mut n = self.conn.execute(
+            "DELETE FROM findings WHERE last_seen_at < ?1 AND outcome != 'pending'",
+            [&cutoff],
+        )?;
+        n += self.conn.execute(
+            "DELETE FROM sweeps WHERE started_at < ?1 AND id NOT IN (SELECT first_sweep_id FROM findings UNION SELECT last_sweep_id FROM findings)",
+            [&cutoff],
+        )?;
+        n += self
+            .conn
+            .execute("DELETE FROM observations WHERE seen_at < ?1", [&day])?;
+        Ok(n)
+    }
+}

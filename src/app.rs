@@ -1,0 +1,102 @@
+//! The commands, each returning its exit code: 0 ok, 1 an action ended in
+//! `error`, 2 usage or configuration error, 3 runtime error.
+
+use crate::activity::ActivityLog;
+use crate::cli::ActArgs;
+use crate::config::{Config, ConfigError, DEFAULT_PATH};
+use crate::daemon;
+use crate::executor;
+use crate::lock;
+use crate::model::SweepKind;
+use crate::report;
+use crate::sweep::{sweep, LogAccess, SweepOptions};
+use std::path::{Path, PathBuf};
+
+pub const OK: u8 = 0;
+pub const ACTION_ERROR: u8 = 1;
+pub const CONFIG_ERROR: u8 = 2;
+pub const RUNTIME_ERROR: u8 = 3;
+
+/// A failure, classified by its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0:#}")]
+    Runtime(#[from] anyhow::Error),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Config(_) => CONFIG_ERROR,
+            Failure::Runtime(_) => RUNTIME_ERROR,
+        }
+    }
+}
+
+pub fn config_path(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+}
+
+pub fn load(path: &Path) -> Result<Config, Failure> {
+    Ok(Config::load(path)?)
+}
+
+pub fn check_config(path: &Path) -> Result<u8, Failure> {
+    let config = load(path)?;
+    print!("{}", config.effective_toml());
+    Ok(OK)
+}
+
+/// `sweep` and `scan-orphans`.
+pub fn one_sweep(path: &Path, args: &ActArgs, kind: SweepKind) -> Result<u8, Failure> {
+    let config = load(path)?;
+    let executor = executor::open(&config)?;
+    let report = if args.dry_run {
+        let log = ActivityLog::open_read_only(&config.activity.path)?;
+        sweep(
+            &config,
+            executor.as_ref(),
+            LogAccess::ReadOnly(log.as_ref()),
+            kind,
+            &SweepOptions::default(),
+        )?
+    } else {
+        let name = if kind == SweepKind::Startup {
+            "scan-orphans"
+        } else {
+            "sweep"
+        };
+        let _lock = lock::acquire(&config.activity.path, name)?;
+        let mut log = ActivityLog::open(&config.activity.path)?;
+        sweep(
+            &config,
+            executor.as_ref(),
+            LogAccess::Write(&mut log),
+            kind,
+            &SweepOptions::default(),
+        )?
+    };
+    if args.json {
+        println!("{}", report::json(&report));
+    } else {
+        print!("{}", report::table(&report));
+    }
+    if let Some(e) = &report.snapshot_error {
+        return Err(Failure::Runtime(anyhow::anyhow!("snapshot_error: {e}")));
+    }
+    Ok(if report.action_errors() > 0 {
+        ACTION_ERROR
+    } else {
+        OK
+    })
+}
+
+pub fn run(path: &Path) -> Result<u8, Failure> {
+    let config = load(path)?;
+    match daemon::run(config, None)? {
+        daemon::Exit::Clean => Ok(OK),
+        daemon::Exit::Immediate => Ok(130),
+    }
+}

@@ -1,0 +1,48 @@
+//! The command line (clap derive). Parsing only; `main` dispatches.
+
+use clap::{ArgAction, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "foreman",
+    version,
+    about = "Watchdog for a task executor whose tasks run as OS processes"
+)]
+pub struct Cli {
+    /// Configuration file [default: $FOREMAN_CONFIG, else /etc/foreman/foreman.toml]
+    #[arg(long, global = true, env = "FOREMAN_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+    /// Less log output (-q warnings and errors only, -qq errors only)
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub quiet: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The daemon: startup orphan scan, then a sweep every `interval` until SIGTERM/SIGINT
+    Run,
+    /// One sweep now, then exit
+    Sweep(ActArgs),
+    /// The startup orphan scan alone
+    ScanOrphans(ActArgs),
+    /// Parse and validate the configuration; print it with defaults filled in
+    CheckConfig,
+    /// Watch a scratch executor with real processes for a few seconds
+    Demo,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ActArgs {
+    /// Judge and print what would happen; change nothing anywhere
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON object instead of a table
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,592 @@
+//! `foreman.toml`: the model, its defaults, and validation. The file is
+//! parsed once at startup into validated types (durations, regexes, paths);
+//! every error names the file, line, column and key, and how to fix it.
+
+use crate::model::{Mode, OnHung, Signal};
+use chrono::FixedOffset;
+use regex::Regex;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_PATH: &str = "/etc/foreman/foreman.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {message}")]
+    Unreadable { file: String, message: String },
+    #[error("{file}:{line}:{column}: key `{key}`: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        column: usize,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default, with = "humantime_serde::option")]
+    interval: Option<Duration>,
+    host: Option<String>,
+    mode: Option<Mode>,
+    max_cpu_pressure: Option<f64>,
+    executor: RawExecutor,
+    #[serde(default)]
+    activity: RawActivity,
+    #[serde(default)]
+    defaults: RawPolicy,
+    #[serde(default)]
+    droid_types: BTreeMap<String, RawPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExecutor {
+    kind: ExecutorKind,
+    path: Option<PathBuf>,
+    snapshot_query: Option<String>,
+    mark_failed_query: Option<String>,
+    snapshot_command: Option<Vec<String>>,
+    mark_failed_command: Option<Vec<String>>,
+    #[serde(default, with = "humantime_serde::option")]
+    timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    history_window: Option<Duration>,
+    timezone: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawActivity {
+    path: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde::option")]
+    retention: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default, with = "humantime_serde::option")]
+    timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    startup_grace: Option<Duration>,
+    progress: Option<Vec<Signal>>,
+    #[serde(default, with = "humantime_serde::option")]
+    pid_start_tolerance: Option<Duration>,
+    process_match: Option<String>,
+    #[serde(default, with = "humantime_serde::option")]
+    exit_grace: Option<Duration>,
+    max_actions_per_sweep: Option<u32>,
+    mode: Option<Mode>,
+    on_hung: Option<OnHung>,
+    #[serde(default, with = "humantime_serde::option")]
+    kill_grace: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutorKind {
+    Sqlite,
+    Command,
+}
+
+/// How the executor writes timestamps that carry no offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutorTz {
+    Utc,
+    Local,
+    Fixed(FixedOffset),
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    pub kind: ExecutorKind,
+    pub path: Option<PathBuf>,
+    pub snapshot_query: Option<String>,
+    pub mark_failed_query: Option<String>,
+    pub snapshot_command: Vec<String>,
+    pub mark_failed_command: Vec<String>,
+    pub timeout: Duration,
+    pub history_window: Duration,
+    pub timezone: ExecutorTz,
+    timezone_text: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ActivityConfig {
+    pub path: PathBuf,
+    pub retention: Duration,
+}
+
+/// One droid type's policy, with every key resolved.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub timeout: Duration,
+    pub startup_grace: Duration,
+    pub progress: Vec<Signal>,
+    pub pid_start_tolerance: Duration,
+    pub process_match: Option<Regex>,
+    pub exit_grace: Duration,
+    /// `None`: 10 or 20% of RUNNING tasks, whichever is larger.
+    pub max_actions_per_sweep: Option<u32>,
+    pub mode: Mode,
+    pub on_hung: OnHung,
+    pub kill_grace: Duration,
+}
+
+impl Policy {
+    pub fn counts(&self, s: Signal) -> bool {
+        self.progress.contains(&s)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: PathBuf,
+    pub interval: Duration,
+    pub host: String,
+    pub mode: Mode,
+    /// Foreman counts itself starved when the host's CPU pressure (PSI
+    /// `some avg10`, percent) is above this; 100 disables the check.
+    pub max_cpu_pressure: f64,
+    pub executor: ExecutorConfig,
+    pub activity: ActivityConfig,
+    pub defaults: Policy,
+    pub droid_types: BTreeMap<String, Policy>,
+}
+
+impl Config {
+    /// The policy of a droid type: its own section, else `[defaults]`.
+    pub fn policy(&self, droid_type: &str) -> &Policy {
+        self.droid_types.get(droid_type).unwrap_or(&self.defaults)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+            file: path.display().to_string(),
+            message: format!("cannot read the configuration: {e} (give another with --config or $FOREMAN_CONFIG)"),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            let (line, column) = line_col(text, span.start);
+            ConfigError::Invalid {
+                file: file.clone(),
+                line,
+                column,
+                key: key_at(text, span.start).unwrap_or_else(|| "(document)".into()),
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut config = resolve(raw, base).map_err(|(key, message)| {
+            let (line, column) = span_of(text, &key)
+                .map(|s| line_col(text, s.start))
+                .unwrap_or((1, 1));
+            ConfigError::Invalid {
+                file,
+                line,
+                column,
+                key,
+                message,
+            }
+        })?;
+        config.source = path.to_path_buf();
+        Ok(config)
+    }
+
+    /// The effective configuration, defaults filled in, as TOML.
+    pub fn effective_toml(&self) -> String {
+        let d = |d: Duration| humantime::format_duration(d).to_string();
+        let mut out = String::new();
+        out.push_str(&format!(
+            "# effective configuration of {}\n",
+            self.source.display()
+        ));
+        out.push_str(&format!("interval = {:?}\n", d(self.interval)));
+        out.push_str(&format!("host = {:?}\n", self.host));
+        out.push_str(&format!("mode = {:?}\n", mode_str(self.mode)));
+        out.push_str(&format!("max_cpu_pressure = {:?}\n", self.max_cpu_pressure));
+        let e = &self.executor;
+        out.push_str("\n[executor]\n");
+        out.push_str(&format!(
+            "kind = {:?}\n",
+            match e.kind {
+                ExecutorKind::Sqlite => "sqlite",
+                ExecutorKind::Command => "command",
+            }
+        ));
+        if let Some(p) = &e.path {
+            out.push_str(&format!("path = {:?}\n", p.display().to_string()));
+        }
+        if let Some(q) = &e.snapshot_query {
+            out.push_str(&format!("snapshot_query = {q:?}\n"));
+        }
+        if let Some(q) = &e.mark_failed_query {
+            out.push_str(&format!("mark_failed_query = {q:?}\n"));
+        }
+        if !e.snapshot_command.is_empty() {
+            out.push_str(&format!("snapshot_command = {:?}\n", e.snapshot_command));
+            out.push_str(&format!(
+                "mark_failed_command = {:?}\n",
+                e.mark_failed_command
+            ));
+        }
+        out.push_str(&format!("timeout = {:?}\n", d(e.timeout)));
+        out.push_str(&format!("history_window = {:?}\n", d(e.history_window)));
+        out.push_str(&format!("timezone = {:?}\n", e.timezone_text));
+        out.push_str("\n[activity]\n");
+        out.push_str(&format!(
+            "path = {:?}\n",
+            self.activity.path.display().to_string()
+        ));
+        out.push_str(&format!("retention = {:?}\n", d(self.activity.retention)));
+        let policy = |out: &mut String, header: &str, p: &Policy| {
+            out.push_str(&format!("\n[{header}]\n"));
+            out.push_str(&format!("timeout = {:?}\n", d(p.timeout)));
+            out.push_str(&format!("startup_grace = {:?}\n", d(p.startup_grace)));
+            let sigs: Vec<&str> = p.progress.iter().map(|s| s.as_str()).collect();
+            out.push_str(&format!("progress = {sigs:?}\n"));
+            out.push_str(&format!(
+                "pid_start_tolerance = {:?}\n",
+                d(p.pid_start_tolerance)
+            ));
+            if let Some(r) = &p.process_match {
+                out.push_str(&format!("process_match = {:?}\n", r.as_str()));
+            }
+            out.push_str(&format!("exit_grace = {:?}\n", d(p.exit_grace)));
+            match p.max_actions_per_sweep {
+                Some(n) => out.push_str(&format!("max_actions_per_sweep = {n}\n")),
+                None => out
+                    .push_str("# max_actions_per_sweep: 10 or 20% of RUNNING tasks, the larger\n"),
+            }
+            out.push_str(&format!("mode = {:?}\n", mode_str(p.mode)));
+            out.push_str(&format!(
+                "on_hung = {:?}\n",
+                match p.on_hung {
+                    OnHung::Terminate => "terminate",
+                    OnHung::MarkOnly => "mark_only",
+                }
+            ));
+            out.push_str(&format!("kill_grace = {:?}\n", d(p.kill_grace)));
+        };
+        policy(&mut out, "defaults", &self.defaults);
+        for (name, p) in &self.droid_types {
+            policy(&mut out, &format!("droid_types.{}", toml_key(name)), p);
+        }
+        out
+    }
+}
+
+fn mode_str(m: Mode) -> &'static str {
+    match m {
+        Mode::Enforce => "enforce",
+        Mode::Shadow => "shadow",
+    }
+}
+
+fn toml_key(name: &str) -> String {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        name.to_string()
+    } else {
+        format!("{name:?}")
+    }
+}
+
+type KeyError = (String, String);
+
+fn resolve(raw: RawConfig, base: &Path) -> Result<Config, KeyError> {
+    let interval = raw.interval.unwrap_or(Duration::from_secs(120));
+    if interval.is_zero() {
+        return Err((
+            "interval".into(),
+            "must be greater than 0 (e.g. \"2m\")".into(),
+        ));
+    }
+    let host = match raw.host {
+        Some(h) if h.trim().is_empty() => {
+            return Err((
+                "host".into(),
+                "must not be empty; omit it to use this machine's hostname".into(),
+            ))
+        }
+        Some(h) => h,
+        None => sysinfo::System::host_name().unwrap_or_else(|_| "localhost".into()),
+    };
+    let max_cpu_pressure = raw.max_cpu_pressure.unwrap_or(90.0);
+    if !(0.0..=100.0).contains(&max_cpu_pressure) {
+        return Err((
+            "max_cpu_pressure".into(),
+            format!(
+                "{max_cpu_pressure} is not a percentage; give 0 to 100 (100 disables the check)"
+            ),
+        ));
+    }
+    let mode = raw.mode.unwrap_or(Mode::Enforce);
+    let executor = resolve_executor(raw.executor, base)?;
+    let activity = ActivityConfig {
+        path: absolute(
+            base,
+            raw.activity
+                .path
+                .unwrap_or_else(|| PathBuf::from("/var/lib/foreman/foreman.db")),
+        ),
+        retention: raw
+            .activity
+            .retention
+            .unwrap_or(Duration::from_secs(90 * 86400)),
+    };
+    let builtin = Policy {
+        timeout: Duration::from_secs(30 * 60),
+        startup_grace: Duration::from_secs(120),
+        progress: vec![Signal::Heartbeat, Signal::Cpu, Signal::Io],
+        pid_start_tolerance: Duration::from_secs(10),
+        process_match: None,
+        exit_grace: Duration::from_secs(30),
+        max_actions_per_sweep: None,
+        mode,
+        on_hung: OnHung::Terminate,
+        kill_grace: Duration::from_secs(10),
+    };
+    let defaults = resolve_policy(raw.defaults, &builtin, "defaults", interval)?;
+    let mut droid_types = BTreeMap::new();
+    for (name, p) in raw.droid_types {
+        let key = format!("droid_types.{}", toml_key(&name));
+        let policy = resolve_policy(p, &defaults, &key, interval)?;
+        droid_types.insert(name, policy);
+    }
+    Ok(Config {
+        source: PathBuf::new(),
+        interval,
+        host,
+        mode,
+        max_cpu_pressure,
+        executor,
+        activity,
+        defaults,
+        droid_types,
+    })
+}
+
+fn absolute(base: &Path, p: PathBuf) -> PathBuf {
+    if p.is_absolute() {
+        p
+    } else {
+        base.join(p)
+    }
+}
+
+fn resolve_executor(raw: RawExecutor, base: &Path) -> Result<ExecutorConfig, KeyError> {
+    let timezone_text = raw.timezone.unwrap_or_else(|| "UTC".into());
+    let timezone = match timezone_text.as_str() {
+        "UTC" | "utc" | "Z" => ExecutorTz::Utc,
+        "local" => ExecutorTz::Local,
+        other => match chrono::DateTime::parse_from_str(&format!("2000-01-01 00:00:00 {other}"), "%Y-%m-%d %H:%M:%S %:z") {
+            Ok(dt) => ExecutorTz::Fixed(*dt.offset()),
+            Err(_) => {
+                return Err((
+                    "executor.timezone".into(),
+                    format!("{other:?} is not a timezone Foreman understands; give \"UTC\", \"local\" or an offset like \"+02:00\""),
+                ))
+            }
+        },
+    };
+    let timeout = raw.timeout.unwrap_or(Duration::from_secs(30));
+    if timeout.is_zero() {
+        return Err((
+            "executor.timeout".into(),
+            "must be greater than 0 (e.g. \"30s\")".into(),
+        ));
+    }
+    match raw.kind {
+        ExecutorKind::Sqlite => {
+            if raw.path.is_none() {
+                return Err((
+                    "executor.kind".into(),
+                    "kind = \"sqlite\" needs `path`, the executor's database file".into(),
+                ));
+            }
+            if raw.snapshot_command.is_some() || raw.mark_failed_command.is_some() {
+                return Err((
+                    "executor.snapshot_command".into(),
+                    "commands are for kind = \"command\"; remove them or change the kind".into(),
+                ));
+            }
+        }
+        ExecutorKind::Command => {
+            for (key, v) in [
+                ("snapshot_command", &raw.snapshot_command),
+                ("mark_failed_command", &raw.mark_failed_command),
+            ] {
+                if v.as_ref().is_none_or(|v| v.is_empty()) {
+                    return Err((
+                        format!("executor.{key}"),
+                        format!("kind = \"command\" needs `{key}`, an argv list such as [\"/usr/bin/executorctl\", \"…\"]"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(ExecutorConfig {
+        kind: raw.kind,
+        path: raw.path.map(|p| absolute(base, p)),
+        snapshot_query: raw.snapshot_query,
+        mark_failed_query: raw.mark_failed_query,
+        snapshot_command: raw.snapshot_command.unwrap_or_default(),
+        mark_failed_command: raw.mark_failed_command.unwrap_or_default(),
+        timeout,
+        history_window: raw.history_window.unwrap_or(Duration::from_secs(3600)),
+        timezone,
+        timezone_text,
+    })
+}
+
+fn resolve_policy(
+    raw: RawPolicy,
+    parent: &Policy,
+    section: &str,
+    interval: Duration,
+) -> Result<Policy, KeyError> {
+    let key = |k: &str| format!("{section}.{k}");
+    let p = Policy {
+        timeout: raw.timeout.unwrap_or(parent.timeout),
+        startup_grace: raw.startup_grace.unwrap_or(parent.startup_grace),
+        progress: raw.progress.unwrap_or_else(|| parent.progress.clone()),
+        pid_start_tolerance: raw
+            .pid_start_tolerance
+            .unwrap_or(parent.pid_start_tolerance),
+        process_match: match raw.process_match {
+            Some(re) => Some(Regex::new(&re).map_err(|e| {
+                (
+                    key("process_match"),
+                    format!("invalid regular expression: {e}"),
+                )
+            })?),
+            None => parent.process_match.clone(),
+        },
+        exit_grace: raw.exit_grace.unwrap_or(parent.exit_grace),
+        max_actions_per_sweep: raw.max_actions_per_sweep.or(parent.max_actions_per_sweep),
+        mode: raw.mode.unwrap_or(parent.mode),
+        on_hung: raw.on_hung.unwrap_or(parent.on_hung),
+        kill_grace: raw.kill_grace.unwrap_or(parent.kill_grace),
+    };
+    if p.timeout <= interval {
+        return Err((
+            key("timeout"),
+            format!(
+                "the progress timeout ({}) must be greater than `interval` ({}), or a task could be judged hung between two sweeps that never saw it; raise the timeout or lower the interval",
+                humantime::format_duration(p.timeout),
+                humantime::format_duration(interval)
+            ),
+        ));
+    }
+    if p.progress.is_empty() {
+        return Err((
+            key("progress"),
+            "an empty list leaves no way to see progress; list at least one of \"heartbeat\", \"cpu\", \"io\"".into(),
+        ));
+    }
+    if p.max_actions_per_sweep == Some(0) {
+        return Err((
+            key("max_actions_per_sweep"),
+            "0 would brake every action; give at least 1, or omit it".into(),
+        ));
+    }
+    Ok(p)
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+    (line, col)
+}
+
+/// The dotted key whose key or value covers `offset`, deepest first.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let mut path = Vec::new();
+    fn walk(t: &toml::de::DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
+        for (k, v) in t.iter() {
+            let in_key = k.span().contains(&offset);
+            let in_val = v.span().contains(&offset);
+            if in_key || in_val {
+                path.push(k.get_ref().to_string());
+                if in_val {
+                    if let toml::de::DeValue::Table(inner) = v.get_ref() {
+                        walk(inner, offset, path);
+                    }
+                }
+                return true;
+            }
+        }
+        false
+    }
+    walk(doc.get_ref(), offset, &mut path);
+    // A key not yet in the document (an unknown field's span covers only
+    // its own key) is found by the line's text before `=`.
+    if path.is_empty() {
+        return None;
+    }
+    Some(path.join("."))
+}
+
+/// The span of a dotted key in the source, for validation errors.
+fn span_of(text: &str, dotted: &str) -> Option<Range<usize>> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let parts: Vec<&str> = split_key(dotted);
+    let mut best = None;
+    for (i, part) in parts.iter().enumerate() {
+        let (k, v) = table.iter().find(|(k, _)| k.get_ref().as_ref() == *part)?;
+        best = Some(k.span());
+        if i + 1 == parts.len() {
+            break;
+        }
+        match v.get_ref() {
+            toml::de::DeValue::Table(t) => table = t,
+            _ => break,
+        }
+    }
+    best
+}
+
+fn split_key(dotted: &str) -> Vec<&str> {
+    // Droid type names may be quoted keys holding dots.
+    let mut parts = Vec::new();
+    let mut rest = dotted;
+    while !rest.is_empty() {
+        if let Some(stripped) = rest.strip_prefix('"') {
+            let end = stripped.find('"').unwrap_or(stripped.len());
+            parts.push(&stripped[..end]);
+            rest = stripped
+                .get(end + 1..)
+                .unwrap_or("")
+                .trim_start_matches('.');
+        } else {
+            let end = rest.find('.').unwrap_or(rest.len());
+            parts.push(&rest[..end]);
+            rest = rest.get(end + 1..).unwrap_or("");
+        }
+    }
+    parts
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

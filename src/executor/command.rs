@@ -1,0 +1,119 @@
+//! An executor reached through commands: one prints the snapshot as JSON
+//! (`{"tasks": [ … ]}`), the other marks a task failed. Arguments are passed
+//! as separate argv items, never through a shell.
+
+use super::{parse_row, Executor, Marked};
+use crate::config::{ExecutorConfig, ExecutorTz};
+use crate::model::{Snapshot, Task};
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use wait_timeout::ChildExt;
+
+pub struct CommandExecutor {
+    snapshot: Vec<String>,
+    mark: Vec<String>,
+    timeout: Duration,
+    tz: ExecutorTz,
+}
+
+impl CommandExecutor {
+    pub fn new(cfg: &ExecutorConfig) -> CommandExecutor {
+        CommandExecutor {
+            snapshot: cfg.snapshot_command.clone(),
+            mark: cfg.mark_failed_command.clone(),
+            timeout: cfg.timeout,
+            tz: cfg.timezone,
+        }
+    }
+}
+
+/// Run argv with a deadline; returns (exit code, stdout, stderr).
+fn run(argv: &[String], timeout: Duration) -> Result<(Option<i32>, String, String)> {
+    let (prog, args) = argv.split_first().context("empty command")?;
+    let mut child = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {prog}"))?;
+    // Drain both pipes on threads so a chatty command cannot block on a full pipe.
+    let mut out = child.stdout.take().context("no stdout")?;
+    let mut err = child.stderr.take().context("no stderr")?;
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let status = match child.wait_timeout(timeout)? {
+        Some(s) => s,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "{prog} did not finish within {}",
+                humantime::format_duration(timeout)
+            );
+        }
+    };
+    let stdout = out_t.join().unwrap_or_default();
+    let stderr = err_t.join().unwrap_or_default();
+    Ok((status.code(), stdout, stderr))
+}
+
+impl Executor for CommandExecutor {
+    fn snapshot(&self) -> Result<Snapshot> {
+        let (code, stdout, stderr) = run(&self.snapshot, self.timeout)?;
+        if code != Some(0) {
+            bail!(
+                "snapshot command {:?} exited with {:?}: {}",
+                self.snapshot,
+                code,
+                stderr.trim()
+            );
+        }
+        let doc: serde_json::Value =
+            serde_json::from_str(&stdout).context("the snapshot command did not print JSON")?;
+        let tasks = doc
+            .get("tasks")
+            .and_then(|t| t.as_array())
+            .context("the snapshot command's JSON has no \"tasks\" array")?;
+        let rows = tasks
+            .iter()
+            .map(|t| match t.as_object() {
+                Some(map) => parse_row(map, self.tz),
+                None => parse_row(&serde_json::Map::new(), self.tz),
+            })
+            .collect();
+        Ok(Snapshot { rows })
+    }
+
+    fn mark_failed(&self, task: &Task, reason: &str, _at: DateTime<Utc>) -> Result<Marked> {
+        let pid = task.pid.map(|p| p.to_string()).unwrap_or_default();
+        let attempt = task.attempt.to_string();
+        let argv: Vec<String> = self
+            .mark
+            .iter()
+            .map(|a| {
+                a.replace("{id}", &task.id)
+                    .replace("{attempt}", &attempt)
+                    .replace("{pid}", &pid)
+                    .replace("{reason}", reason)
+            })
+            .collect();
+        let (code, _, stderr) = run(&argv, self.timeout)?;
+        match code {
+            Some(0) => Ok(Marked::Failed),
+            Some(3) => Ok(Marked::NotRunning),
+            other => bail!("mark command exited with {other:?}: {}", stderr.trim()),
+        }
+    }
+}

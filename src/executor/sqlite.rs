@@ -1,0 +1,132 @@
+//! The executor's own SQLite database (the contract's `tasks` table, or any
+//! schema through `snapshot_query` / `mark_failed_query`).
+
+use super::{parse_row, Executor, Marked};
+use crate::config::{ExecutorConfig, ExecutorTz};
+use crate::model::{Snapshot, Task};
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use rusqlite::{named_params, types::ValueRef, Connection, OpenFlags};
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_SNAPSHOT_QUERY: &str = "SELECT id, plan_id, droid_type, state, pid, host, attempt, \
+     started_at, last_progress_at, finished_at, error, * FROM tasks \
+     WHERE state IN ('RUNNING', 'PENDING') OR finished_at IS NULL \
+     OR julianday(CASE WHEN typeof(finished_at) IN ('integer', 'real') \
+        THEN datetime(finished_at, 'unixepoch') ELSE finished_at END) >= julianday('now') - :history_days";
+
+pub const DEFAULT_MARK_QUERY: &str =
+    "UPDATE tasks SET state = 'FAILED', finished_at = :finished_at, error = :reason \
+     WHERE id = :id AND state = 'RUNNING' AND pid IS :pid AND attempt = :attempt";
+
+pub struct SqliteExecutor {
+    path: PathBuf,
+    snapshot_query: String,
+    mark_query: String,
+    timeout: Duration,
+    history: Duration,
+    tz: ExecutorTz,
+}
+
+impl SqliteExecutor {
+    pub fn new(cfg: &ExecutorConfig) -> Result<SqliteExecutor> {
+        let path = cfg.path.clone().context("executor.path is not set")?;
+        Ok(SqliteExecutor {
+            path,
+            snapshot_query: cfg
+                .snapshot_query
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SNAPSHOT_QUERY.into()),
+            mark_query: cfg
+                .mark_failed_query
+                .clone()
+                .unwrap_or_else(|| DEFAULT_MARK_QUERY.into()),
+            timeout: cfg.timeout,
+            history: cfg.history_window,
+            tz: cfg.timezone,
+        })
+    }
+
+    fn connect(&self, write: bool) -> Result<Connection> {
+        // Never create the executor's database: a missing file is an error.
+        let flags = if write {
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+        } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags)
+            .with_context(|| format!("opening the executor database {}", self.path.display()))?;
+        conn.busy_timeout(self.timeout)?;
+        Ok(conn)
+    }
+}
+
+fn json_of(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::from(i),
+        ValueRef::Real(f) => Value::from(f),
+        ValueRef::Text(t) => Value::from(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(_) => Value::from("(blob)"),
+    }
+}
+
+impl Executor for SqliteExecutor {
+    fn snapshot(&self) -> Result<Snapshot> {
+        let conn = self.connect(false)?;
+        let mut stmt = conn
+            .prepare(&self.snapshot_query)
+            .with_context(|| format!("preparing the snapshot query on {}", self.path.display()))?;
+        let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
+        let days = self.history.as_secs_f64() / 86400.0;
+        let wants_history = stmt.parameter_index(":history_days")?.is_some();
+        let mut rows = if wants_history {
+            stmt.query(named_params! {":history_days": days})?
+        } else {
+            stmt.query([])?
+        };
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().context("reading the snapshot")? {
+            let mut map = Map::new();
+            for (i, name) in names.iter().enumerate() {
+                // The first occurrence of a column name wins (`*` repeats them).
+                if !map.contains_key(name) {
+                    map.insert(name.clone(), json_of(r.get_ref(i)?));
+                }
+            }
+            out.push(parse_row(&map, self.tz));
+        }
+        Ok(Snapshot { rows: out })
+    }
+
+    fn mark_failed(&self, task: &Task, reason: &str, at: DateTime<Utc>) -> Result<Marked> {
+        let conn = self.connect(true)?;
+        let mut stmt = conn
+            .prepare(&self.mark_query)
+            .context("preparing the mark-failed query")?;
+        let mut params: Vec<(&str, &dyn rusqlite::ToSql)> = Vec::new();
+        let finished = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let all: [(&str, &dyn rusqlite::ToSql); 5] = [
+            (":id", &task.id),
+            (":pid", &task.pid),
+            (":attempt", &task.attempt),
+            (":reason", &reason),
+            (":finished_at", &finished),
+        ];
+        for (name, value) in all {
+            if stmt.parameter_index(name)?.is_some() {
+                params.push((name, value));
+            }
+        }
+        let changed = stmt.execute(params.as_slice()).with_context(|| {
+            format!("marking task {} failed in {}", task.id, self.path.display())
+        })?;
+        Ok(if changed > 0 {
+            Marked::Failed
+        } else {
+            Marked::NotRunning
+        })
+    }
+}

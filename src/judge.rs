@@ -1,0 +1,383 @@
+//! The verdict on one RUNNING task: a pure function of (task, probe, prior
+//! observation, policy, facts) → verdict with evidence, and the observation
+//! to remember for the next sweep. No I/O, no clock: `facts.now` is given.
+
+use crate::config::Policy;
+use crate::model::{Kind, Signal, SweepKind, Task};
+use crate::observation::{Binding, MemberCounters, Observation};
+use crate::probe::{BootFacts, Probe};
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+/// What holds for every task of one sweep.
+#[derive(Debug, Clone)]
+pub struct Facts<'a> {
+    pub now: DateTime<Utc>,
+    pub boot: &'a BootFacts,
+    pub host: &'a str,
+    pub sweep: SweepKind,
+    /// After a suspend or a wall-clock step, hang clocks restart here.
+    pub hang_floor: Option<DateTime<Utc>>,
+}
+
+/// The inputs that led to a verdict, kept with the finding so it can be
+/// explained and re-derived.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Evidence {
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Kind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_ticks: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bound_start_ticks: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_started_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_started_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_moved_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub io_moved_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_progress_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_progress_signal: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gone_since: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+    pub boot_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    pub kind: Kind,
+    pub evidence: Evidence,
+    /// Exit grace does not apply (the task started before this boot, or
+    /// never had a pid): there is no exit for the executor to record.
+    pub grace_exempt: bool,
+    /// The process started before the task (a pooled worker): never signal it.
+    pub pooled: bool,
+    /// The observation to persist; `None` when there is no pid to key it.
+    pub observation: Option<Observation>,
+}
+
+fn ms(d: std::time::Duration) -> Duration {
+    Duration::milliseconds(d.as_millis().min(i64::MAX as u128) as i64)
+}
+
+/// Judge one RUNNING task.
+pub fn judge(
+    task: &Task,
+    probe: Option<&Probe>,
+    prior: Option<&Observation>,
+    policy: &Policy,
+    facts: &Facts,
+) -> Judgement {
+    let now = facts.now;
+    let mut ev = Evidence {
+        task_started_at: task.started_at,
+        heartbeat_at: task.last_progress_at,
+        boot_id: facts.boot.boot_id.clone(),
+        ..Evidence::default()
+    };
+    let startup = facts.sweep == SweepKind::Startup;
+    // At the startup scan everything gone is an orphan; the cause is kept.
+    let gone = |kind: Kind, mut ev: Evidence| -> (Kind, Evidence) {
+        if startup {
+            ev.cause = Some(kind);
+            (Kind::Orphan, ev)
+        } else {
+            (kind, ev)
+        }
+    };
+    let verdict = |kind, evidence, grace_exempt, observation| Judgement {
+        kind,
+        evidence,
+        grace_exempt,
+        pooled: false,
+        observation,
+    };
+
+    if let Some(h) = task.host.as_deref() {
+        if h != facts.host {
+            ev.reason = format!("task runs on host {h:?}, not this host ({:?})", facts.host);
+            return verdict(Kind::Unverifiable, ev, false, None);
+        }
+    }
+
+    let Some(pid) = task.pid else {
+        let grace = ms(policy.startup_grace);
+        return match task.started_at {
+            Some(s) if startup && now - s > grace => {
+                ev.reason = format!(
+                    "no pid recorded {} after start, past startup_grace ({})",
+                    human(now - s),
+                    humantime::format_duration(policy.startup_grace)
+                );
+                verdict(Kind::Orphan, ev, true, None)
+            }
+            Some(_) => {
+                ev.reason = "no pid recorded yet".into();
+                verdict(Kind::Unverifiable, ev, false, None)
+            }
+            None => {
+                ev.reason = "no pid and no started_at recorded".into();
+                verdict(Kind::Unverifiable, ev, false, None)
+            }
+        };
+    };
+
+    // A fresh observation, or the prior one carried forward.
+    let prior = prior.filter(|p| p.task_id == task.id && p.attempt == task.attempt && p.pid == pid);
+    let mut obs = prior.cloned().unwrap_or_else(|| Observation {
+        task_id: task.id.clone(),
+        attempt: task.attempt,
+        pid,
+        boot_id: facts.boot.boot_id.clone(),
+        start_ticks: None,
+        binding: None,
+        first_seen_at: now,
+        seen_at: now,
+        members: Vec::new(),
+        cpu_moved_at: None,
+        io_moved_at: None,
+        gone_since: None,
+    });
+    obs.seen_at = now;
+    let mark_gone = |obs: &mut Observation, ev: &mut Evidence| {
+        let since = *obs.gone_since.get_or_insert(now);
+        ev.gone_since = Some(since);
+    };
+
+    // Nothing that ran before this boot can be alive now.
+    let pre_boot = task.started_at.is_some_and(|s| s < facts.boot.boot_time);
+    let other_boot = prior.is_some_and(|p| p.boot_id != facts.boot.boot_id);
+    if pre_boot || other_boot {
+        ev.reason = if pre_boot {
+            format!(
+                "task started at {}, before this boot at {}; its process cannot be alive",
+                fmt_time(task.started_at),
+                fmt_time(Some(facts.boot.boot_time))
+            )
+        } else {
+            format!(
+                "the process was bound at boot {}; the host has rebooted since",
+                prior.map(|p| p.boot_id.as_str()).unwrap_or("?")
+            )
+        };
+        mark_gone(&mut obs, &mut ev);
+        let (kind, ev) = gone(Kind::Dead, ev);
+        return verdict(kind, ev, true, Some(obs));
+    }
+
+    let members = match probe {
+        None | Some(Probe::Gone) => {
+            ev.reason = format!(
+                "process {pid} not found (exited) at {}",
+                fmt_time(Some(now))
+            );
+            mark_gone(&mut obs, &mut ev);
+            let (kind, ev) = gone(Kind::Dead, ev);
+            return verdict(kind, ev, false, Some(obs));
+        }
+        Some(Probe::Unreadable(why)) => {
+            ev.reason = format!("process {pid} cannot be read: {why}");
+            return verdict(Kind::Unverifiable, ev, false, Some(obs));
+        }
+        Some(Probe::Found(m)) if m.is_empty() => {
+            ev.reason = format!("process {pid} has no readable members");
+            return verdict(Kind::Unverifiable, ev, false, Some(obs));
+        }
+        Some(Probe::Found(m)) => m,
+    };
+    let leader = members[0].stat;
+    let proc_started = facts.boot.started_at(leader.start_ticks);
+    ev.state = Some(leader.state.to_string());
+    ev.start_ticks = Some(leader.start_ticks);
+    ev.process_started_at = Some(proc_started);
+    ev.members = Some(members.len());
+
+    // Identity: the executor's start ticks, else the ones bound at first sight.
+    let bound = match task.pid_start_ticks {
+        Some(t) => Some((t, Binding::Executor)),
+        None => obs.start_ticks.zip(obs.binding),
+    };
+    ev.bound_start_ticks = bound.map(|b| b.0);
+    if let Some((ticks, how)) = bound {
+        if ticks != leader.start_ticks {
+            ev.reason = format!(
+                "pid {pid} now belongs to another process: start ticks {} differ from the identity bound {} ({})",
+                leader.start_ticks,
+                ticks,
+                match how {
+                    Binding::Executor => "recorded by the executor",
+                    Binding::FirstSight => "at first sight",
+                }
+            );
+            mark_gone(&mut obs, &mut ev);
+            let (kind, ev) = gone(Kind::PidReused, ev);
+            return verdict(kind, ev, false, Some(obs));
+        }
+    }
+    if let Some(s) = task.started_at {
+        if proc_started > s + ms(policy.pid_start_tolerance) {
+            ev.reason = format!(
+                "pid {pid} now belongs to another process: it started at {}, after the task started at {} (tolerance {})",
+                fmt_time(Some(proc_started)),
+                fmt_time(Some(s)),
+                humantime::format_duration(policy.pid_start_tolerance)
+            );
+            mark_gone(&mut obs, &mut ev);
+            let (kind, ev) = gone(Kind::PidReused, ev);
+            return verdict(kind, ev, false, Some(obs));
+        }
+    }
+    // The process is the task's: bind it if not yet bound.
+    if obs.start_ticks.is_none() || task.pid_start_ticks.is_some() {
+        obs.start_ticks = Some(leader.start_ticks);
+        obs.binding = Some(if task.pid_start_ticks.is_some() {
+            Binding::Executor
+        } else {
+            Binding::FirstSight
+        });
+    }
+    let pooled = task.started_at.is_some_and(|s| proc_started < s);
+
+    if matches!(leader.state, 'Z' | 'X' | 'x') {
+        ev.reason = format!(
+            "process {pid} exited but was not reaped (state {})",
+            leader.state
+        );
+        mark_gone(&mut obs, &mut ev);
+        let (kind, ev) = gone(Kind::Zombie, ev);
+        return verdict(kind, ev, false, Some(obs));
+    }
+    // Alive: it is not gone, whatever an earlier probe saw.
+    obs.gone_since = None;
+    if matches!(leader.state, 'T' | 't') {
+        ev.reason = format!(
+            "process {pid} is stopped (state {}), e.g. under a debugger",
+            leader.state
+        );
+        return Judgement {
+            pooled,
+            ..verdict(Kind::Unverifiable, ev, false, Some(obs))
+        };
+    }
+
+    // Progress. A counter seen for the first time has no history: it counts
+    // as moving now, so OS evidence is never used before Foreman has watched
+    // it for a full timeout.
+    let now_members: Vec<MemberCounters> = members.iter().map(|m| m.counters()).collect();
+    let io_readable = now_members.iter().all(|m| m.io_bytes.is_some());
+    let cpu_moved = prior.is_none()
+        || now_members.iter().any(|m| {
+            obs.member(m.pid, m.start_ticks)
+                .is_none_or(|p| m.cpu_ticks > p.cpu_ticks)
+        });
+    let io_moved = prior.is_none()
+        || now_members
+            .iter()
+            .any(|m| match (obs.member(m.pid, m.start_ticks), m.io_bytes) {
+                (None, Some(_)) => true,
+                (Some(p), Some(now_io)) => p.io_bytes.is_none_or(|pio| now_io > pio),
+                (_, None) => false,
+            });
+    if cpu_moved || obs.cpu_moved_at.is_none() {
+        obs.cpu_moved_at = Some(now);
+    }
+    if io_readable && (io_moved || obs.io_moved_at.is_none()) {
+        obs.io_moved_at = Some(now);
+    }
+    obs.members = now_members;
+    ev.cpu_moved_at = obs.cpu_moved_at;
+    ev.io_moved_at = obs.io_moved_at.filter(|_| io_readable);
+
+    let mut candidates: Vec<(DateTime<Utc>, &str)> = Vec::new();
+    if policy.counts(Signal::Heartbeat) {
+        if let Some(h) = task.last_progress_at {
+            candidates.push((h, "heartbeat"));
+        }
+    }
+    if policy.counts(Signal::Cpu) {
+        if let Some(t) = obs.cpu_moved_at {
+            candidates.push((t, "cpu"));
+        }
+    }
+    if policy.counts(Signal::Io) && io_readable {
+        if let Some(t) = obs.io_moved_at {
+            candidates.push((t, "io"));
+        }
+    }
+    let no_signal_readable =
+        !policy.counts(Signal::Heartbeat) && !policy.counts(Signal::Cpu) && !io_readable;
+    if no_signal_readable {
+        ev.reason = format!("no enabled progress signal is readable (/proc/{pid}/io unreadable)");
+        return Judgement {
+            pooled,
+            ..verdict(Kind::Unverifiable, ev, false, Some(obs))
+        };
+    }
+    let start = task.started_at.unwrap_or(obs.first_seen_at);
+    candidates.push((start + ms(policy.startup_grace), "startup_grace"));
+    if let Some(f) = facts.hang_floor {
+        candidates.push((f, "clock_reset"));
+    }
+    let (last, signal) = candidates
+        .iter()
+        .copied()
+        .max_by_key(|(t, _)| *t)
+        .unwrap_or((start, "started_at"));
+    let idle = now - last;
+    ev.last_progress_at = Some(last);
+    ev.last_progress_signal = Some(signal.to_string());
+    ev.idle_ms = Some(idle.num_milliseconds().max(0));
+    ev.timeout_ms = Some(ms(policy.timeout).num_milliseconds());
+    if idle > ms(policy.timeout) {
+        ev.reason = format!(
+            "no progress for {} (last: {} at {}), past the timeout of {}",
+            human(idle),
+            signal,
+            fmt_time(Some(last)),
+            humantime::format_duration(policy.timeout)
+        );
+        return Judgement {
+            pooled,
+            ..verdict(Kind::Hung, ev, false, Some(obs))
+        };
+    }
+    ev.reason = format!(
+        "alive; last progress {} ago ({signal})",
+        human(idle.max(Duration::zero()))
+    );
+    Judgement {
+        pooled,
+        ..verdict(Kind::Alive, ev, false, Some(obs))
+    }
+}
+
+fn fmt_time(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn human(d: Duration) -> String {
+    let secs = d.num_seconds().max(0) as u64;
+    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+}
+
+#[cfg(test)]
+#[path = "judge_tests.rs"]
+mod tests;

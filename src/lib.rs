@@ -1,0 +1,22 @@
+//! Foreman: the watchdog of a task executor whose tasks run as OS processes.
+//!
+//! Data flows one way: executor → snapshot → probe → judge → decide →
+//! activity log → actions. See ARCHITECTURE.md.
+
+pub mod activity;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod decide;
+pub mod demo;
+pub mod executor;
+pub mod judge;
+pub mod lock;
+pub mod logging;
+pub mod model;
+pub mod observation;
+pub mod probe;
+pub mod recovery;
+pub mod report;
+pub mod sweep;

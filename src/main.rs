@@ -1,0 +1,27 @@
+//! Parse the command line, dispatch, map the outcome to an exit code.
+
+use clap::Parser;
+use foreman::app;
+use foreman::cli::{Cli, Command};
+use foreman::model::SweepKind;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    foreman::logging::init(cli.verbose, cli.quiet);
+    let path = app::config_path(cli.config);
+    let result = match &cli.command {
+        Command::Run => app::run(&path),
+        Command::Sweep(a) => app::one_sweep(&path, a, SweepKind::Manual),
+        Command::ScanOrphans(a) => app::one_sweep(&path, a, SweepKind::Startup),
+        Command::CheckConfig => app::check_config(&path),
+        Command::Demo => foreman::demo::run(),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("foreman: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! What Foreman remembers of one (task, attempt, pid) between sweeps: the
+//! process identity bound at first sight, the counters of every member of
+//! its process tree, and when each progress signal last moved. The judge
+//! reads the prior observation and returns the next one; the activity log
+//! persists it, so a restart does not reset progress tracking.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// How the identity was bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Binding {
+    /// Foreman saw the process for the first time and took its start ticks.
+    FirstSight,
+    /// The executor stored the start ticks (`pid_start_ticks`).
+    Executor,
+}
+
+/// One member of a task's process tree, keyed by (pid, start ticks) so a
+/// reused pid is never mistaken for the member it replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberCounters {
+    pub pid: i32,
+    pub start_ticks: u64,
+    pub cpu_ticks: u64,
+    /// `rchar + wchar`; `None` when /proc/PID/io was unreadable.
+    pub io_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    pub task_id: String,
+    pub attempt: i64,
+    pub pid: i32,
+    pub boot_id: String,
+    /// The bound identity; `None` while the process was never seen alive.
+    pub start_ticks: Option<u64>,
+    pub binding: Option<Binding>,
+    pub first_seen_at: DateTime<Utc>,
+    pub seen_at: DateTime<Utc>,
+    pub members: Vec<MemberCounters>,
+    pub cpu_moved_at: Option<DateTime<Utc>>,
+    pub io_moved_at: Option<DateTime<Utc>>,
+    /// The first probe that saw the process gone, a zombie or replaced:
+    /// exit grace is counted from here.
+    pub gone_since: Option<DateTime<Utc>>,
+}
+
+impl Observation {
+    pub fn member(&self, pid: i32, start_ticks: u64) -> Option<&MemberCounters> {
+        self.members
+            .iter()
+            .find(|m| m.pid == pid && m.start_ticks == start_ticks)
+    }
+}

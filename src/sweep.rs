@@ -1,0 +1,589 @@
+//! One sweep: snapshot → probe → judge → decide → record → act.
+//!
+//! Everything is committed to the activity log in one transaction before
+//! any action; each action's outcome is recorded after. A finding left
+//! `pending` by a crash is re-verified by the next sweep: the task is judged
+//! afresh, and the open finding is either acted on (same key) or closed.
+
+use crate::activity::{ActivityLog, NewFinding, SweepRecord};
+use crate::config::Config;
+use crate::decide::{decide, Case, Decision, SweepFacts};
+use crate::executor::{Executor, Marked};
+use crate::judge::{judge, Facts, Judgement};
+use crate::model::{Action, Kind, Mode, Outcome, Row, SweepKind, Task, TaskState};
+use crate::probe::{boot_facts, cpu_pressure, Clocks, Probe, ProcTable};
+use crate::recovery::{failure_reason, terminate_trees, Identity, Terminated};
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use tracing::{error, info, warn};
+
+/// A wall-clock or boot-clock difference larger than this between two
+/// sweeps is a suspend or a clock step, not drift.
+const CLOCK_JUMP: Duration = Duration::from_secs(5);
+
+/// How the sweep may touch the activity log.
+pub enum LogAccess<'a> {
+    /// Record and act.
+    Write(&'a mut ActivityLog),
+    /// Dry run: read prior observations if there are any; write nothing.
+    ReadOnly(Option<&'a ActivityLog>),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SweepOptions {
+    /// How late the daemon's tick fired against its schedule.
+    pub lateness: Option<Duration>,
+}
+
+/// One finding as reported to the user.
+#[derive(Debug, Clone, Serialize)]
+pub struct FindingReport {
+    /// The finding's id in the activity log; absent in a dry run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    pub task_id: String,
+    pub attempt: i64,
+    pub droid_type: Option<String>,
+    pub plan_id: Option<String>,
+    pub pid: Option<i32>,
+    pub kind: Kind,
+    pub evidence: serde_json::Value,
+    pub action: Action,
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepReport {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep_id: Option<i64>,
+    pub kind: SweepKind,
+    pub dry_run: bool,
+    pub mode: Mode,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub tasks_seen: usize,
+    pub tasks_checked: usize,
+    /// Set when the executor could not be read (`snapshot_error`): nothing
+    /// was judged and nothing was marked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deferral: Option<String>,
+    pub findings: Vec<FindingReport>,
+}
+
+impl SweepReport {
+    /// Actions this sweep decided on that ended in `error`.
+    pub fn action_errors(&self) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.outcome == Outcome::Error)
+            .count()
+    }
+
+    /// Findings still waiting (exit grace) to be acted on.
+    pub fn waiting(&self) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.action == Action::Deferred && f.outcome == Outcome::Pending)
+            .count()
+    }
+}
+
+/// Run one sweep.
+pub fn sweep(
+    config: &Config,
+    executor: &dyn Executor,
+    mut log: LogAccess<'_>,
+    kind: SweepKind,
+    opts: &SweepOptions,
+) -> Result<SweepReport> {
+    let started_at = Utc::now();
+    let clocks = Clocks::now();
+    let boot = boot_facts()?;
+    let dry_run = matches!(log, LogAccess::ReadOnly(_));
+    let reader: Option<&ActivityLog> = match &log {
+        LogAccess::Write(l) => Some(&**l),
+        LogAccess::ReadOnly(l) => *l,
+    };
+
+    // Clocks: a suspend or a wall-clock step restarts hang clocks now.
+    let last = reader.map(|l| l.last_sweep()).transpose()?.flatten();
+    let mut deferral = None;
+    let mut hang_floor = last.as_ref().and_then(|l| l.hang_floor);
+    if let Some(last) = last.as_ref().filter(|l| l.boot_id == boot.boot_id) {
+        let mono = clocks.monotonic_ns - last.clocks.monotonic_ns;
+        let suspended = (clocks.boottime_ns - last.clocks.boottime_ns) - mono;
+        let stepped = (clocks.realtime_ns - last.clocks.realtime_ns) - mono;
+        let jump = CLOCK_JUMP.as_nanos() as i64;
+        if suspended > jump {
+            deferral = Some(format!(
+                "host was suspended for {}s since the last sweep",
+                suspended / 1_000_000_000
+            ));
+        } else if stepped.abs() > jump {
+            deferral = Some(format!(
+                "wall clock stepped by {}s since the last sweep",
+                stepped / 1_000_000_000
+            ));
+        }
+        if deferral.is_some() {
+            hang_floor = Some(started_at);
+        }
+    }
+    // Starvation: Foreman itself could not run on time, so neither could the
+    // heartbeat writers it judges.
+    let mut starved = None;
+    if let Some(late) = opts.lateness.filter(|l| *l > config.interval / 2) {
+        starved = Some(format!(
+            "this sweep started {} late (more than half the interval)",
+            humantime::format_duration(Duration::from_millis(late.as_millis() as u64))
+        ));
+    } else if let Some(p) = cpu_pressure().filter(|p| *p > config.max_cpu_pressure) {
+        starved = Some(format!(
+            "CPU pressure is {p:.1}% (some avg10), above max_cpu_pressure {:.1}%",
+            config.max_cpu_pressure
+        ));
+    }
+    if let Some(s) = &starved {
+        deferral = Some(deferral.map_or(s.clone(), |d| format!("{d}; {s}")));
+    }
+
+    let mut record = SweepRecord {
+        kind: kind.as_str(),
+        host: config.host.clone(),
+        mode: match config.mode {
+            Mode::Enforce => "enforce",
+            Mode::Shadow => "shadow",
+        },
+        started_at,
+        tasks_seen: 0,
+        tasks_checked: 0,
+        error: None,
+        deferral: deferral.clone(),
+        boot_id: boot.boot_id.clone(),
+        clocks,
+        hang_floor,
+        observations: Vec::new(),
+        findings: Vec::new(),
+        closes: Vec::new(),
+    };
+    let mut report = SweepReport {
+        sweep_id: None,
+        kind,
+        dry_run,
+        mode: config.mode,
+        started_at,
+        finished_at: started_at,
+        tasks_seen: 0,
+        tasks_checked: 0,
+        snapshot_error: None,
+        deferral: deferral.clone(),
+        findings: Vec::new(),
+    };
+
+    let snapshot = match executor.snapshot() {
+        Ok(s) => s,
+        Err(e) => {
+            // An unreachable executor marks nothing.
+            let msg = format!("{e:#}");
+            error!(kind = kind.as_str(), error = %msg, "snapshot_error: the executor could not be read; nothing judged, nothing marked");
+            record.error = Some(format!("snapshot_error: {msg}"));
+            if let LogAccess::Write(l) = &mut log {
+                let (id, _) = l.record(&record)?;
+                l.finish_sweep(id, Utc::now(), 0, 0)?;
+                report.sweep_id = Some(id);
+            }
+            report.snapshot_error = Some(msg);
+            report.finished_at = Utc::now();
+            return Ok(report);
+        }
+    };
+    report.tasks_seen = snapshot.rows.len();
+    record.tasks_seen = snapshot.rows.len();
+
+    let priors = reader
+        .map(|l| l.observations())
+        .transpose()?
+        .unwrap_or_default();
+    let open = reader
+        .map(|l| l.open_findings())
+        .transpose()?
+        .unwrap_or_default();
+    let table = ProcTable::scan().context("scanning /proc")?;
+
+    // Judge every RUNNING task; bad rows are unverifiable with their reason.
+    let running: Vec<&Task> = snapshot.running().collect();
+    let mut pid_count: HashMap<i32, usize> = HashMap::new();
+    for t in &running {
+        if let Some(p) = t.pid {
+            *pid_count.entry(p).or_default() += 1;
+        }
+    }
+    let facts = Facts {
+        now: started_at,
+        boot: &boot,
+        host: &config.host,
+        sweep: kind,
+        hang_floor,
+    };
+    let mut judged: Vec<(&Task, Judgement, Option<Probe>)> = Vec::with_capacity(running.len());
+    for task in &running {
+        let probe = task.pid.map(|p| table.probe(p));
+        let prior = task
+            .pid
+            .and_then(|p| priors.get(&(task.id.clone(), task.attempt, p)));
+        let mut j = judge(
+            task,
+            probe.as_ref(),
+            prior,
+            config.policy(&task.droid_type),
+            &facts,
+        );
+        // A gone task keeps the kind of its open finding (an orphan found at
+        // startup is still that orphan at the next sweep, and vice versa).
+        if j.kind.is_gone() {
+            if let Some(o) = open
+                .iter()
+                .find(|o| o.task_id == task.id && o.attempt == task.attempt)
+            {
+                if let Some(k) = gone_kind(&o.kind) {
+                    j.kind = k;
+                }
+            }
+        }
+        if let Some(o) = j.observation.take() {
+            record.observations.push(o);
+        }
+        judged.push((task, j, probe));
+    }
+    report.tasks_checked = judged.len();
+    record.tasks_checked = judged.len();
+    let local = running
+        .iter()
+        .filter(|t| t.host.as_deref().is_none_or(|h| h == config.host))
+        .count();
+    if !running.is_empty() && local == 0 {
+        warn!(host = %config.host, running = running.len(), "every RUNNING task is on another host: is `host` in foreman.toml right?");
+    }
+
+    let shared_pids: Vec<i32> = pid_count
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(p, _)| *p)
+        .collect();
+    let cases: Vec<Case> = judged
+        .iter()
+        .map(|(task, j, _)| Case {
+            task,
+            judgement: j,
+            policy: config.policy(&task.droid_type),
+        })
+        .collect();
+    let decisions = decide(
+        &cases,
+        &SweepFacts {
+            now: started_at,
+            starved: starved.clone(),
+            running: running.len(),
+            max_actions: config.defaults.max_actions_per_sweep,
+            shared_pids,
+        },
+    );
+
+    // Findings: every verdict but alive, and every bad row.
+    struct Planned<'a> {
+        task: Option<&'a Task>,
+        finding: NewFinding,
+        decision: Decision,
+        tree: Vec<Identity>,
+    }
+    let mut planned: Vec<Planned> = Vec::new();
+    for ((task, j, probe), d) in judged.iter().zip(decisions) {
+        if j.kind == Kind::Alive {
+            continue;
+        }
+        let mut evidence = j.evidence.clone();
+        let mut tree = Vec::new();
+        if let Some(Probe::Found(members)) = probe {
+            evidence.cmdline = task.pid.and_then(|p| table.cmdline(p));
+            // Descendants first, leader last.
+            tree = members
+                .iter()
+                .rev()
+                .map(|m| Identity {
+                    pid: m.stat.pid,
+                    start_ticks: m.stat.start_ticks,
+                })
+                .collect();
+        }
+        planned.push(Planned {
+            task: Some(task),
+            finding: NewFinding {
+                task_id: task.id.clone(),
+                attempt: task.attempt,
+                kind: j.kind,
+                droid_type: Some(task.droid_type.clone()),
+                plan_id: task.plan_id.clone(),
+                pid: task.pid,
+                host: task.host.clone(),
+                evidence: serde_json::to_value(&evidence)?,
+                action: d.action,
+                outcome: d.outcome,
+                detail: d.note.clone(),
+            },
+            decision: d,
+            tree,
+        });
+    }
+    for row in &snapshot.rows {
+        if let Row::Bad(b) = row {
+            planned.push(Planned {
+                task: None,
+                finding: NewFinding {
+                    task_id: b.id.clone(),
+                    attempt: b.attempt,
+                    kind: Kind::Unverifiable,
+                    droid_type: b.droid_type.clone(),
+                    plan_id: b.plan_id.clone(),
+                    pid: None,
+                    host: None,
+                    evidence: serde_json::json!({"reason": format!("malformed snapshot row: {}", b.reason), "boot_id": boot.boot_id}),
+                    action: Action::None,
+                    outcome: Outcome::Reported,
+                    detail: None,
+                },
+                decision: Decision {
+                    action: Action::None,
+                    outcome: Outcome::Reported,
+                    note: None,
+                },
+                tree: Vec::new(),
+            });
+        }
+    }
+
+    // Open findings this sweep did not see again are closed, truthfully.
+    let seen: HashSet<(&str, i64, &str)> = planned
+        .iter()
+        .map(|p| {
+            (
+                p.finding.task_id.as_str(),
+                p.finding.attempt,
+                p.finding.kind.as_str(),
+            )
+        })
+        .collect();
+    for o in &open {
+        if seen.contains(&(o.task_id.as_str(), o.attempt, o.kind.as_str())) {
+            continue;
+        }
+        let now_row = snapshot.rows.iter().find_map(|r| match r {
+            Row::Task(t) if t.id == o.task_id => Some(t),
+            _ => None,
+        });
+        let (outcome, detail) = match now_row {
+            Some(t) if t.state == TaskState::Running && t.attempt == o.attempt => (
+                Outcome::Cleared,
+                format!("re-verified: no longer {}", o.kind),
+            ),
+            Some(t)
+                if t.state == TaskState::Failed
+                    && t.error
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("foreman:")) =>
+            {
+                (
+                    Outcome::MarkedFailed,
+                    "marked failed before Foreman stopped".to_string(),
+                )
+            }
+            Some(t) => (
+                Outcome::AlreadyFinished,
+                format!("task is now {:?} (attempt {})", t.state, t.attempt),
+            ),
+            None => (
+                Outcome::AlreadyFinished,
+                "task is no longer in the snapshot".to_string(),
+            ),
+        };
+        record.closes.push((o.id, outcome, detail));
+    }
+
+    record.findings = planned.iter().map(|p| p.finding.clone()).collect();
+    let ids: Vec<Option<i64>> = match &mut log {
+        LogAccess::Write(l) => {
+            let (sweep_id, ids) = l.record(&record)?;
+            report.sweep_id = Some(sweep_id);
+            ids.into_iter().map(Some).collect()
+        }
+        LogAccess::ReadOnly(_) => vec![None; planned.len()],
+    };
+    for (p, id) in planned.iter().zip(&ids) {
+        let f = &p.finding;
+        warn!(
+            finding_id = id.unwrap_or(0),
+            task_id = %f.task_id,
+            attempt = f.attempt,
+            droid_type = f.droid_type.as_deref().unwrap_or(""),
+            pid = f.pid.unwrap_or(0),
+            kind = f.kind.as_str(),
+            action = f.action.as_str(),
+            outcome = f.outcome.as_str(),
+            reason = f.evidence.get("reason").and_then(|r| r.as_str()).unwrap_or(""),
+            "finding"
+        );
+    }
+
+    fail::fail_point!("sweep::before_act");
+
+    // Act: only in a real sweep, only on decisions that say so.
+    let mut outcomes: Vec<(Outcome, Option<String>)> = planned
+        .iter()
+        .map(|p| (p.decision.outcome, p.decision.note.clone()))
+        .collect();
+    let mut actions = 0;
+    if let LogAccess::Write(l) = &mut log {
+        let to_act: Vec<usize> = (0..planned.len())
+            .filter(|i| planned[*i].decision.should_act())
+            .collect();
+        // Terminate every hung tree together, then mark.
+        let term: Vec<usize> = to_act
+            .iter()
+            .copied()
+            .filter(|i| planned[*i].decision.action == Action::TerminateAndMark)
+            .collect();
+        let mut term_result: HashMap<usize, Terminated> = HashMap::new();
+        if !term.is_empty() {
+            let trees: Vec<Vec<Identity>> = term.iter().map(|i| planned[*i].tree.clone()).collect();
+            let grace = term
+                .iter()
+                .filter_map(|i| {
+                    planned[*i]
+                        .task
+                        .map(|t| config.policy(&t.droid_type).kill_grace)
+                })
+                .max()
+                .unwrap_or(Duration::from_secs(10));
+            let (results, records) = terminate_trees(&trees, grace);
+            for ((i, r), recs) in term.iter().zip(results).zip(records) {
+                if let Some(fid) = ids[*i] {
+                    for s in recs {
+                        l.add_signal(
+                            fid,
+                            s.at,
+                            s.target.pid,
+                            s.target.start_ticks,
+                            s.signal,
+                            &s.sent.describe(),
+                        )?;
+                    }
+                }
+                term_result.insert(*i, r);
+            }
+        }
+        for i in to_act {
+            let p = &planned[i];
+            let Some(task) = p.task else { continue };
+            actions += 1;
+            let mut note = p.decision.note.clone();
+            match term_result.get(&i) {
+                Some(Terminated::Unkillable(left)) => {
+                    outcomes[i] = (
+                        Outcome::Unkillable,
+                        Some(format!("processes {left:?} survived SIGKILL (uninterruptible?); not marked, retried next sweep")),
+                    );
+                    continue;
+                }
+                Some(Terminated::Refused(why)) => {
+                    note = Some(format!("not signalled ({why}); marked only"))
+                }
+                _ => {}
+            }
+            let reason = failure_reason(
+                p.finding.kind.as_str(),
+                p.finding
+                    .evidence
+                    .get("reason")
+                    .and_then(|r| r.as_str())
+                    .unwrap_or(""),
+            );
+            fail::fail_point!("sweep::before_mark");
+            outcomes[i] = match executor.mark_failed(task, &reason, Utc::now()) {
+                Ok(Marked::Failed) => (Outcome::MarkedFailed, note),
+                Ok(Marked::NotRunning) => (
+                    Outcome::AlreadyFinished,
+                    Some("the task was no longer RUNNING with this pid and attempt; its result was kept".into()),
+                ),
+                Err(e) => (Outcome::Error, Some(format!("{e:#}"))),
+            };
+        }
+        for (i, (outcome, note)) in outcomes.iter().enumerate() {
+            if let Some(fid) = ids[i] {
+                if *outcome != planned[i].decision.outcome || *note != planned[i].decision.note {
+                    l.set_outcome(fid, *outcome, note.as_deref(), Utc::now())?;
+                }
+            }
+        }
+    }
+
+    report.findings = planned
+        .into_iter()
+        .zip(ids)
+        .zip(outcomes)
+        .map(|((p, id), (outcome, detail))| FindingReport {
+            id,
+            task_id: p.finding.task_id,
+            attempt: p.finding.attempt,
+            droid_type: p.finding.droid_type,
+            plan_id: p.finding.plan_id,
+            pid: p.finding.pid,
+            kind: p.finding.kind,
+            evidence: p.finding.evidence,
+            action: p.finding.action,
+            outcome,
+            detail,
+        })
+        .collect();
+    report.finished_at = Utc::now();
+    let errors = report.action_errors();
+    if let (LogAccess::Write(l), Some(id)) = (&mut log, report.sweep_id) {
+        l.finish_sweep(id, report.finished_at, actions, errors)?;
+    }
+    for f in report
+        .findings
+        .iter()
+        .filter(|f| f.outcome == Outcome::Error)
+    {
+        error!(task_id = %f.task_id, detail = f.detail.as_deref().unwrap_or(""), "action failed");
+    }
+    info!(
+        sweep_id = report.sweep_id.unwrap_or(0),
+        kind = kind.as_str(),
+        dry_run,
+        tasks_seen = report.tasks_seen,
+        tasks_checked = report.tasks_checked,
+        findings = report.findings.len(),
+        actions,
+        errors,
+        duration_ms = (report.finished_at - started_at).num_milliseconds(),
+        "sweep finished"
+    );
+    Ok(report)
+}
+
+fn gone_kind(s: &str) -> Option<Kind> {
+    match s {
+        "dead" => Some(Kind::Dead),
+        "zombie" => Some(Kind::Zombie),
+        "pid_reused" => Some(Kind::PidReused),
+        "orphan" => Some(Kind::Orphan),
+        _ => None,
+    }
+}
