@@ -253,7 +253,12 @@ pub fn judge(
             Binding::FirstSight
         });
     }
-    let pooled = task.started_at.is_some_and(|s| proc_started < s);
+    // Older than the task by more than the tolerance: a pooled worker. The
+    // tolerance absorbs boot-time rounding and executors that record
+    // `started_at` just after the fork.
+    let pooled = task
+        .started_at
+        .is_some_and(|s| proc_started + ms(policy.pid_start_tolerance) < s);
 
     if matches!(leader.state, 'Z' | 'X' | 'x') {
         ev.reason = format!(
