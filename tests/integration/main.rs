@@ -1,1 +1,21 @@
-//! Integration tests: real processes, real SQLite, the real binary.
+//! Integration tests: real processes, real SQLite files, the real binary.
+//! One test binary (see ripgrep); modules by subject.
+
+mod acting;
+mod cli;
+mod common;
+mod processes;
+
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Every test that spawns processes holds this for reading; the PID-reuse
+/// test holds it for writing, so no other spawn can take the pid it forces.
+static PROCESS_LOCK: RwLock<()> = RwLock::new(());
+
+pub fn spawning() -> RwLockReadGuard<'static, ()> {
+    PROCESS_LOCK.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    PROCESS_LOCK.write().unwrap_or_else(|e| e.into_inner())
+}
