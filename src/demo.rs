@@ -109,8 +109,14 @@ fn now() -> String {
 fn demo() -> Result<()> {
     // SAFETY: the handler only stores to an atomic.
     unsafe {
-        libc::signal(libc::SIGINT, on_interrupt as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_interrupt as *const () as libc::sighandler_t);
+        libc::signal(
+            libc::SIGINT,
+            on_interrupt as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            on_interrupt as *const () as libc::sighandler_t,
+        );
     }
     let dir = tempfile::Builder::new().prefix("foreman-demo-").tempdir()?;
     let config_path = dir.path().join("foreman.toml");
@@ -121,12 +127,22 @@ fn demo() -> Result<()> {
     db.execute_batch(SCHEMA)?;
     db.pragma_update(None, "journal_mode", "WAL")?;
 
-    println!("Foreman demo: a scratch executor in {}", dir.path().display());
+    println!(
+        "Foreman demo: a scratch executor in {}",
+        dir.path().display()
+    );
     println!("droid types: builder (heartbeat, cpu, io) and scribe (heartbeat only); timeout 4s, interval 1s\n");
     let mut droids = Droids(Vec::new());
     let boot = crate::probe::boot_facts()?;
-    let long_ago = (boot.boot_time - chrono::Duration::hours(1)).to_rfc3339_opts(SecondsFormat::Secs, true);
-    let insert = |id: &str, plan: &str, ty: &str, pid: i32, started: &str, hb: Option<&str>| -> Result<()> {
+    let long_ago =
+        (boot.boot_time - chrono::Duration::hours(1)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    let insert = |id: &str,
+                  plan: &str,
+                  ty: &str,
+                  pid: i32,
+                  started: &str,
+                  hb: Option<&str>|
+     -> Result<()> {
         db.execute(
             "INSERT INTO tasks (id, plan_id, droid_type, state, pid, started_at, last_progress_at) VALUES (?1, ?2, ?3, 'RUNNING', ?4, ?5, ?6)",
             params![id, plan, ty, pid, started, hb],
@@ -146,7 +162,14 @@ fn demo() -> Result<()> {
     insert("scribe-2", "plan-b", "scribe", hanger, &t, Some(&t))?;
     // A RUNNING row left over from before the last restart of the host.
     let leftover = droids.spawn("scribe-0", &["true"])?;
-    insert("scribe-0", "plan-b", "scribe", leftover, &long_ago, Some(&long_ago))?;
+    insert(
+        "scribe-0",
+        "plan-b",
+        "scribe",
+        leftover,
+        &long_ago,
+        Some(&long_ago),
+    )?;
     for (what, id, pid) in [
         ("healthy, heartbeating", "build-1", healthy),
         ("busy computing, no heartbeat", "build-2", busy),
@@ -174,8 +197,18 @@ fn demo() -> Result<()> {
             "UPDATE tasks SET last_progress_at = ?1 WHERE id IN ('build-1', 'scribe-1') AND state = 'RUNNING'",
             [now()],
         )?;
-        let kind = if n == 0 { SweepKind::Startup } else { SweepKind::Scheduled };
-        let report = sweep(&config, executor.as_ref(), LogAccess::Write(&mut log), kind, &SweepOptions::default())?;
+        let kind = if n == 0 {
+            SweepKind::Startup
+        } else {
+            SweepKind::Scheduled
+        };
+        let report = sweep(
+            &config,
+            executor.as_ref(),
+            LogAccess::Write(&mut log),
+            kind,
+            &SweepOptions::default(),
+        )?;
         show(&report, started, &mut printed);
         let next = started + Duration::from_secs(n as u64 + 1);
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
@@ -183,16 +216,41 @@ fn demo() -> Result<()> {
     drop(droids);
 
     println!("\nSummary: the executor's tasks now");
-    let mut stmt = db.prepare("SELECT id, droid_type, state, COALESCE(error, '') FROM tasks ORDER BY id")?;
+    let mut stmt =
+        db.prepare("SELECT id, droid_type, state, COALESCE(error, '') FROM tasks ORDER BY id")?;
     let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+        ))
     })?;
     for row in rows {
         let (id, ty, state, error) = row?;
         println!("  {id:<9} {ty:<8} {state:<8} {error}");
     }
-    let findings: i64 = log.conn().query_row("SELECT COUNT(*) FROM findings", [], |r| r.get(0))?;
-    let sweeps: i64 = log.conn().query_row("SELECT COUNT(*) FROM sweeps", [], |r| r.get(0))?;
+    let mut stmt = log.conn().prepare(
+        "SELECT f.task_id, s.signal, s.pid, s.result FROM finding_signals s JOIN findings f ON f.id = s.finding_id ORDER BY s.id",
+    )?;
+    let signals = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    for s in signals {
+        let (task, signal, pid, result) = s?;
+        println!("  signal    {signal} to pid {pid} of {task}: {result}");
+    }
+    let findings: i64 = log
+        .conn()
+        .query_row("SELECT COUNT(*) FROM findings", [], |r| r.get(0))?;
+    let sweeps: i64 = log
+        .conn()
+        .query_row("SELECT COUNT(*) FROM sweeps", [], |r| r.get(0))?;
     println!(
         "\n{sweeps} sweeps, {findings} findings in the activity log; every process the demo started is gone.\n\
          Healthy, busy and quiet tasks were left alone; the crashed, hung and left-over ones were marked failed."
@@ -203,11 +261,19 @@ fn demo() -> Result<()> {
 fn show(report: &SweepReport, started: Instant, printed: &mut HashSet<(String, String, String)>) {
     let at = started.elapsed().as_secs_f32();
     for f in &report.findings {
-        let key = (f.task_id.clone(), f.kind.as_str().to_string(), f.outcome.as_str().to_string());
+        let key = (
+            f.task_id.clone(),
+            f.kind.as_str().to_string(),
+            f.outcome.as_str().to_string(),
+        );
         if !printed.insert(key) {
             continue;
         }
-        let why = f.evidence.get("reason").and_then(|r| r.as_str()).unwrap_or("");
+        let why = f
+            .evidence
+            .get("reason")
+            .and_then(|r| r.as_str())
+            .unwrap_or("");
         let what = match f.outcome {
             Outcome::Pending => format!("{} (waiting out exit grace)", f.outcome),
             o => o.to_string(),
@@ -221,4 +287,3 @@ fn show(report: &SweepReport, started: Instant, printed: &mut HashSet<(String, S
         );
     }
 }
-

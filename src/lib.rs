@@ -3,6 +3,8 @@
 //! Data flows one way: executor → snapshot → probe → judge → decide →
 //! activity log → actions. See ARCHITECTURE.md.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod activity;
 pub mod app;
 pub mod cli;

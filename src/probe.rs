@@ -326,7 +326,7 @@ fn clock_ns(clock: libc::clockid_t) -> i64 {
     };
     // SAFETY: ts is a valid, writable timespec.
     unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
 /// `some avg10` of `/proc/pressure/cpu`: the share of the last 10 s in which
