@@ -9,7 +9,11 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own story; its logs would only repeat it.
-    let quiet = if matches!(cli.command, Command::Demo) { cli.quiet + 2 } else { cli.quiet };
+    let quiet = if matches!(cli.command, Command::Demo) {
+        cli.quiet + 2
+    } else {
+        cli.quiet
+    };
     foreman::logging::init(cli.verbose, quiet);
     let path = app::config_path(cli.config);
     let result = match &cli.command {
