@@ -167,6 +167,10 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        // Relative paths in the file resolve against its directory, so the
+        // file's own path must not depend on the working directory later.
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let path = absolute.as_path();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
             file: path.display().to_string(),
             message: format!("cannot read the configuration: {e} (give another with --config or $FOREMAN_CONFIG)"),
@@ -179,12 +183,29 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
             let (line, column) = line_col(text, span.start);
+            let message = e.message().trim().to_string();
+            // A missing key is reported at its table, but named itself; an
+            // empty span is the top level.
+            let missing = message
+                .strip_prefix("missing field `")
+                .and_then(|m| m.strip_suffix('`'));
+            let at = if missing.is_some() && span.is_empty() {
+                None
+            } else {
+                key_at(text, span.start)
+            };
+            let key = match (missing, at) {
+                (Some(m), Some(table)) => format!("{table}.{m}"),
+                (Some(m), None) => m.to_string(),
+                (None, Some(k)) => k,
+                (None, None) => "(document)".into(),
+            };
             ConfigError::Invalid {
                 file: file.clone(),
                 line,
                 column,
-                key: key_at(text, span.start).unwrap_or_else(|| "(document)".into()),
-                message: e.message().trim().to_string(),
+                key,
+                message,
             }
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -206,7 +227,7 @@ impl Config {
 
     /// The effective configuration, defaults filled in, as TOML.
     pub fn effective_toml(&self) -> String {
-        let d = |d: Duration| humantime::format_duration(d).to_string();
+        let d = |d: Duration| plain_duration(d);
         let mut out = String::new();
         out.push_str(&format!(
             "# effective configuration of {}\n",
@@ -285,6 +306,21 @@ impl Config {
         }
         out
     }
+}
+
+/// A duration in the largest unit that divides it (`90d`, `2m`, `1500ms`),
+/// as an operator would write it; humantime reads it back.
+pub fn plain_duration(d: Duration) -> String {
+    if d.subsec_nanos() != 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    let s = d.as_secs();
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if s != 0 && s % size == 0 {
+            return format!("{}{unit}", s / size);
+        }
+    }
+    format!("{s}s")
 }
 
 fn mode_str(m: Mode) -> &'static str {
@@ -519,31 +555,56 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// The dotted key whose key or value covers `offset`, deepest first.
 fn key_at(text: &str, offset: usize) -> Option<String> {
-    let doc = toml::de::DeTable::parse(text).ok()?;
-    let mut path = Vec::new();
+    // A table opened by a `[header]` does not span its body, so descend into
+    // every table and keep the path of the key whose key or value covers it.
     fn walk(t: &toml::de::DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
         for (k, v) in t.iter() {
-            let in_key = k.span().contains(&offset);
-            let in_val = v.span().contains(&offset);
-            if in_key || in_val {
-                path.push(k.get_ref().to_string());
-                if in_val {
-                    if let toml::de::DeValue::Table(inner) = v.get_ref() {
-                        walk(inner, offset, path);
-                    }
+            path.push(k.get_ref().to_string());
+            if let toml::de::DeValue::Table(inner) = v.get_ref() {
+                if walk(inner, offset, path) {
+                    return true;
                 }
+            }
+            if k.span().contains(&offset) || v.span().contains(&offset) {
                 return true;
             }
+            path.pop();
         }
         false
     }
-    walk(doc.get_ref(), offset, &mut path);
-    // A key not yet in the document (an unknown field's span covers only
-    // its own key) is found by the line's text before `=`.
-    if path.is_empty() {
-        return None;
+    if let Ok(doc) = toml::de::DeTable::parse(text) {
+        let mut path = Vec::new();
+        walk(doc.get_ref(), offset, &mut path);
+        let keys: Vec<String> = path.iter().map(|k| toml_key(k)).collect();
+        return (!keys.is_empty()).then(|| keys.join("."));
     }
-    Some(path.join("."))
+    // A document that does not parse (a syntax error) has no keys: take the
+    // key from the line's text before `=`, under the last `[header]` above.
+    let bare = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.\"' ".contains(c))
+    };
+    let header = |l: &str| {
+        let name = l.trim().strip_prefix('[')?.trim_start_matches('[');
+        Some(name.split(']').next().unwrap_or("").trim().to_string()).filter(|h| bare(h))
+    };
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let Some((key, _)) = line.split_once('=') else {
+        // A broken `[header` names its table.
+        return header(line);
+    };
+    let key = Some(key.trim()).filter(|k| bare(k))?;
+    let above = text[..line_start]
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('['));
+    Some(match above.and_then(header) {
+        Some(table) => format!("{table}.{key}"),
+        None => key.to_string(),
+    })
 }
 
 /// The span of a dotted key in the source, for validation errors.
@@ -553,7 +614,11 @@ fn span_of(text: &str, dotted: &str) -> Option<Range<usize>> {
     let parts: Vec<&str> = split_key(dotted);
     let mut best = None;
     for (i, part) in parts.iter().enumerate() {
-        let (k, v) = table.iter().find(|(k, _)| k.get_ref().as_ref() == *part)?;
+        // A key that is not in the file (a missing required key) is located
+        // at its table's header.
+        let Some((k, v)) = table.iter().find(|(k, _)| k.get_ref().as_ref() == *part) else {
+            break;
+        };
         best = Some(k.span());
         if i + 1 == parts.len() {
             break;

@@ -1,1 +1,996 @@
-// tests written by helper
+//! Tests of `foreman.toml`: the shipped reference, the defaults of
+//! DESIGN.md, inheritance, path resolution, the effective-config round trip,
+//! and one fixture per invalid configuration (tests/fixtures/config), each
+//! reported with its file, line, column and key.
+
+use super::*;
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn reference_path() -> PathBuf {
+    manifest_dir().join("foreman.toml")
+}
+
+fn reference_text() -> String {
+    std::fs::read_to_string(reference_path()).expect("the shipped foreman.toml is readable")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    manifest_dir()
+        .join("tests/fixtures/config")
+        .join(format!("{name}.toml"))
+}
+
+const ETC: &str = "/etc/foreman/foreman.toml";
+
+const MINIMAL: &str = "[executor]\nkind = \"sqlite\"\npath = \"executor.db\"\n";
+
+fn parse(text: &str) -> Config {
+    parse_at(text, Path::new(ETC))
+}
+
+fn parse_at(text: &str, path: &Path) -> Config {
+    Config::parse(text, path).unwrap_or_else(|e| panic!("{e}\n--- in ---\n{text}"))
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn default_host() -> String {
+    sysinfo::System::host_name().unwrap_or_else(|_| "localhost".into())
+}
+
+/// Every policy key at the default of DESIGN.md.
+fn assert_default_policy(p: &Policy, mode: Mode) {
+    assert_eq!(p.timeout, secs(30 * 60), "timeout");
+    assert_eq!(p.startup_grace, secs(2 * 60), "startup_grace");
+    assert_eq!(
+        p.progress,
+        vec![Signal::Heartbeat, Signal::Cpu, Signal::Io],
+        "progress"
+    );
+    assert_eq!(p.pid_start_tolerance, secs(10), "pid_start_tolerance");
+    assert!(p.process_match.is_none(), "process_match");
+    assert_eq!(p.exit_grace, secs(30), "exit_grace");
+    assert_eq!(p.max_actions_per_sweep, None, "max_actions_per_sweep");
+    assert_eq!(p.mode, mode, "mode");
+    assert_eq!(p.on_hung, OnHung::Terminate, "on_hung");
+    assert_eq!(p.kill_grace, secs(10), "kill_grace");
+}
+
+fn assert_same_policy(a: &Policy, b: &Policy, what: &str) {
+    assert_eq!(a.timeout, b.timeout, "{what}.timeout");
+    assert_eq!(a.startup_grace, b.startup_grace, "{what}.startup_grace");
+    assert_eq!(a.progress, b.progress, "{what}.progress");
+    assert_eq!(
+        a.pid_start_tolerance, b.pid_start_tolerance,
+        "{what}.pid_start_tolerance"
+    );
+    assert_eq!(
+        a.process_match.as_ref().map(Regex::as_str),
+        b.process_match.as_ref().map(Regex::as_str),
+        "{what}.process_match"
+    );
+    assert_eq!(a.exit_grace, b.exit_grace, "{what}.exit_grace");
+    assert_eq!(
+        a.max_actions_per_sweep, b.max_actions_per_sweep,
+        "{what}.max_actions_per_sweep"
+    );
+    assert_eq!(a.mode, b.mode, "{what}.mode");
+    assert_eq!(a.on_hung, b.on_hung, "{what}.on_hung");
+    assert_eq!(a.kill_grace, b.kill_grace, "{what}.kill_grace");
+}
+
+/// Every field of two configurations, `source` aside.
+fn assert_same_config(a: &Config, b: &Config) {
+    assert_eq!(a.interval, b.interval, "interval");
+    assert_eq!(a.host, b.host, "host");
+    assert_eq!(a.mode, b.mode, "mode");
+    assert_eq!(a.max_cpu_pressure, b.max_cpu_pressure, "max_cpu_pressure");
+    let (x, y) = (&a.executor, &b.executor);
+    assert_eq!(x.kind, y.kind, "executor.kind");
+    assert_eq!(x.path, y.path, "executor.path");
+    assert_eq!(
+        x.snapshot_query, y.snapshot_query,
+        "executor.snapshot_query"
+    );
+    assert_eq!(
+        x.mark_failed_query, y.mark_failed_query,
+        "executor.mark_failed_query"
+    );
+    assert_eq!(
+        x.snapshot_command, y.snapshot_command,
+        "executor.snapshot_command"
+    );
+    assert_eq!(
+        x.mark_failed_command, y.mark_failed_command,
+        "executor.mark_failed_command"
+    );
+    assert_eq!(x.timeout, y.timeout, "executor.timeout");
+    assert_eq!(
+        x.history_window, y.history_window,
+        "executor.history_window"
+    );
+    assert_eq!(x.timezone, y.timezone, "executor.timezone");
+    assert_eq!(x.timezone_text, y.timezone_text, "executor.timezone text");
+    assert_eq!(a.activity.path, b.activity.path, "activity.path");
+    assert_eq!(
+        a.activity.retention, b.activity.retention,
+        "activity.retention"
+    );
+    assert_same_policy(&a.defaults, &b.defaults, "defaults");
+    assert_eq!(
+        a.droid_types.keys().collect::<Vec<_>>(),
+        b.droid_types.keys().collect::<Vec<_>>(),
+        "droid type names"
+    );
+    for (name, p) in &a.droid_types {
+        assert_same_policy(p, &b.droid_types[name], &format!("droid_types.{name}"));
+    }
+}
+
+/// The reference with the commented-out assignments of `keys` uncommented
+/// (a multi-line `"""` value with it), to check that its examples are valid.
+fn uncomment(text: &str, keys: &[&str]) -> String {
+    let mut out = String::new();
+    let mut in_multiline = false;
+    for line in text.lines() {
+        let body = line.strip_prefix("# ");
+        if in_multiline {
+            let body = body.or_else(|| line.strip_prefix('#')).unwrap_or(line);
+            in_multiline = body.trim() != "\"\"\"";
+            out.push_str(body);
+        } else if let Some(body) =
+            body.filter(|b| keys.iter().any(|k| b.starts_with(&format!("{k} = "))))
+        {
+            let value = body.split_once(" = ").map_or("", |(_, v)| v).trim();
+            in_multiline = value == "\"\"\"";
+            out.push_str(body);
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    assert!(!in_multiline, "unterminated multi-line example");
+    out
+}
+
+// ---------------------------------------------------------------------------
+// The shipped reference
+
+#[test]
+fn shipped_reference_parses_and_matches_the_documented_defaults() {
+    let path = reference_path();
+    let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let dir = manifest_dir();
+    assert_eq!(c.source, path);
+
+    // Top level: the defaults of DESIGN.md; `host` is left to default.
+    assert_eq!(c.interval, secs(120));
+    assert_eq!(c.host, default_host());
+    assert_eq!(c.mode, Mode::Enforce);
+    assert_eq!(c.max_cpu_pressure, 90.0);
+
+    // [executor]: a development path next to the file, defaults otherwise.
+    assert_eq!(c.executor.kind, ExecutorKind::Sqlite);
+    assert_eq!(c.executor.path, Some(dir.join("executor.db")));
+    assert_eq!(c.executor.snapshot_query, None);
+    assert_eq!(c.executor.mark_failed_query, None);
+    assert!(c.executor.snapshot_command.is_empty());
+    assert!(c.executor.mark_failed_command.is_empty());
+    assert_eq!(c.executor.timeout, secs(30));
+    assert_eq!(c.executor.history_window, secs(3600));
+    assert_eq!(c.executor.timezone, ExecutorTz::Utc);
+
+    // [activity]
+    assert_eq!(c.activity.path, dir.join("foreman.db"));
+    assert_eq!(c.activity.retention, secs(90 * 86400));
+
+    // [defaults] sets every key to its default (or leaves it commented out).
+    assert_default_policy(&c.defaults, Mode::Enforce);
+
+    // And it agrees with a configuration that leaves everything out.
+    let minimal = parse_at(MINIMAL, &path);
+    assert_same_policy(&c.defaults, &minimal.defaults, "defaults");
+    assert_eq!(c.interval, minimal.interval);
+    assert_eq!(c.mode, minimal.mode);
+    assert_eq!(c.max_cpu_pressure, minimal.max_cpu_pressure);
+    assert_eq!(c.executor.timeout, minimal.executor.timeout);
+    assert_eq!(c.executor.history_window, minimal.executor.history_window);
+    assert_eq!(c.executor.timezone_text, minimal.executor.timezone_text);
+    assert_eq!(c.activity.retention, minimal.activity.retention);
+
+    // The example droid type overrides a few keys and inherits the rest.
+    assert_eq!(c.droid_types.keys().collect::<Vec<_>>(), ["builder"]);
+    let b = c.policy("builder");
+    assert_eq!(b.timeout, secs(2 * 3600));
+    assert_eq!(b.startup_grace, secs(5 * 60));
+    assert_eq!(b.progress, vec![Signal::Cpu, Signal::Io]);
+    let re = b
+        .process_match
+        .as_ref()
+        .expect("builder has a process_match");
+    assert!(re.is_match("/usr/local/bin/builder --target x86_64"));
+    assert!(!re.is_match("/usr/local/bin/builder-old"));
+    assert_eq!(b.mode, Mode::Shadow);
+    assert_eq!(b.pid_start_tolerance, c.defaults.pid_start_tolerance);
+    assert_eq!(b.exit_grace, c.defaults.exit_grace);
+    assert_eq!(b.max_actions_per_sweep, c.defaults.max_actions_per_sweep);
+    assert_eq!(b.on_hung, c.defaults.on_hung);
+    assert_eq!(b.kill_grace, c.defaults.kill_grace);
+}
+
+/// Every key the parser accepts appears in the reference, in its section,
+/// with a comment above it that states its default.
+#[test]
+fn shipped_reference_documents_every_key() {
+    let expected: &[(&str, &[&str])] = &[
+        ("", &["interval", "host", "mode", "max_cpu_pressure"]),
+        (
+            "executor",
+            &[
+                "kind",
+                "path",
+                "snapshot_query",
+                "mark_failed_query",
+                "snapshot_command",
+                "mark_failed_command",
+                "timeout",
+                "history_window",
+                "timezone",
+            ],
+        ),
+        ("activity", &["path", "retention"]),
+        (
+            "defaults",
+            &[
+                "timeout",
+                "startup_grace",
+                "progress",
+                "pid_start_tolerance",
+                "process_match",
+                "exit_grace",
+                "max_actions_per_sweep",
+                "mode",
+                "on_hung",
+                "kill_grace",
+            ],
+        ),
+    ];
+    let text = reference_text();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut section = String::new();
+    // (section, key, commented out, comment block above)
+    let mut found: Vec<(String, String, bool, String)> = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            section = t.trim_matches(|c| c == '[' || c == ']').to_string();
+            continue;
+        }
+        let (commented, body) = match t.strip_prefix("# ") {
+            Some(b) => (true, b),
+            None => (false, t),
+        };
+        let Some((key, _)) = body.split_once(" = ") else {
+            continue;
+        };
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            continue;
+        }
+        let mut start = i;
+        while start > 0 && lines[start - 1].trim_start().starts_with('#') {
+            start -= 1;
+        }
+        let comment = lines[start..i].join("\n");
+        found.push((section.clone(), key.to_string(), commented, comment));
+    }
+    for (sect, keys) in expected {
+        for key in *keys {
+            let Some((_, _, _, comment)) = found.iter().find(|(s, k, _, _)| s == sect && k == key)
+            else {
+                panic!("foreman.toml does not show `{key}` in [{sect}]");
+            };
+            assert!(
+                comment.to_lowercase().contains("default"),
+                "the comment above `{key}` in [{sect}] does not state its default:\n{comment}"
+            );
+        }
+    }
+    // Keys whose default must apply as shipped are commented out.
+    for (sect, key) in [
+        ("", "host"),
+        ("executor", "snapshot_query"),
+        ("executor", "mark_failed_query"),
+        ("executor", "snapshot_command"),
+        ("executor", "mark_failed_command"),
+        ("defaults", "process_match"),
+        ("defaults", "mode"),
+        ("defaults", "max_actions_per_sweep"),
+    ] {
+        assert!(
+            found.iter().any(|(s, k, c, _)| s == sect && k == key && *c),
+            "`{key}` in [{sect}] should be shown commented out"
+        );
+    }
+    assert!(
+        found
+            .iter()
+            .any(|(s, _, c, _)| s.starts_with("droid_types.") && !c),
+        "foreman.toml has no example [droid_types.NAME] section"
+    );
+}
+
+/// The commented-out examples are valid when uncommented.
+#[test]
+fn shipped_reference_examples_are_valid() {
+    let path = reference_path();
+    let text = reference_text();
+
+    let sqlite = uncomment(
+        &text,
+        &[
+            "host",
+            "snapshot_query",
+            "mark_failed_query",
+            "process_match",
+            "max_actions_per_sweep",
+        ],
+    );
+    let c = parse_at(&sqlite, &path);
+    assert_eq!(c.host, "worker-01");
+    assert_eq!(c.defaults.max_actions_per_sweep, Some(10));
+    let re = c.defaults.process_match.as_ref().expect("process_match");
+    assert!(re.is_match("/usr/bin/python3 -m worker --queue high"));
+    // The builder keeps its own pattern; everything else inherits.
+    assert_ne!(
+        c.policy("builder")
+            .process_match
+            .as_ref()
+            .map(Regex::as_str),
+        Some(re.as_str())
+    );
+    assert_eq!(c.policy("builder").max_actions_per_sweep, Some(10));
+
+    // The example queries are valid SQL over the schema they describe: the
+    // snapshot returns the contract's columns by name, the mark statement
+    // takes exactly the documented parameters.
+    let snapshot = c
+        .executor
+        .snapshot_query
+        .as_deref()
+        .expect("snapshot_query");
+    let mark = c.executor.mark_failed_query.as_deref().expect("mark_query");
+    let db = rusqlite::Connection::open_in_memory().expect("sqlite");
+    db.execute_batch(
+        "CREATE TABLE jobs (job_id TEXT, batch TEXT, worker_kind TEXT, status TEXT,
+         os_pid INTEGER, try INTEGER, begun TEXT, beat TEXT, ended TEXT, failure TEXT)",
+    )
+    .expect("schema");
+    let stmt = db.prepare(snapshot).expect("the snapshot example prepares");
+    let columns: Vec<&str> = stmt.column_names();
+    for col in [
+        "id",
+        "plan_id",
+        "droid_type",
+        "state",
+        "pid",
+        "host",
+        "attempt",
+        "started_at",
+        "last_progress_at",
+        "finished_at",
+        "error",
+    ] {
+        assert!(columns.contains(&col), "the snapshot example lacks {col}");
+    }
+    assert!(stmt.parameter_index(":history_days").unwrap().is_some());
+    let stmt = db.prepare(mark).expect("the mark example prepares");
+    let mut params: Vec<String> = (1..=stmt.parameter_count())
+        .filter_map(|i| stmt.parameter_name(i).map(str::to_string))
+        .collect();
+    params.sort();
+    assert_eq!(
+        params,
+        [":attempt", ":finished_at", ":id", ":pid", ":reason"]
+    );
+
+    // Switching the top-level mode switches [defaults] and every droid type
+    // that does not set its own.
+    let shadow = text.replacen("\nmode = \"enforce\"\n", "\nmode = \"shadow\"\n", 1);
+    let c = parse_at(&shadow, &path);
+    assert_eq!(c.mode, Mode::Shadow);
+    assert_eq!(c.defaults.mode, Mode::Shadow);
+    assert_eq!(c.policy("unconfigured").mode, Mode::Shadow);
+
+    let command = uncomment(&text, &["snapshot_command", "mark_failed_command"])
+        .replace("\nkind = \"sqlite\"\n", "\nkind = \"command\"\n");
+    let c = parse_at(&command, &path);
+    assert_eq!(c.executor.kind, ExecutorKind::Command);
+    assert_eq!(c.executor.snapshot_command[0], "/usr/bin/executorctl");
+    // Each placeholder is its own argv item, so substitution cannot split
+    // or join arguments.
+    for placeholder in ["{id}", "{attempt}", "{pid}", "{reason}"] {
+        assert!(
+            c.executor
+                .mark_failed_command
+                .iter()
+                .any(|a| a == placeholder),
+            "{placeholder} is not a separate argv item"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Defaults, inheritance, paths
+
+#[test]
+fn minimal_config_gets_every_default_of_the_design() {
+    let c = parse(MINIMAL);
+    assert_eq!(c.source, Path::new(ETC));
+    assert_eq!(c.interval, secs(120));
+    assert_eq!(c.host, default_host());
+    assert_eq!(c.mode, Mode::Enforce);
+    assert_eq!(c.max_cpu_pressure, 90.0);
+    assert_eq!(c.executor.kind, ExecutorKind::Sqlite);
+    assert_eq!(
+        c.executor.path.as_deref(),
+        Some(Path::new("/etc/foreman/executor.db"))
+    );
+    assert_eq!(c.executor.snapshot_query, None);
+    assert_eq!(c.executor.mark_failed_query, None);
+    assert!(c.executor.snapshot_command.is_empty());
+    assert!(c.executor.mark_failed_command.is_empty());
+    assert_eq!(c.executor.timeout, secs(30));
+    assert_eq!(c.executor.history_window, secs(3600));
+    assert_eq!(c.executor.timezone, ExecutorTz::Utc);
+    assert_eq!(c.activity.path, Path::new("/var/lib/foreman/foreman.db"));
+    assert_eq!(c.activity.retention, secs(90 * 86400));
+    assert_default_policy(&c.defaults, Mode::Enforce);
+    assert!(c.droid_types.is_empty());
+    // An unconfigured droid type is judged with [defaults].
+    assert!(std::ptr::eq(c.policy("anything"), &c.defaults));
+}
+
+#[test]
+fn top_level_mode_is_the_default_of_every_policy() {
+    let c = parse(&format!(
+        "mode = \"shadow\"\n{MINIMAL}[droid_types.a]\ntimeout = \"1h\"\n[droid_types.b]\nmode = \"enforce\"\n"
+    ));
+    assert_eq!(c.mode, Mode::Shadow);
+    assert_eq!(c.defaults.mode, Mode::Shadow);
+    assert_eq!(c.policy("a").mode, Mode::Shadow);
+    assert_eq!(c.policy("b").mode, Mode::Enforce);
+    assert_eq!(c.policy("unconfigured").mode, Mode::Shadow);
+}
+
+#[test]
+fn per_type_keys_inherit_from_defaults() {
+    let c = parse(&format!(
+        r#"{MINIMAL}
+[defaults]
+timeout = "1h"
+startup_grace = "5m"
+progress = ["heartbeat"]
+pid_start_tolerance = "3s"
+process_match = "^worker "
+exit_grace = "45s"
+max_actions_per_sweep = 4
+mode = "shadow"
+on_hung = "mark_only"
+kill_grace = "20s"
+
+[droid_types.scribe]
+timeout = "3h"
+progress = ["cpu", "io"]
+
+[droid_types.empty]
+"#
+    ));
+    let d = &c.defaults;
+    assert_eq!(d.timeout, secs(3600));
+    assert_eq!(d.startup_grace, secs(300));
+    assert_eq!(d.progress, vec![Signal::Heartbeat]);
+    assert_eq!(d.pid_start_tolerance, secs(3));
+    assert_eq!(
+        d.process_match.as_ref().map(Regex::as_str),
+        Some("^worker ")
+    );
+    assert_eq!(d.exit_grace, secs(45));
+    assert_eq!(d.max_actions_per_sweep, Some(4));
+    assert_eq!(d.mode, Mode::Shadow);
+    assert_eq!(d.on_hung, OnHung::MarkOnly);
+    assert_eq!(d.kill_grace, secs(20));
+    assert!(d.counts(Signal::Heartbeat) && !d.counts(Signal::Cpu));
+
+    // Its own keys win, every other key comes from [defaults].
+    let s = c.policy("scribe");
+    assert_eq!(s.timeout, secs(3 * 3600));
+    assert_eq!(s.progress, vec![Signal::Cpu, Signal::Io]);
+    assert!(!s.counts(Signal::Heartbeat) && s.counts(Signal::Io));
+    let inherited = Policy {
+        timeout: d.timeout,
+        progress: d.progress.clone(),
+        ..s.clone()
+    };
+    assert_same_policy(&inherited, d, "droid_types.scribe");
+
+    // An empty section is [defaults] exactly.
+    assert_same_policy(c.policy("empty"), d, "droid_types.empty");
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_files_directory() {
+    let text = "[executor]\nkind = \"sqlite\"\npath = \"../executor/tasks.db\"\n\
+                [activity]\npath = \"state/foreman.db\"\n";
+    let c = parse_at(text, Path::new("/srv/foreman/conf/foreman.toml"));
+    assert_eq!(
+        c.executor.path.as_deref(),
+        Some(Path::new("/srv/foreman/conf/../executor/tasks.db"))
+    );
+    assert_eq!(
+        c.activity.path,
+        Path::new("/srv/foreman/conf/state/foreman.db")
+    );
+
+    // Absolute paths are kept as written.
+    let text = "[executor]\nkind = \"sqlite\"\npath = \"/var/lib/executor/executor.db\"\n\
+                [activity]\npath = \"/var/lib/foreman/foreman.db\"\n";
+    let c = parse_at(text, Path::new("/srv/foreman/conf/foreman.toml"));
+    assert_eq!(
+        c.executor.path.as_deref(),
+        Some(Path::new("/var/lib/executor/executor.db"))
+    );
+    assert_eq!(c.activity.path, Path::new("/var/lib/foreman/foreman.db"));
+
+    // Not against the current directory: loading from a directory elsewhere.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("foreman.toml");
+    std::fs::write(&file, MINIMAL).expect("write");
+    let c = Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.executor.path, Some(dir.path().join("executor.db")));
+}
+
+#[test]
+fn executor_timezones() {
+    let tz = |v: &str| {
+        parse(&format!("{MINIMAL}timezone = {v:?}\n"))
+            .executor
+            .timezone
+    };
+    assert_eq!(tz("UTC"), ExecutorTz::Utc);
+    assert_eq!(tz("local"), ExecutorTz::Local);
+    assert_eq!(
+        tz("+02:00"),
+        ExecutorTz::Fixed(FixedOffset::east_opt(2 * 3600).unwrap())
+    );
+    assert_eq!(
+        tz("-05:30"),
+        ExecutorTz::Fixed(FixedOffset::west_opt(5 * 3600 + 1800).unwrap())
+    );
+}
+
+// ---------------------------------------------------------------------------
+// effective_toml round trip
+
+#[test]
+fn effective_toml_round_trips() {
+    let reference = reference_text();
+    let cases: Vec<(String, PathBuf)> = vec![
+        (reference.clone(), reference_path()),
+        (
+            uncomment(
+                &reference,
+                &[
+                    "host",
+                    "snapshot_query",
+                    "mark_failed_query",
+                    "process_match",
+                    "max_actions_per_sweep",
+                ],
+            ),
+            reference_path(),
+        ),
+        (MINIMAL.to_string(), PathBuf::from(ETC)),
+        (
+            r#"
+interval = "90s"
+host = "worker-07"
+mode = "shadow"
+max_cpu_pressure = 100.0
+
+[executor]
+kind = "command"
+snapshot_command = ["/usr/bin/executorctl", "tasks", "--json"]
+mark_failed_command = ["/usr/bin/executorctl", "fail", "{id}", "--reason", "{reason}"]
+timeout = "45s"
+history_window = "6h"
+timezone = "+02:00"
+
+[activity]
+path = "/var/lib/foreman/foreman.db"
+retention = "14days"
+
+[defaults]
+timeout = "1h 30m"
+max_actions_per_sweep = 3
+on_hung = "mark_only"
+
+[droid_types."video.encode"]
+timeout = "4h"
+process_match = 'ffmpeg .*"\d+p"'
+progress = ["cpu"]
+
+[droid_types.scribe]
+mode = "enforce"
+"#
+            .to_string(),
+            PathBuf::from("/srv/foreman/foreman.toml"),
+        ),
+        (
+            format!("{MINIMAL}timezone = \"local\"\n"),
+            PathBuf::from(ETC),
+        ),
+    ];
+    for (text, path) in cases {
+        let first = parse_at(&text, &path);
+        let effective = first.effective_toml();
+        let second = Config::parse(&effective, &path).unwrap_or_else(|e| {
+            panic!("effective_toml does not parse back: {e}\n--- effective ---\n{effective}")
+        });
+        assert_same_config(&first, &second);
+        assert_eq!(effective, second.effective_toml());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Invalid configurations: each names file, line, column and key.
+
+/// Every fixture, with where and what its error must say.
+const INVALID: &[(&str, usize, usize, &str, &str)] = &[
+    (
+        "unknown_top_level_key",
+        4,
+        1,
+        "intervall",
+        "unknown field `intervall`, expected one of `interval`",
+    ),
+    (
+        "unknown_droid_type_key",
+        8,
+        1,
+        "droid_types.builder.timout",
+        "unknown field `timout`, expected one of `timeout`",
+    ),
+    (
+        "malformed_duration",
+        8,
+        11,
+        "defaults.timeout",
+        "\"2 fortnights\", expected a duration",
+    ),
+    (
+        "negative_duration",
+        7,
+        17,
+        "defaults.startup_grace",
+        "\"-5s\", expected a duration",
+    ),
+    (
+        "wrong_type",
+        2,
+        12,
+        "interval",
+        "invalid type: integer `5`, expected a duration",
+    ),
+    (
+        "timeout_not_above_interval",
+        10,
+        1,
+        "droid_types.scribe.timeout",
+        "(1m 30s) must be greater than `interval` (2m)",
+    ),
+    (
+        "empty_progress",
+        7,
+        1,
+        "defaults.progress",
+        "list at least one of \"heartbeat\", \"cpu\", \"io\"",
+    ),
+    (
+        "unknown_progress_signal",
+        7,
+        26,
+        "droid_types.trainer.progress",
+        "unknown variant `gpu`, expected one of `heartbeat`, `cpu`, `io`",
+    ),
+    (
+        "invalid_process_match",
+        8,
+        1,
+        "droid_types.builder.process_match",
+        "invalid regular expression",
+    ),
+    (
+        "sqlite_without_path",
+        3,
+        1,
+        "executor.kind",
+        "kind = \"sqlite\" needs `path`",
+    ),
+    (
+        "command_without_commands",
+        2,
+        2,
+        "executor.snapshot_command",
+        "kind = \"command\" needs `snapshot_command`",
+    ),
+    (
+        "bad_timezone",
+        6,
+        1,
+        "executor.timezone",
+        "\"Europe/Paris\" is not a timezone Foreman understands; give \"UTC\", \"local\" or an offset like \"+02:00\"",
+    ),
+    (
+        "syntax_error",
+        7,
+        11,
+        "defaults.timeout",
+        "string values must be quoted",
+    ),
+];
+
+fn invalid(path: &Path) -> (String, usize, usize, String, String) {
+    match Config::load(path) {
+        Ok(_) => panic!("{} was accepted", path.display()),
+        Err(ConfigError::Invalid {
+            file,
+            line,
+            column,
+            key,
+            message,
+        }) => (file, line, column, key, message),
+        Err(e) => panic!("{}: not an Invalid error: {e}", path.display()),
+    }
+}
+
+#[test]
+fn invalid_configs_name_file_line_column_and_key() {
+    for &(name, line, column, key, fragment) in INVALID {
+        let path = fixture(name);
+        let got = invalid(&path);
+        assert_eq!(
+            (got.0.as_str(), got.1, got.2, got.3.as_str()),
+            (path.display().to_string().as_str(), line, column, key),
+            "{name}: {}",
+            got.4
+        );
+        assert!(
+            got.4.contains(fragment),
+            "{name}: message {:?} lacks {fragment:?}",
+            got.4
+        );
+    }
+}
+
+#[test]
+fn every_fixture_is_an_invalid_case_above() {
+    let dir = manifest_dir().join("tests/fixtures/config");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .expect("fixture directory")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = INVALID.iter().map(|c| c.0.to_string()).collect();
+    listed.sort();
+    assert_eq!(on_disk, listed);
+}
+
+#[test]
+fn error_message_tells_the_fix() {
+    let (_, _, _, _, message) = invalid(&fixture("timeout_not_above_interval"));
+    assert!(message.contains("raise the timeout or lower the interval"));
+    let (_, _, _, _, message) = invalid(&fixture("invalid_process_match"));
+    assert!(message.contains("unclosed group"), "{message}");
+    let (_, _, _, _, message) = invalid(&fixture("command_without_commands"));
+    assert!(message.contains("an argv list"), "{message}");
+}
+
+#[test]
+fn error_display_is_file_line_column_key() {
+    let path = fixture("wrong_type");
+    let e = Config::load(&path).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}:2:12: key `interval`: invalid type: integer `5`, expected a duration",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn unreadable_config_says_how_to_give_another() {
+    let path = manifest_dir().join("tests/fixtures/config/does-not-exist.toml");
+    match Config::load(&path) {
+        Err(ConfigError::Unreadable { file, message }) => {
+            assert_eq!(file, path.display().to_string());
+            assert!(message.contains("--config"), "{message}");
+        }
+        other => panic!("expected Unreadable, got {other:?}"),
+    }
+}
+
+/// Cases beyond the fixtures: (text, line, column, key, fragment).
+#[test]
+fn more_invalid_configs_name_their_key() {
+    let cases: &[(&str, usize, usize, &str, &str)] = &[
+        // A missing required section is named, at the top of the file.
+        ("interval = \"2m\"\n", 1, 1, "executor", "missing field `executor`"),
+        // A missing required key is named, at its table's header.
+        (
+            "interval = \"2m\"\n[executor]\npath = \"x.db\"\n",
+            2,
+            1,
+            "executor.kind",
+            "missing field `kind`",
+        ),
+        (
+            "[executor]\nkind = \"postgres\"\n",
+            2,
+            8,
+            "executor.kind",
+            "unknown variant `postgres`",
+        ),
+        (
+            "[executorr]\nkind = \"sqlite\"\n",
+            1,
+            2,
+            "executorr",
+            "unknown field `executorr`",
+        ),
+        (
+            "mode = \"dry-run\"\n[executor]\nkind = \"sqlite\"\npath = \"x\"\n",
+            1,
+            8,
+            "mode",
+            "expected `enforce` or `shadow`",
+        ),
+        (
+            "[executor]\nkind = \"sqlite\"\npath = \"x\"\n[droid_types.\"video.encode\"]\ntimeout = 5\n",
+            5,
+            11,
+            "droid_types.\"video.encode\".timeout",
+            "expected a duration",
+        ),
+        (
+            "[executor]\nkind = \"sqlite\"\npath = \"x\"\n[droid_types.a]\non_hung = \"kill\"\n",
+            5,
+            11,
+            "droid_types.a.on_hung",
+            "expected `terminate` or `mark_only`",
+        ),
+        (
+            "[executor]\nkind = \"sqlite\"\npath = \"x\"\n[droid_types]\nbuilder = { timeout = \"1h\", timout = \"2h\" }\n",
+            5,
+            29,
+            "droid_types.builder.timout",
+            "unknown field `timout`",
+        ),
+        (
+            "[executor]\nkind = \"sqlite\"\npath = \"x\"\n[defaults\ntimeout = \"1h\"\n",
+            4,
+            10,
+            "defaults",
+            "unclosed table",
+        ),
+        (
+            "interval = \"2m\"\ninterval = \"3m\"\n[executor]\nkind = \"sqlite\"\npath = \"x\"\n",
+            2,
+            1,
+            "interval",
+            "duplicate key",
+        ),
+        (
+            "[executor]\nkind = \"command\"\nsnapshot_command = [\"/bin/x\"]\n",
+            1,
+            2,
+            "executor.mark_failed_command",
+            "needs `mark_failed_command`",
+        ),
+        (
+            "[executor]\nkind = \"sqlite\"\npath = \"x\"\nsnapshot_command = [\"/bin/x\"]\n",
+            4,
+            1,
+            "executor.snapshot_command",
+            "commands are for kind = \"command\"",
+        ),
+        (
+            "[executor]\nkind = \"sqlite\"\npath = \"x\"\ntimeout = \"0s\"\n",
+            4,
+            1,
+            "executor.timeout",
+            "must be greater than 0",
+        ),
+        (
+            "interval = \"0s\"\n[executor]\nkind = \"sqlite\"\npath = \"x\"\n",
+            1,
+            1,
+            "interval",
+            "must be greater than 0",
+        ),
+        (
+            "host = \" \"\n[executor]\nkind = \"sqlite\"\npath = \"x\"\n",
+            1,
+            1,
+            "host",
+            "omit it to use this machine's hostname",
+        ),
+        (
+            "max_cpu_pressure = 150.0\n[executor]\nkind = \"sqlite\"\npath = \"x\"\n",
+            1,
+            1,
+            "max_cpu_pressure",
+            "give 0 to 100",
+        ),
+        (
+            "[executor]\nkind = \"sqlite\"\npath = \"x\"\n[defaults]\nmax_actions_per_sweep = 0\n",
+            5,
+            1,
+            "defaults.max_actions_per_sweep",
+            "give at least 1",
+        ),
+        // Syntax errors name the key of their line, under its header.
+        (
+            "interval = 2m\n[executor]\nkind = \"sqlite\"\npath = \"x\"\n",
+            1,
+            12,
+            "interval",
+            "string values must be quoted",
+        ),
+        (
+            "[executor]\nkind = \"sqlite\"\npath = \"x\"\n[droid_types.\"video.encode\"]\ntimeout = 2h\n",
+            5,
+            11,
+            "droid_types.\"video.encode\".timeout",
+            "string values must be quoted",
+        ),
+        // An inherited timeout that the interval outgrew is reported on
+        // [defaults], whose value every droid type inherits.
+        (
+            "interval = \"1h\"\n[executor]\nkind = \"sqlite\"\npath = \"x\"\n[defaults]\nexit_grace = \"1m\"\n",
+            5,
+            2,
+            "defaults.timeout",
+            "raise the timeout or lower the interval",
+        ),
+    ];
+    for &(text, line, column, key, fragment) in cases {
+        match Config::parse(text, Path::new(ETC)) {
+            Err(ConfigError::Invalid {
+                file,
+                line: l,
+                column: c,
+                key: k,
+                message,
+            }) => {
+                assert_eq!(
+                    (file.as_str(), l, c, k.as_str()),
+                    (ETC, line, column, key),
+                    "{message}\n--- in ---\n{text}"
+                );
+                assert!(
+                    message.contains(fragment),
+                    "{message:?} lacks {fragment:?}\n--- in ---\n{text}"
+                );
+            }
+            other => panic!("expected Invalid, got {other:?}\n--- in ---\n{text}"),
+        }
+    }
+}
