@@ -316,7 +316,7 @@ pub fn plain_duration(d: Duration) -> String {
     }
     let s = d.as_secs();
     for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-        if s != 0 && s % size == 0 {
+        if s != 0 && s.is_multiple_of(size) {
             return format!("{}{unit}", s / size);
         }
     }

@@ -167,7 +167,7 @@ pub fn judge(
     if pre_boot || other_boot {
         ev.reason = if pre_boot {
             format!(
-                "task started at {}, before this boot at {}; its process cannot be alive",
+                "task started at {}, before this boot at {}; its process {pid} cannot be alive",
                 fmt_time(task.started_at),
                 fmt_time(Some(facts.boot.boot_time))
             )
@@ -231,7 +231,10 @@ pub fn judge(
             return verdict(kind, ev, false, Some(obs));
         }
     }
-    if let Some(s) = task.started_at {
+    // Start ticks recorded by the executor are exact identity; the time
+    // rule is only for when Foreman has nothing better.
+    let exact = task.pid_start_ticks == Some(leader.start_ticks);
+    if let Some(s) = task.started_at.filter(|_| !exact) {
         if proc_started > s + ms(policy.pid_start_tolerance) {
             ev.reason = format!(
                 "pid {pid} now belongs to another process: it started at {}, after the task started at {} (tolerance {})",
@@ -352,7 +355,7 @@ pub fn judge(
     ev.timeout_ms = Some(ms(policy.timeout).num_milliseconds());
     if idle > ms(policy.timeout) {
         ev.reason = format!(
-            "no progress for {} (last: {} at {}), past the timeout of {}",
+            "process {pid}: no progress for {} (last: {} at {}), past the timeout of {}",
             human(idle),
             signal,
             fmt_time(Some(last)),
@@ -364,7 +367,7 @@ pub fn judge(
         };
     }
     ev.reason = format!(
-        "alive; last progress {} ago ({signal})",
+        "process {pid} alive; last progress {} ago ({signal})",
         human(idle.max(Duration::zero()))
     );
     Judgement {
