@@ -217,7 +217,13 @@ pub fn terminate_trees(
             .filter(|id| still_running(*id))
             .collect::<Vec<_>>()
     };
-    wait_until(kill_grace, || trees.iter().all(|t| alive(t).is_empty()));
+    // Refused trees were not signalled and will not die: never wait on them.
+    let all_gone = || {
+        (0..trees.len())
+            .filter(|i| refused[*i].is_none())
+            .all(|i| alive(&trees[i]).is_empty())
+    };
+    wait_until(kill_grace, all_gone);
     for (i, tree) in trees.iter().enumerate() {
         if refused[i].is_some() {
             continue;
@@ -226,9 +232,7 @@ pub fn terminate_trees(
             send(&mut records[i], id, libc::SIGKILL, "SIGKILL");
         }
     }
-    wait_until(Duration::from_secs(5), || {
-        trees.iter().all(|t| alive(t).is_empty())
-    });
+    wait_until(Duration::from_secs(5), all_gone);
     let outcomes = trees
         .iter()
         .enumerate()

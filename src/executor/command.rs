@@ -103,10 +103,15 @@ impl Executor for CommandExecutor {
             .mark
             .iter()
             .map(|a| {
-                a.replace("{id}", &task.id)
-                    .replace("{attempt}", &attempt)
-                    .replace("{pid}", &pid)
-                    .replace("{reason}", reason)
+                substitute(
+                    a,
+                    &[
+                        ("{id}", &task.id),
+                        ("{attempt}", &attempt),
+                        ("{pid}", &pid),
+                        ("{reason}", reason),
+                    ],
+                )
             })
             .collect();
         let (code, _, stderr) = run(&argv, self.timeout)?;
@@ -115,5 +120,40 @@ impl Executor for CommandExecutor {
             Some(3) => Ok(Marked::NotRunning),
             other => bail!("mark command exited with {other:?}: {}", stderr.trim()),
         }
+    }
+}
+
+/// Fill placeholders in one pass: an inserted value is never scanned again,
+/// so a task id holding `{reason}` stays that id.
+fn substitute(arg: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    'scan: while !rest.is_empty() {
+        for (name, value) in values {
+            if let Some(after) = rest.strip_prefix(name) {
+                out.push_str(value);
+                rest = after;
+                continue 'scan;
+            }
+        }
+        let mut chars = rest.chars();
+        if let Some(c) = chars.next() {
+            out.push(c);
+        }
+        rest = chars.as_str();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::substitute;
+
+    #[test]
+    fn placeholders_are_filled_once() {
+        let v = [("{id}", "job-{pid}"), ("{pid}", "42")];
+        assert_eq!(substitute("{id}:{pid}:{x}", &v), "job-{pid}:42:{x}");
+        assert_eq!(substitute("plain", &v), "plain");
+        assert_eq!(substitute("é{pid}é", &v), "é42é");
     }
 }
