@@ -428,7 +428,7 @@ pub fn sweep(
     for (p, id) in planned.iter().zip(&ids) {
         let f = &p.finding;
         warn!(
-            finding_id = id.unwrap_or(0),
+            finding_id = *id,
             task_id = %f.task_id,
             attempt = f.attempt,
             droid_type = f.droid_type.as_deref().unwrap_or(""),
@@ -564,7 +564,7 @@ pub fn sweep(
         error!(task_id = %f.task_id, detail = f.detail.as_deref().unwrap_or(""), "action failed");
     }
     info!(
-        sweep_id = report.sweep_id.unwrap_or(0),
+        sweep_id = report.sweep_id,
         kind = kind.as_str(),
         dry_run,
         tasks_seen = report.tasks_seen,
