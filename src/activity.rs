@@ -116,7 +116,7 @@ impl ActivityLog {
     }
 
     /// Open for reading only (dry runs, and later `twin` and `log`).
-    /// `None` when the file does not exist yet.
+    /// `None` when the file does not exist yet or holds no schema yet.
     pub fn open_read_only(path: &Path) -> Result<Option<ActivityLog>> {
         if !path.exists() {
             return Ok(None);
@@ -125,6 +125,11 @@ impl ActivityLog {
             .with_context(|| format!("opening the activity log {} read-only", path.display()))?;
         conn.busy_timeout(Duration::from_secs(10))?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        // A writer that has created the file but not yet committed its first
+        // migration (a daemon starting) leaves a log with nothing in it yet.
+        if version == 0 {
+            return Ok(None);
+        }
         if version as usize != MIGRATIONS.len() {
             bail!(
                 "the activity log {} is at schema version {version}, this Foreman expects {}; run a command that writes (e.g. `foreman sweep`) to migrate it",

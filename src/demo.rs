@@ -156,7 +156,7 @@ fn demo() -> Result<()> {
     insert("build-2", "plan-a", "builder", busy, &t, None)?;
     let quiet = droids.spawn("scribe-1", &["sleep", "300"])?;
     insert("scribe-1", "plan-b", "scribe", quiet, &t, Some(&t))?;
-    let crasher = droids.spawn("build-3", &["sh", "-c", "sleep 1; exit 3"])?;
+    let crasher = droids.spawn("build-3", &["sh", "-c", "sleep 1.5; exit 3"])?;
     insert("build-3", "plan-a", "builder", crasher, &t, Some(&t))?;
     let hanger = droids.spawn("scribe-2", &["sleep", "300"])?;
     insert("scribe-2", "plan-b", "scribe", hanger, &t, Some(&t))?;
@@ -174,7 +174,7 @@ fn demo() -> Result<()> {
         ("healthy, heartbeating", "build-1", healthy),
         ("busy computing, no heartbeat", "build-2", busy),
         ("quiet, heartbeating", "scribe-1", quiet),
-        ("crashes after 1s", "build-3", crasher),
+        ("crashes after 1.5s", "build-3", crasher),
         ("hangs: stops heartbeating", "scribe-2", hanger),
         ("left over from before a reboot", "scribe-0", leftover),
     ] {

@@ -7,6 +7,9 @@ use foreman::model::SweepKind;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Tests drive crash points through FAILPOINTS; release builds lack the feature.
+    #[cfg(feature = "failpoints")]
+    let _scenario = fail::FailScenario::setup();
     let cli = Cli::parse();
     // The demo prints its own story; its logs would only repeat it.
     let quiet = if matches!(cli.command, Command::Demo) {

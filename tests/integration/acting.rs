@@ -499,7 +499,9 @@ fn command_executor_does_not_expand_placeholders_inside_values() {
 #[test]
 fn timestamps_without_offset_are_utc() {
     let mut w = World::with(Cfg {
-        tail: "[droid_types.utc]\nprogress = [\"heartbeat\"]\non_hung = \"mark_only\"\n",
+        // CURRENT_TIMESTAMP has whole seconds: a heartbeat written now may
+        // read as almost a second old, so the timeout must be well above 1s.
+        tail: "[droid_types.utc]\nprogress = [\"heartbeat\"]\non_hung = \"mark_only\"\ntimeout = \"1m\"\n",
         ..Cfg::default()
     });
     let naive = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
@@ -657,4 +659,20 @@ fn crash_between_mark_and_outcome_closes_the_finding_without_marking_again() {
         w.task_error("marked").as_deref(),
         Some("foreman: dead: process gone")
     );
+}
+
+#[test]
+fn a_dry_run_beside_a_daemon_still_migrating_sees_no_priors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("activity.db");
+    // What a starting daemon leaves for a moment: the file, in WAL mode,
+    // its first migration not yet committed.
+    let writer = rusqlite::Connection::open(&path).unwrap();
+    writer.pragma_update(None, "journal_mode", "WAL").unwrap();
+    assert!(ActivityLog::open_read_only(&path).unwrap().is_none());
+
+    // A log from a newer Foreman is refused, never misread.
+    writer.pragma_update(None, "user_version", 99).unwrap();
+    let err = ActivityLog::open_read_only(&path).err().unwrap();
+    assert!(format!("{err:#}").contains("schema version 99"), "{err:#}");
 }
