@@ -16,13 +16,13 @@
 //!    every task into a reused buffer, median (and best) of R, per task;
 //! 4. the ratio sweep / floor;
 //! 5. the peak RSS (`ru_maxrss` from `wait4`) of `target/release/foreman
-//!    sweep --config ...` run as a child against the same databases (the
-//!    largest of three runs);
+//!    sweep --config ...` against the same databases (the largest of three
+//!    runs), started by a fresh small copy of this bench (see `run_binary`);
 //!
 //! and, to say where the time and the memory go, each stage of the sweep
 //! timed alone (median of R), then once more with a counting allocator: the
-//! Rust heap held after each stage, and SQLite's own allocator high-water
-//! mark. Each repetition runs a sweep, the floor and a stage pass back to
+//! Rust heap held by the snapshot and the /proc table, the heap peak of one
+//! whole `sweep()`, and SQLite's own allocator high-water mark. Each repetition runs a sweep, the floor and a stage pass back to
 //! back, so that whatever else the host is doing falls on all three alike.
 //! Every process started is killed and reaped at the end, also on error (a
 //! Drop guard) and if this bench dies (PR_SET_PDEATHSIG).
@@ -34,7 +34,7 @@ use foreman::config::Config;
 use foreman::demo::SCHEMA;
 use foreman::executor::{self, Executor};
 use foreman::judge::{judge, Facts, Judgement};
-use foreman::model::{Mode, SweepKind, Task};
+use foreman::model::{Kind, Mode, SweepKind, Task};
 use foreman::probe::{boot_facts, Clocks, Probe, ProcTable};
 use foreman::sweep::{sweep, LogAccess, SweepOptions};
 use rusqlite::{params, Connection};
@@ -162,6 +162,16 @@ progress = ["heartbeat", "cpu", "io"]
 "#;
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--rss-of") {
+        match rss_of(&args[2..]) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                eprintln!("--rss-of: {e:#}");
+                std::process::exit(1);
+            }
+        }
+    }
     match run() {
         Ok(()) => {}
         Err(e) => {
@@ -278,8 +288,8 @@ fn run() -> Result<()> {
         }
     }
     println!("\n## Memory of one sweep (in the bench process; MiB)\n");
-    println!("| N | Rust heap held after: snapshot | + prior observations | + /proc table | + probes | + judgements & observations | heap peak (stages) | heap peak (`sweep()`) | SQLite high-water (`sweep()`) | bench RSS anon / file / shmem at end |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| N | Rust heap held: snapshot | + /proc table | heap peak of one `sweep()` | SQLite high-water (`sweep()`) | bench RSS anon / file / shmem at end |");
+    println!("|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         if let Outcome::Done(r) = r {
             let m = &r.memory;
@@ -290,14 +300,10 @@ fn run() -> Result<()> {
                     .map_or("?".into(), |(_, b)| format!("{:.1}", mib(*b)))
             };
             println!(
-                "| {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} |",
+                "| {} | {} | {} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} |",
                 r.n,
                 at("snapshot"),
-                at("prior observations"),
                 at("/proc table"),
-                at("probes"),
-                at("judgements + observations"),
-                mib(m.heap_peak),
                 mib(m.sweep_heap_peak),
                 mib(m.sweep_sqlite_peak),
                 r.rss.0 as f64 / 1024.0,
@@ -855,12 +861,23 @@ fn floor(pids: &[i32], path: &mut String, buf: &mut Vec<u8>) -> Result<usize> {
     Ok(total)
 }
 
-/// Run `foreman sweep --config` as a child; its ru_maxrss (KiB) and wall.
+/// Run `foreman sweep --config` and return its peak RSS (KiB) and wall.
+///
+/// Not as our own child: Linux carries the parent's RSS high-water mark
+/// into a child's `ru_maxrss` through fork/vfork and exec, so a child of
+/// this bench (tens of MiB with its sleepers) would report the bench's
+/// peak, not its own. A fresh copy of this bench (`--rss-of`, a few MiB)
+/// starts the binary instead and reports its `ru_maxrss`; the figure is then
+/// at least that small process's own peak, which is printed beside it.
 fn run_binary(binary: &Path, config: &Path, dir: &Path) -> Result<(i64, Duration)> {
     let out_path = dir.join("binary.stdout");
     let err_path = dir.join("binary.stderr");
+    let rss_path = dir.join("binary.rss");
     let t0 = Instant::now();
-    let child = Command::new(binary)
+    let status = Command::new(std::env::current_exe()?)
+        .arg("--rss-of")
+        .arg(&rss_path)
+        .arg(binary)
         .arg("sweep")
         .arg("--config")
         .arg(config)
@@ -868,15 +885,49 @@ fn run_binary(binary: &Path, config: &Path, dir: &Path) -> Result<(i64, Duration
         .stdin(Stdio::null())
         .stdout(File::create(&out_path)?)
         .stderr(File::create(&err_path)?)
-        .spawn()
+        .status()
         .with_context(|| format!("starting {}", binary.display()))?;
+    let wall = t0.elapsed();
+    if !status.success() {
+        let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+        bail!(
+            "`{} sweep --config {}` failed ({status}):\n{stderr}",
+            binary.display(),
+            config.display()
+        );
+    }
+    let report = std::fs::read_to_string(&rss_path)?;
+    let mut fields = report.split_whitespace().map(|f| f.parse::<i64>());
+    let (Some(Ok(rss)), Some(Ok(starter))) = (fields.next(), fields.next()) else {
+        bail!("bad report from --rss-of: {report:?}");
+    };
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    if let Some(line) = stdout.lines().find(|l| !l.trim().is_empty()) {
+        println!("binary said: {line}");
+    }
+    println!(
+        "(the process that started it peaked at {:.1} MiB: the RSS figure cannot be below that)",
+        starter as f64 / 1024.0
+    );
+    Ok((rss, wall))
+}
+
+/// `--rss-of REPORT BINARY ARGS...`: run BINARY, then write its ru_maxrss
+/// and this process's own VmHWM (KiB) to REPORT; exit as it exited.
+fn rss_of(args: &[String]) -> Result<i32> {
+    let [report, binary, rest @ ..] = args else {
+        bail!("usage: --rss-of REPORT BINARY ARGS...");
+    };
+    let child = Command::new(binary)
+        .args(rest)
+        .spawn()
+        .with_context(|| format!("starting {binary}"))?;
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: an all-zero rusage is valid; wait4 only writes into it.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: pid is our child, not yet waited for; status and ru are writable.
     let got = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    let wall = t0.elapsed();
     // The child is reaped; std's Child would only close handles on drop.
     drop(child);
     ensure!(
@@ -884,19 +935,15 @@ fn run_binary(binary: &Path, config: &Path, dir: &Path) -> Result<(i64, Duration
         "wait4 on {pid}: {}",
         std::io::Error::last_os_error()
     );
-    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-        bail!(
-            "`{} sweep --config {}` failed (wait status {status}):\n{stderr}",
-            binary.display(),
-            config.display()
-        );
-    }
-    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
-    if let Some(line) = stdout.lines().find(|l| !l.trim().is_empty()) {
-        println!("binary said: {line}");
-    }
-    Ok((ru.ru_maxrss, wall))
+    std::fs::write(
+        report,
+        format!("{} {}\n", ru.ru_maxrss, vm_hwm_kib().unwrap_or(0)),
+    )?;
+    Ok(if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        1
+    })
 }
 
 fn status_kib(key: &str) -> Option<u64> {
@@ -916,13 +963,13 @@ fn rss_breakdown() -> (u64, u64, u64) {
     (k("RssAnon"), k("RssFile"), k("RssShmem"))
 }
 
-/// The Rust heap held after each stage of one sweep (cumulative, as
-/// `sweep()` holds it), the heap's peak, and SQLite's high-water mark.
+/// The Rust heap held by the stages whose output `sweep()` keeps to the
+/// end (snapshot, /proc table), its peak over one `sweep()`, and SQLite's
+/// high-water mark.
 #[derive(Debug, Default, Clone)]
 struct Memory {
     /// (stage, live heap bytes after it).
     held: Vec<(&'static str, i64)>,
-    heap_peak: i64,
     /// The same for one whole `sweep()` call.
     sweep_heap_peak: i64,
     sweep_sqlite_peak: i64,
@@ -940,7 +987,6 @@ fn memory(
     sqlite_memory(true);
     heap::start();
     stage_pass(config, executor, log, n, Some(&mut memory))?;
-    memory.heap_peak = heap::peak() as i64;
     heap::stop();
     sqlite_memory(true);
 
@@ -959,7 +1005,10 @@ fn memory(
     Ok(memory)
 }
 
-/// One sweep's stages in `sweep()`'s order, holding what it holds.
+/// One sweep's stages, each over every task in turn so that each can be
+/// timed alone. (`sweep()` itself runs probe → prior → judge → write per
+/// task and keeps only findings; this pass holds each stage's output until
+/// the next, so its memory is not `sweep()`'s: see `memory`.)
 fn stage_pass(
     config: &Config,
     executor: &dyn Executor,
@@ -976,13 +1025,11 @@ fn stage_pass(
     let now = Utc::now();
     let (snapshot, snap) = measure(|| executor.snapshot())?;
     held("snapshot");
-    let (log_reads, (priors, open, last)) = measure(|| {
+    let (reads_head, (open, last)) = measure(|| {
         let last = log.last_sweep()?;
-        let priors = log.observations()?;
         let open = log.open_findings()?;
-        Ok((priors, open, last))
+        Ok((open, last))
     })?;
-    held("prior observations");
     let (scan, table) = measure(ProcTable::scan)?;
     held("/proc table");
     let running: Vec<&Task> = snap.running().collect();
@@ -991,42 +1038,6 @@ fn stage_pass(
         "{} RUNNING tasks, not {n}",
         running.len()
     );
-    let (probe, probes) = measure(|| {
-        Ok(running
-            .iter()
-            .map(|t| t.pid.map(|p| table.probe(p)))
-            .collect::<Vec<Option<Probe>>>())
-    })?;
-    held("probes");
-    let facts = Facts {
-        now,
-        boot: &boot,
-        host: &config.host,
-        sweep: SweepKind::Scheduled,
-        hang_floor: None,
-    };
-    let (judge_t, (judged, observations)) = measure(|| {
-        let mut judged: Vec<Judgement> = Vec::with_capacity(running.len());
-        let mut obs = Vec::with_capacity(running.len());
-        for (task, probe) in running.iter().zip(&probes) {
-            let prior = task
-                .pid
-                .and_then(|p| priors.get(&(task.id.clone(), task.attempt, p)));
-            let mut j = judge(
-                task,
-                probe.as_ref(),
-                prior,
-                config.policy(&task.droid_type),
-                &facts,
-            );
-            if let Some(o) = j.observation.take() {
-                obs.push(o);
-            }
-            judged.push(j);
-        }
-        Ok((judged, obs))
-    })?;
-    held("judgements + observations");
     let record = SweepRecord {
         kind: SweepKind::Scheduled.as_str(),
         host: config.host.clone(),
@@ -1042,20 +1053,75 @@ fn stage_pass(
         boot_id: boot.boot_id.clone(),
         clocks: Clocks::now(),
         hang_floor: None,
-        observations,
+        observations: Vec::new(),
         findings: Vec::new(),
         closes: Vec::new(),
     };
-    let (record_t, (id, _)) = measure(|| log.record(&record))?;
-    held("after record");
+    let (begin_t, tx) = measure(|| log.begin(&record))?;
+    let (probe, probes) = measure(|| {
+        Ok(running
+            .iter()
+            .map(|t| t.pid.map(|p| table.probe(p)))
+            .collect::<Vec<Option<Probe>>>())
+    })?;
+    let (reads_priors, priors) = measure(|| {
+        running
+            .iter()
+            .map(|t| match t.pid {
+                Some(p) => tx.prior(&t.id, t.attempt, p),
+                None => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let facts = Facts {
+        now,
+        boot: &boot,
+        host: &config.host,
+        sweep: SweepKind::Scheduled,
+        hang_floor: None,
+    };
+    let (judge_t, judged) = measure(|| {
+        Ok(running
+            .iter()
+            .zip(&probes)
+            .zip(&priors)
+            .map(|((task, probe), prior)| {
+                judge(
+                    task,
+                    probe.as_ref(),
+                    prior.as_ref(),
+                    config.policy(&task.droid_type),
+                    &facts,
+                )
+            })
+            .collect::<Vec<Judgement>>())
+    })?;
+    ensure!(
+        judged.iter().all(|j| j.kind == Kind::Alive),
+        "the stage pass judged a healthy task not alive"
+    );
+    let (write_t, (id, _)) = measure(|| {
+        for j in &judged {
+            if let Some(o) = &j.observation {
+                tx.observe(o)?;
+            }
+        }
+        tx.commit(&record)
+    })?;
     log.finish_sweep(id, Utc::now(), 0, 0)?;
-    std::hint::black_box((&judged, &open, &last));
+    std::hint::black_box((&open, &last));
     Ok(Stages {
-        log_reads,
+        log_reads: Sample {
+            wall: reads_head.wall + reads_priors.wall,
+            cpu: reads_head.cpu + reads_priors.cpu,
+        },
         snapshot,
         scan,
         probe,
         judge: judge_t,
-        record: record_t,
+        record: Sample {
+            wall: begin_t.wall + write_t.wall,
+            cpu: begin_t.cpu + write_t.cpu,
+        },
     })
 }

@@ -9,7 +9,6 @@ use crate::probe::Clocks;
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,8 +28,6 @@ fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
 fn parse_opt(s: Option<String>) -> Result<Option<DateTime<Utc>>> {
     s.map(|s| parse_ts(&s)).transpose()
 }
-
-pub type ObsKey = (String, i64, i32);
 
 /// A finding as the sweep records it.
 #[derive(Debug, Clone)]
@@ -90,6 +87,156 @@ pub struct LastSweep {
 pub struct ActivityLog {
     conn: Connection,
     path: PathBuf,
+}
+
+/// One sweep's transaction: nothing in it is visible, and nothing acts,
+/// until `commit`.
+pub struct SweepTx<'a> {
+    tx: rusqlite::Transaction<'a>,
+    sweep_id: i64,
+}
+
+impl SweepTx<'_> {
+    /// The prior observation; reads what this transaction has not yet
+    /// overwritten, i.e. the last sweep's.
+    pub fn prior(&self, task_id: &str, attempt: i64, pid: i32) -> Result<Option<Observation>> {
+        read_prior(&self.tx, task_id, attempt, pid)
+    }
+
+    pub fn observe(&self, o: &Observation) -> Result<()> {
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT INTO observations (task_id, attempt, pid, boot_id, start_ticks, binding, first_seen_at, seen_at,
+                                       cpu_moved_at, io_moved_at, gone_since, members)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT (task_id, attempt, pid) DO UPDATE SET
+                boot_id = excluded.boot_id, start_ticks = excluded.start_ticks, binding = excluded.binding,
+                seen_at = excluded.seen_at, cpu_moved_at = excluded.cpu_moved_at,
+                io_moved_at = excluded.io_moved_at, gone_since = excluded.gone_since, members = excluded.members",
+        )?;
+        stmt.execute(params![
+            o.task_id,
+            o.attempt,
+            o.pid,
+            o.boot_id,
+            o.start_ticks.map(|t| t as i64),
+            o.binding.map(|b| match b {
+                Binding::Executor => "executor",
+                Binding::FirstSight => "first_sight",
+            }),
+            ts(o.first_seen_at),
+            ts(o.seen_at),
+            o.cpu_moved_at.map(ts),
+            o.io_moved_at.map(ts),
+            o.gone_since.map(ts),
+            serde_json::to_string(&o.members)?,
+        ])?;
+        Ok(())
+    }
+
+    /// Write `rec`'s counts, observations, findings and closes, and commit.
+    /// Returns the sweep id and each finding's id.
+    pub fn commit(self, rec: &SweepRecord) -> Result<(i64, Vec<i64>)> {
+        let sweep_id = self.sweep_id;
+        for o in &rec.observations {
+            self.observe(o)?;
+        }
+        let tx = &self.tx;
+        tx.execute(
+            "UPDATE sweeps SET tasks_seen = ?2, tasks_checked = ?3, findings = ?4 WHERE id = ?1",
+            params![
+                sweep_id,
+                rec.tasks_seen as i64,
+                rec.tasks_checked as i64,
+                rec.findings.len() as i64
+            ],
+        )?;
+        let mut ids = Vec::with_capacity(rec.findings.len());
+        {
+            let now = ts(rec.started_at);
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO findings (task_id, attempt, kind, droid_type, plan_id, pid, host, evidence, action, outcome,
+                                       outcome_detail, first_sweep_id, last_sweep_id, first_seen_at, last_seen_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?13)
+                 ON CONFLICT (task_id, attempt, kind) DO UPDATE SET
+                    droid_type = excluded.droid_type, plan_id = excluded.plan_id, pid = excluded.pid,
+                    host = excluded.host, evidence = excluded.evidence, action = excluded.action,
+                    outcome = excluded.outcome, outcome_detail = excluded.outcome_detail,
+                    last_sweep_id = excluded.last_sweep_id, last_seen_at = excluded.last_seen_at,
+                    times_seen = times_seen + 1
+                 RETURNING id",
+            )?;
+            for f in &rec.findings {
+                let id: i64 = stmt.query_row(
+                    params![
+                        f.task_id,
+                        f.attempt,
+                        f.kind.as_str(),
+                        f.droid_type,
+                        f.plan_id,
+                        f.pid,
+                        f.host,
+                        f.evidence.to_string(),
+                        f.action.as_str(),
+                        f.outcome.as_str(),
+                        f.detail,
+                        sweep_id,
+                        now,
+                    ],
+                    |r| r.get(0),
+                )?;
+                ids.push(id);
+            }
+            let mut close = tx.prepare_cached(
+                "UPDATE findings SET outcome = ?2, outcome_detail = ?3, last_sweep_id = ?4 WHERE id = ?1 AND outcome = 'pending'",
+            )?;
+            for (id, outcome, detail) in &rec.closes {
+                close.execute(params![id, outcome.as_str(), detail, sweep_id])?;
+            }
+        }
+        self.tx
+            .commit()
+            .context("committing the sweep to the activity log")?;
+        Ok((sweep_id, ids))
+    }
+}
+
+fn read_prior(
+    conn: &Connection,
+    task_id: &str,
+    attempt: i64,
+    pid: i32,
+) -> Result<Option<Observation>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT boot_id, start_ticks, binding, first_seen_at, seen_at,
+                cpu_moved_at, io_moved_at, gone_since, members
+         FROM observations WHERE task_id = ?1 AND attempt = ?2 AND pid = ?3",
+    )?;
+    let mut rows = stmt.query(params![task_id, attempt, pid])?;
+    let Some(r) = rows.next()? else {
+        return Ok(None);
+    };
+    let binding: Option<String> = r.get(2)?;
+    let members: String = r.get(8)?;
+    Ok(Some(Observation {
+        task_id: task_id.to_string(),
+        attempt,
+        pid,
+        boot_id: r.get(0)?,
+        start_ticks: r.get::<_, Option<i64>>(1)?.map(|t| t as u64),
+        binding: match binding.as_deref() {
+            Some("executor") => Some(Binding::Executor),
+            Some(_) => Some(Binding::FirstSight),
+            None => None,
+        },
+        first_seen_at: parse_ts(&r.get::<_, String>(3)?)?,
+        seen_at: parse_ts(&r.get::<_, String>(4)?)?,
+        cpu_moved_at: parse_opt(r.get(5)?)?,
+        io_moved_at: parse_opt(r.get(6)?)?,
+        gone_since: parse_opt(r.get(7)?)?,
+        members: serde_json::from_str::<Vec<MemberCounters>>(&members).with_context(|| {
+            format!("bad members JSON in the observation of task {task_id} attempt {attempt}")
+        })?,
+    }))
 }
 
 impl ActivityLog {
@@ -173,39 +320,9 @@ impl ActivityLog {
         Ok(())
     }
 
-    /// Every observation, keyed by (task id, attempt, pid).
-    pub fn observations(&self) -> Result<HashMap<ObsKey, Observation>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT task_id, attempt, pid, boot_id, start_ticks, binding, first_seen_at, seen_at,
-                    cpu_moved_at, io_moved_at, gone_since, members FROM observations",
-        )?;
-        let mut rows = stmt.query([])?;
-        let mut out = HashMap::new();
-        while let Some(r) = rows.next()? {
-            let binding: Option<String> = r.get(5)?;
-            let members: String = r.get(11)?;
-            let obs = Observation {
-                task_id: r.get(0)?,
-                attempt: r.get(1)?,
-                pid: r.get(2)?,
-                boot_id: r.get(3)?,
-                start_ticks: r.get::<_, Option<i64>>(4)?.map(|t| t as u64),
-                binding: match binding.as_deref() {
-                    Some("executor") => Some(Binding::Executor),
-                    Some(_) => Some(Binding::FirstSight),
-                    None => None,
-                },
-                first_seen_at: parse_ts(&r.get::<_, String>(6)?)?,
-                seen_at: parse_ts(&r.get::<_, String>(7)?)?,
-                cpu_moved_at: parse_opt(r.get(8)?)?,
-                io_moved_at: parse_opt(r.get(9)?)?,
-                gone_since: parse_opt(r.get(10)?)?,
-                members: serde_json::from_str::<Vec<MemberCounters>>(&members)
-                    .context("bad members JSON")?,
-            };
-            out.insert((obs.task_id.clone(), obs.attempt, obs.pid), obs);
-        }
-        Ok(out)
+    /// What Foreman remembers of (task id, attempt, pid), if anything.
+    pub fn prior(&self, task_id: &str, attempt: i64, pid: i32) -> Result<Option<Observation>> {
+        read_prior(&self.conn, task_id, attempt, pid)
     }
 
     /// Findings whose outcome is still `pending`.
@@ -270,19 +387,23 @@ impl ActivityLog {
     /// Commit a sweep's record, observations and findings at once, before
     /// anything acts. Returns the sweep id and each finding's id.
     pub fn record(&mut self, rec: &SweepRecord) -> Result<(i64, Vec<i64>)> {
+        self.begin(rec)?.commit(rec)
+    }
+
+    /// Open the sweep's one transaction and write its row from `rec`'s
+    /// header. A sweep streams its observations through the transaction as
+    /// it judges, so it never holds every task's observation at once.
+    pub fn begin(&mut self, rec: &SweepRecord) -> Result<SweepTx<'_>> {
         let tx = self.conn.transaction()?;
         tx.execute(
-            "INSERT INTO sweeps (kind, host, mode, started_at, tasks_seen, tasks_checked, findings, error, deferral,
+            "INSERT INTO sweeps (kind, host, mode, started_at, error, deferral,
                                  boot_id, clock_realtime_ns, clock_monotonic_ns, clock_boottime_ns, hang_floor)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 rec.kind,
                 rec.host,
                 rec.mode,
                 ts(rec.started_at),
-                rec.tasks_seen as i64,
-                rec.tasks_checked as i64,
-                rec.findings.len() as i64,
                 rec.error,
                 rec.deferral,
                 rec.boot_id,
@@ -293,82 +414,7 @@ impl ActivityLog {
             ],
         )?;
         let sweep_id = tx.last_insert_rowid();
-        {
-            let mut obs_stmt = tx.prepare_cached(
-                "INSERT INTO observations (task_id, attempt, pid, boot_id, start_ticks, binding, first_seen_at, seen_at,
-                                           cpu_moved_at, io_moved_at, gone_since, members)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                 ON CONFLICT (task_id, attempt, pid) DO UPDATE SET
-                    boot_id = excluded.boot_id, start_ticks = excluded.start_ticks, binding = excluded.binding,
-                    seen_at = excluded.seen_at, cpu_moved_at = excluded.cpu_moved_at,
-                    io_moved_at = excluded.io_moved_at, gone_since = excluded.gone_since, members = excluded.members",
-            )?;
-            for o in &rec.observations {
-                obs_stmt.execute(params![
-                    o.task_id,
-                    o.attempt,
-                    o.pid,
-                    o.boot_id,
-                    o.start_ticks.map(|t| t as i64),
-                    o.binding.map(|b| match b {
-                        Binding::Executor => "executor",
-                        Binding::FirstSight => "first_sight",
-                    }),
-                    ts(o.first_seen_at),
-                    ts(o.seen_at),
-                    o.cpu_moved_at.map(ts),
-                    o.io_moved_at.map(ts),
-                    o.gone_since.map(ts),
-                    serde_json::to_string(&o.members)?,
-                ])?;
-            }
-        }
-        let mut ids = Vec::with_capacity(rec.findings.len());
-        {
-            let now = ts(rec.started_at);
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO findings (task_id, attempt, kind, droid_type, plan_id, pid, host, evidence, action, outcome,
-                                       outcome_detail, first_sweep_id, last_sweep_id, first_seen_at, last_seen_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?13)
-                 ON CONFLICT (task_id, attempt, kind) DO UPDATE SET
-                    droid_type = excluded.droid_type, plan_id = excluded.plan_id, pid = excluded.pid,
-                    host = excluded.host, evidence = excluded.evidence, action = excluded.action,
-                    outcome = excluded.outcome, outcome_detail = excluded.outcome_detail,
-                    last_sweep_id = excluded.last_sweep_id, last_seen_at = excluded.last_seen_at,
-                    times_seen = times_seen + 1
-                 RETURNING id",
-            )?;
-            for f in &rec.findings {
-                let id: i64 = stmt.query_row(
-                    params![
-                        f.task_id,
-                        f.attempt,
-                        f.kind.as_str(),
-                        f.droid_type,
-                        f.plan_id,
-                        f.pid,
-                        f.host,
-                        f.evidence.to_string(),
-                        f.action.as_str(),
-                        f.outcome.as_str(),
-                        f.detail,
-                        sweep_id,
-                        now,
-                    ],
-                    |r| r.get(0),
-                )?;
-                ids.push(id);
-            }
-            let mut close = tx.prepare_cached(
-                "UPDATE findings SET outcome = ?2, outcome_detail = ?3, last_sweep_id = ?4 WHERE id = ?1 AND outcome = 'pending'",
-            )?;
-            for (id, outcome, detail) in &rec.closes {
-                close.execute(params![id, outcome.as_str(), detail, sweep_id])?;
-            }
-        }
-        tx.commit()
-            .context("committing the sweep to the activity log")?;
-        Ok((sweep_id, ids))
+        Ok(SweepTx { tx, sweep_id })
     }
 
     /// Record what an action did.

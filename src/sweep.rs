@@ -5,12 +5,13 @@
 //! `pending` by a crash is re-verified by the next sweep: the task is judged
 //! afresh, and the open finding is either acted on (same key) or closed.
 
-use crate::activity::{ActivityLog, NewFinding, SweepRecord};
+use crate::activity::{ActivityLog, NewFinding, SweepRecord, SweepTx};
 use crate::config::Config;
 use crate::decide::{decide, Case, Decision, SweepFacts};
 use crate::executor::{Executor, Marked};
 use crate::judge::{judge, Facts, Judgement};
 use crate::model::{Action, Kind, Mode, Outcome, Row, SweepKind, Task, TaskState};
+use crate::observation::Observation;
 use crate::probe::{boot_facts, cpu_pressure, Clocks, Probe, ProcTable};
 use crate::recovery::{failure_reason, terminate_trees, Identity, Terminated};
 use anyhow::{Context, Result};
@@ -208,18 +209,25 @@ pub fn sweep(
     report.tasks_seen = snapshot.rows.len();
     record.tasks_seen = snapshot.rows.len();
 
-    let priors = reader
-        .map(|l| l.observations())
-        .transpose()?
-        .unwrap_or_default();
     let open = reader
         .map(|l| l.open_findings())
         .transpose()?
         .unwrap_or_default();
     let table = ProcTable::scan().context("scanning /proc")?;
+    let running: Vec<&Task> = snapshot.running().collect();
+    report.tasks_checked = running.len();
+    record.tasks_checked = running.len();
+
+    // The sweep's transaction is open from here to the commit below: each
+    // task's observation is written as soon as it is judged, and an alive
+    // task's probe and evidence are dropped at once, so memory does not
+    // grow with every task's history.
+    let memory = match &mut log {
+        LogAccess::Write(l) => Memory::Writing(l.begin(&record)?),
+        LogAccess::ReadOnly(l) => Memory::Reading(*l),
+    };
 
     // Judge every RUNNING task; bad rows are unverifiable with their reason.
-    let running: Vec<&Task> = snapshot.running().collect();
     let mut pid_count: HashMap<i32, usize> = HashMap::new();
     for t in &running {
         if let Some(p) = t.pid {
@@ -233,16 +241,18 @@ pub fn sweep(
         sweep: kind,
         hang_floor,
     };
-    let mut judged: Vec<(&Task, Judgement, Option<Probe>)> = Vec::with_capacity(running.len());
+    // Only the tasks that are not alive: they become findings.
+    let mut judged: Vec<(&Task, Judgement, Option<Probe>)> = Vec::new();
     for task in &running {
         let probe = task.pid.map(|p| table.probe(p));
-        let prior = task
-            .pid
-            .and_then(|p| priors.get(&(task.id.clone(), task.attempt, p)));
+        let prior = match task.pid {
+            Some(pid) => memory.prior(task, pid)?,
+            None => None,
+        };
         let mut j = judge(
             task,
             probe.as_ref(),
-            prior,
+            prior.as_ref(),
             config.policy(&task.droid_type),
             &facts,
         );
@@ -259,12 +269,12 @@ pub fn sweep(
             }
         }
         if let Some(o) = j.observation.take() {
-            record.observations.push(o);
+            memory.observe(&o)?;
         }
-        judged.push((task, j, probe));
+        if j.kind != Kind::Alive {
+            judged.push((task, j, probe));
+        }
     }
-    report.tasks_checked = judged.len();
-    record.tasks_checked = judged.len();
     let local = running
         .iter()
         .filter(|t| t.host.as_deref().is_none_or(|h| h == config.host))
@@ -306,9 +316,6 @@ pub fn sweep(
     }
     let mut planned: Vec<Planned> = Vec::new();
     for ((task, j, probe), d) in judged.iter().zip(decisions) {
-        if j.kind == Kind::Alive {
-            continue;
-        }
         let mut evidence = j.evidence.clone();
         let mut tree = Vec::new();
         if let Some(Probe::Found(members)) = probe {
@@ -417,13 +424,12 @@ pub fn sweep(
     }
 
     record.findings = planned.iter().map(|p| p.finding.clone()).collect();
-    let ids: Vec<Option<i64>> = match &mut log {
-        LogAccess::Write(l) => {
-            let (sweep_id, ids) = l.record(&record)?;
+    let ids: Vec<Option<i64>> = match memory.commit(&record)? {
+        Some((sweep_id, ids)) => {
             report.sweep_id = Some(sweep_id);
             ids.into_iter().map(Some).collect()
         }
-        LogAccess::ReadOnly(_) => vec![None; planned.len()],
+        None => vec![None; planned.len()],
     };
     for (p, id) in planned.iter().zip(&ids) {
         let f = &p.finding;
@@ -576,6 +582,38 @@ pub fn sweep(
         "sweep finished"
     );
     Ok(report)
+}
+
+/// Where prior observations come from and new ones go: the sweep's
+/// transaction, or (in a dry run) the log read-only, if there is one.
+enum Memory<'a> {
+    Writing(SweepTx<'a>),
+    Reading(Option<&'a ActivityLog>),
+}
+
+impl Memory<'_> {
+    fn prior(&self, task: &Task, pid: i32) -> Result<Option<Observation>> {
+        match self {
+            Memory::Writing(tx) => tx.prior(&task.id, task.attempt, pid),
+            Memory::Reading(Some(log)) => log.prior(&task.id, task.attempt, pid),
+            Memory::Reading(None) => Ok(None),
+        }
+    }
+
+    fn observe(&self, o: &Observation) -> Result<()> {
+        match self {
+            Memory::Writing(tx) => tx.observe(o),
+            Memory::Reading(_) => Ok(()),
+        }
+    }
+
+    /// Commit a real sweep: its id and its findings' ids. `None` in a dry run.
+    fn commit(self, record: &SweepRecord) -> Result<Option<(i64, Vec<i64>)>> {
+        match self {
+            Memory::Writing(tx) => tx.commit(record).map(Some),
+            Memory::Reading(_) => Ok(None),
+        }
+    }
 }
 
 fn gone_kind(s: &str) -> Option<Kind> {

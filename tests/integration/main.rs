@@ -2,6 +2,7 @@
 //! One test binary (see ripgrep); modules by subject.
 
 mod acting;
+mod activity;
 mod cli;
 mod common;
 mod processes;
