@@ -1006,9 +1006,9 @@ fn memory(
 }
 
 /// One sweep's stages, each over every task in turn so that each can be
-/// timed alone. (`sweep()` itself runs probe → prior → judge → write per
-/// task and keeps only findings; this pass holds each stage's output until
-/// the next, so its memory is not `sweep()`'s: see `memory`.)
+/// timed alone. (`sweep()` runs the same stages over batches of 256 tasks
+/// and keeps only findings; this pass holds each stage's output for every
+/// task until the next, so its memory is not `sweep()`'s: see `memory`.)
 fn stage_pass(
     config: &Config,
     executor: &dyn Executor,

@@ -25,6 +25,9 @@ use tracing::{error, info, warn};
 /// sweeps is a suspend or a clock step, not drift.
 const CLOCK_JUMP: Duration = Duration::from_secs(5);
 
+/// Tasks judged per batch (see the judging loop).
+const BATCH: usize = 256;
+
 /// How the sweep may touch the activity log.
 pub enum LogAccess<'a> {
     /// Record and act.
@@ -241,37 +244,58 @@ pub fn sweep(
         sweep: kind,
         hang_floor,
     };
-    // Only the tasks that are not alive: they become findings.
+    // Only the tasks that are not alive: they become findings. Tasks go
+    // through in batches, each stage over the whole batch: as fast as
+    // stage-at-a-time over all tasks (the caches stay warm), while memory
+    // holds one batch's probes and observations, not every task's.
     let mut judged: Vec<(&Task, Judgement, Option<Probe>)> = Vec::new();
-    for task in &running {
-        let probe = task.pid.map(|p| table.probe(p));
-        let prior = match task.pid {
-            Some(pid) => memory.prior(task, pid)?,
-            None => None,
-        };
-        let mut j = judge(
-            task,
-            probe.as_ref(),
-            prior.as_ref(),
-            config.policy(&task.droid_type),
-            &facts,
-        );
-        // A gone task keeps the kind of its open finding (an orphan found at
-        // startup is still that orphan at the next sweep, and vice versa).
-        if j.kind.is_gone() {
-            if let Some(o) = open
-                .iter()
-                .find(|o| o.task_id == task.id && o.attempt == task.attempt)
-            {
-                if let Some(k) = gone_kind(&o.kind) {
-                    j.kind = k;
-                }
+    for batch in running.chunks(BATCH) {
+        let probes: Vec<Option<Probe>> = batch
+            .iter()
+            .map(|t| t.pid.map(|p| table.probe(p)))
+            .collect();
+        let priors = batch
+            .iter()
+            .map(|t| match t.pid {
+                Some(pid) => memory.prior(t, pid),
+                None => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut judgements: Vec<Judgement> = batch
+            .iter()
+            .zip(&probes)
+            .zip(&priors)
+            .map(|((task, probe), prior)| {
+                judge(
+                    task,
+                    probe.as_ref(),
+                    prior.as_ref(),
+                    config.policy(&task.droid_type),
+                    &facts,
+                )
+            })
+            .collect();
+        for j in &mut judgements {
+            if let Some(o) = j.observation.take() {
+                memory.observe(&o)?;
             }
         }
-        if let Some(o) = j.observation.take() {
-            memory.observe(&o)?;
-        }
-        if j.kind != Kind::Alive {
+        for ((task, mut j), probe) in batch.iter().zip(judgements).zip(probes) {
+            if j.kind == Kind::Alive {
+                continue;
+            }
+            // A gone task keeps the kind of its open finding (an orphan
+            // found at startup is still that orphan at the next sweep).
+            if j.kind.is_gone() {
+                if let Some(o) = open
+                    .iter()
+                    .find(|o| o.task_id == task.id && o.attempt == task.attempt)
+                {
+                    if let Some(k) = gone_kind(&o.kind) {
+                        j.kind = k;
+                    }
+                }
+            }
             judged.push((task, j, probe));
         }
     }
