@@ -2,7 +2,7 @@
 //! parsed once at startup into validated types (durations, regexes, paths);
 //! every error names the file, line, column and key, and how to fix it.
 
-use crate::model::{Mode, OnHung, Signal};
+use crate::model::{Kind, Mode, OnHung, Signal};
 use chrono::FixedOffset;
 use regex::Regex;
 use serde::Deserialize;
@@ -42,6 +42,81 @@ struct RawConfig {
     defaults: RawPolicy,
     #[serde(default)]
     droid_types: BTreeMap<String, RawPolicy>,
+    #[serde(default)]
+    alerts: Vec<RawSink>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSink {
+    name: String,
+    kind: SinkKind,
+    url: Option<String>,
+    headers: Option<BTreeMap<String, String>>,
+    bearer_token_env: Option<String>,
+    argv: Option<Vec<String>>,
+    #[serde(default, with = "humantime_serde::option")]
+    timeout: Option<Duration>,
+    kinds: Option<Vec<Kind>>,
+    droid_types: Option<Vec<String>>,
+    #[serde(default, with = "humantime_serde::option")]
+    retry_base: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    retry_cap: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    max_age: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    realert_after: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    Webhook,
+    Command,
+}
+
+/// Where one `[[alerts]]` sink sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkTarget {
+    /// POST the payload as JSON; 2xx is delivered.
+    Webhook {
+        url: String,
+        headers: BTreeMap<String, String>,
+        /// The name of the environment variable holding the bearer token;
+        /// the token itself is never in the file.
+        bearer_token_env: Option<String>,
+    },
+    /// Run `argv` (no shell) with the payload on stdin; exit 0 is delivered.
+    Command { argv: Vec<String> },
+}
+
+/// One `[[alerts]]` sink, with every key resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sink {
+    /// Stable name: the outbox remembers deliveries per sink by it.
+    pub name: String,
+    pub target: SinkTarget,
+    /// Per attempt.
+    pub timeout: Duration,
+    /// Empty: every kind.
+    pub kinds: Vec<Kind>,
+    /// Empty: every droid type.
+    pub droid_types: Vec<String>,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// Undelivered after this long: `expired`.
+    pub max_age: Duration,
+    /// A finding seen again is alerted again at most this often.
+    pub realert_after: Duration,
+}
+
+impl Sink {
+    pub fn wants(&self, kind: Kind, droid_type: Option<&str>) -> bool {
+        (self.kinds.is_empty() || self.kinds.contains(&kind))
+            && (self.droid_types.is_empty()
+                || droid_type.is_some_and(|d| self.droid_types.iter().any(|t| t == d)))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,6 +233,7 @@ pub struct Config {
     pub activity: ActivityConfig,
     pub defaults: Policy,
     pub droid_types: BTreeMap<String, Policy>,
+    pub alerts: Vec<Sink>,
 }
 
 impl Config {
@@ -304,6 +380,40 @@ impl Config {
         for (name, p) in &self.droid_types {
             policy(&mut out, &format!("droid_types.{}", toml_key(name)), p);
         }
+        for sink in &self.alerts {
+            out.push_str("\n[[alerts]]\n");
+            out.push_str(&format!("name = {:?}\n", sink.name));
+            match &sink.target {
+                SinkTarget::Webhook {
+                    url,
+                    headers,
+                    bearer_token_env,
+                } => {
+                    out.push_str("kind = \"webhook\"\n");
+                    out.push_str(&format!("url = {url:?}\n"));
+                    let h: Vec<String> = headers
+                        .iter()
+                        .map(|(k, v)| format!("{k:?} = {v:?}"))
+                        .collect();
+                    out.push_str(&format!("headers = {{ {} }}\n", h.join(", ")));
+                    if let Some(var) = bearer_token_env {
+                        out.push_str(&format!("bearer_token_env = {var:?}\n"));
+                    }
+                }
+                SinkTarget::Command { argv } => {
+                    out.push_str("kind = \"command\"\n");
+                    out.push_str(&format!("argv = {argv:?}\n"));
+                }
+            }
+            out.push_str(&format!("timeout = {:?}\n", d(sink.timeout)));
+            let kinds: Vec<&str> = sink.kinds.iter().map(|k| k.as_str()).collect();
+            out.push_str(&format!("kinds = {kinds:?}\n"));
+            out.push_str(&format!("droid_types = {:?}\n", sink.droid_types));
+            out.push_str(&format!("retry_base = {:?}\n", d(sink.retry_base)));
+            out.push_str(&format!("retry_cap = {:?}\n", d(sink.retry_cap)));
+            out.push_str(&format!("max_age = {:?}\n", d(sink.max_age)));
+            out.push_str(&format!("realert_after = {:?}\n", d(sink.realert_after)));
+        }
         out
     }
 }
@@ -404,6 +514,17 @@ fn resolve(raw: RawConfig, base: &Path) -> Result<Config, KeyError> {
         let policy = resolve_policy(p, &defaults, &key, interval)?;
         droid_types.insert(name, policy);
     }
+    let mut alerts: Vec<Sink> = Vec::new();
+    for (i, raw) in raw.alerts.into_iter().enumerate() {
+        let sink = resolve_sink(raw, i)?;
+        if alerts.iter().any(|s| s.name == sink.name) {
+            return Err((
+                format!("alerts[{i}].name"),
+                format!("another sink is already named {:?}; each needs its own name (the outbox tracks deliveries by it)", sink.name),
+            ));
+        }
+        alerts.push(sink);
+    }
     Ok(Config {
         source: PathBuf::new(),
         interval,
@@ -414,6 +535,108 @@ fn resolve(raw: RawConfig, base: &Path) -> Result<Config, KeyError> {
         activity,
         defaults,
         droid_types,
+        alerts,
+    })
+}
+
+fn resolve_sink(raw: RawSink, i: usize) -> Result<Sink, KeyError> {
+    let key = |k: &str| format!("alerts[{i}].{k}");
+    if raw.name.trim().is_empty() {
+        return Err((key("name"), "must not be empty".into()));
+    }
+    let target = match raw.kind {
+        SinkKind::Webhook => {
+            if raw.argv.is_some() {
+                return Err((
+                    key("argv"),
+                    "`argv` is for kind = \"command\"; a webhook takes `url`".into(),
+                ));
+            }
+            let Some(url) = raw.url else {
+                return Err((
+                    key("kind"),
+                    "kind = \"webhook\" needs `url` (http:// or https://)".into(),
+                ));
+            };
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err((
+                    key("url"),
+                    format!("{url:?} is not an http:// or https:// URL"),
+                ));
+            }
+            if let Some(var) = &raw.bearer_token_env {
+                if var.is_empty() || var.contains('=') {
+                    return Err((
+                        key("bearer_token_env"),
+                        "give the name of an environment variable (e.g. \"FOREMAN_ALERT_TOKEN\"), never the token".into(),
+                    ));
+                }
+            }
+            SinkTarget::Webhook {
+                url,
+                headers: raw.headers.unwrap_or_default(),
+                bearer_token_env: raw.bearer_token_env,
+            }
+        }
+        SinkKind::Command => {
+            for (k, set) in [
+                ("url", raw.url.is_some()),
+                ("headers", raw.headers.is_some()),
+                ("bearer_token_env", raw.bearer_token_env.is_some()),
+            ] {
+                if set {
+                    return Err((
+                        key(k),
+                        format!("`{k}` is for kind = \"webhook\"; a command takes `argv`"),
+                    ));
+                }
+            }
+            match raw.argv {
+                Some(argv) if !argv.is_empty() && !argv[0].is_empty() => SinkTarget::Command { argv },
+                _ => {
+                    return Err((
+                        key("argv"),
+                        "kind = \"command\" needs `argv`, a program and its arguments (run without a shell), e.g. [\"/usr/local/bin/page\", \"--team\", \"ops\"]".into(),
+                    ))
+                }
+            }
+        }
+    };
+    let kinds = raw.kinds.unwrap_or_default();
+    if kinds.contains(&Kind::Alive) {
+        return Err((
+            key("kinds"),
+            "\"alive\" is never a finding; list kinds such as \"dead\", \"hung\"".into(),
+        ));
+    }
+    let timeout = raw.timeout.unwrap_or(Duration::from_secs(10));
+    let retry_base = raw.retry_base.unwrap_or(Duration::from_secs(10));
+    let retry_cap = raw.retry_cap.unwrap_or(Duration::from_secs(600));
+    for (k, d) in [("timeout", timeout), ("retry_base", retry_base)] {
+        if d.is_zero() {
+            return Err((key(k), "must be greater than 0".into()));
+        }
+    }
+    if retry_cap < retry_base {
+        return Err((
+            key("retry_cap"),
+            format!(
+                "the cap ({}) is below `retry_base` ({}); raise the cap",
+                humantime::format_duration(retry_cap),
+                humantime::format_duration(retry_base)
+            ),
+        ));
+    }
+    Ok(Sink {
+        name: raw.name,
+        target,
+        timeout,
+        kinds,
+        droid_types: raw.droid_types.unwrap_or_default(),
+        retry_base,
+        retry_cap,
+        max_age: raw.max_age.unwrap_or(Duration::from_secs(86400)),
+        realert_after: raw.realert_after.unwrap_or(Duration::from_secs(3600)),
     })
 }
 
@@ -557,13 +780,28 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 fn key_at(text: &str, offset: usize) -> Option<String> {
     // A table opened by a `[header]` does not span its body, so descend into
     // every table and keep the path of the key whose key or value covers it.
+    // Array-of-tables items (`[[alerts]]`) are entered too, as `[i]`.
     fn walk(t: &toml::de::DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
         for (k, v) in t.iter() {
-            path.push(k.get_ref().to_string());
-            if let toml::de::DeValue::Table(inner) = v.get_ref() {
-                if walk(inner, offset, path) {
-                    return true;
+            path.push(toml_key(k.get_ref()));
+            match v.get_ref() {
+                toml::de::DeValue::Table(inner) => {
+                    if walk(inner, offset, path) {
+                        return true;
+                    }
                 }
+                toml::de::DeValue::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        if let toml::de::DeValue::Table(inner) = item.get_ref() {
+                            path.push(format!("[{i}]"));
+                            if walk(inner, offset, path) {
+                                return true;
+                            }
+                            path.pop();
+                        }
+                    }
+                }
+                _ => {}
             }
             if k.span().contains(&offset) || v.span().contains(&offset) {
                 return true;
@@ -575,8 +813,14 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
     if let Ok(doc) = toml::de::DeTable::parse(text) {
         let mut path = Vec::new();
         walk(doc.get_ref(), offset, &mut path);
-        let keys: Vec<String> = path.iter().map(|k| toml_key(k)).collect();
-        return (!keys.is_empty()).then(|| keys.join("."));
+        let mut dotted = String::new();
+        for k in path {
+            if !dotted.is_empty() && !k.starts_with('[') {
+                dotted.push('.');
+            }
+            dotted.push_str(&k);
+        }
+        return (!dotted.is_empty()).then_some(dotted);
     }
     // A document that does not parse (a syntax error) has no keys: take the
     // key from the line's text before `=`, under the last `[header]` above.
@@ -614,16 +858,31 @@ fn span_of(text: &str, dotted: &str) -> Option<Range<usize>> {
     let parts: Vec<&str> = split_key(dotted);
     let mut best = None;
     for (i, part) in parts.iter().enumerate() {
+        // `alerts[2]`: the third table of the array `alerts`.
+        let (name, index) = match part.strip_suffix(']').and_then(|p| p.split_once('[')) {
+            Some((name, n)) => (name, n.parse::<usize>().ok()),
+            None => (*part, None),
+        };
         // A key that is not in the file (a missing required key) is located
         // at its table's header.
-        let Some((k, v)) = table.iter().find(|(k, _)| k.get_ref().as_ref() == *part) else {
+        let Some((k, v)) = table.iter().find(|(k, _)| k.get_ref().as_ref() == name) else {
             break;
         };
         best = Some(k.span());
+        let v = match (v.get_ref(), index) {
+            (toml::de::DeValue::Array(items), Some(n)) => match items.get(n) {
+                Some(item) => {
+                    best = Some(item.span());
+                    item.get_ref()
+                }
+                None => break,
+            },
+            (v, _) => v,
+        };
         if i + 1 == parts.len() {
             break;
         }
-        match v.get_ref() {
+        match v {
             toml::de::DeValue::Table(t) => table = t,
             _ => break,
         }

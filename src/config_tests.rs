@@ -130,6 +130,7 @@ fn assert_same_config(a: &Config, b: &Config) {
     for (name, p) in &a.droid_types {
         assert_same_policy(p, &b.droid_types[name], &format!("droid_types.{name}"));
     }
+    assert_eq!(a.alerts, b.alerts, "alerts");
 }
 
 /// The reference with the commented-out assignments of `keys` uncommented
@@ -245,6 +246,24 @@ fn shipped_reference_documents_every_key() {
         ),
         ("activity", &["path", "retention"]),
         (
+            "alerts",
+            &[
+                "name",
+                "kind",
+                "url",
+                "headers",
+                "bearer_token_env",
+                "argv",
+                "timeout",
+                "kinds",
+                "droid_types",
+                "retry_base",
+                "retry_cap",
+                "max_age",
+                "realert_after",
+            ],
+        ),
+        (
             "defaults",
             &[
                 "timeout",
@@ -267,8 +286,13 @@ fn shipped_reference_documents_every_key() {
     let mut found: Vec<(String, String, bool, String)> = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         let t = line.trim();
-        if t.starts_with('[') {
-            section = t.trim_matches(|c| c == '[' || c == ']').to_string();
+        // The alert sinks are shown commented out, header included.
+        let header = t
+            .strip_prefix("# ")
+            .filter(|h| h.starts_with("[["))
+            .unwrap_or(t);
+        if header.starts_with('[') {
+            section = header.trim_matches(|c| c == '[' || c == ']').to_string();
             continue;
         }
         let (commented, body) = match t.strip_prefix("# ") {
@@ -993,4 +1017,192 @@ fn more_invalid_configs_name_their_key() {
             other => panic!("expected Invalid, got {other:?}\n--- in ---\n{text}"),
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// [[alerts]]
+
+/// The reference's commented-out sink, uncommented: as a webhook with every
+/// webhook key, and as a command with `argv`.
+#[test]
+fn shipped_alert_example_is_valid() {
+    let text = reference_text();
+    let start = text.find("# [[alerts]]").expect("an [[alerts]] example");
+    let example: Vec<&str> = text[start..]
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| l.starts_with("[[") || l.contains(" = "))
+        .collect();
+    let webhook: String = example
+        .iter()
+        .filter(|l| !l.starts_with("argv = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let c = parse(&format!("{MINIMAL}{webhook}"));
+    assert_eq!(c.alerts.len(), 1);
+    let s = &c.alerts[0];
+    assert_eq!(s.name, "recovery");
+    match &s.target {
+        SinkTarget::Webhook {
+            url,
+            headers,
+            bearer_token_env,
+        } => {
+            assert_eq!(url, "https://recovery.internal/foreman/alerts");
+            assert_eq!(headers.get("X-Team").map(String::as_str), Some("platform"));
+            assert_eq!(bearer_token_env.as_deref(), Some("FOREMAN_ALERT_TOKEN"));
+        }
+        other => panic!("not a webhook: {other:?}"),
+    }
+    assert!(s.wants(Kind::Hung, Some("builder")));
+    assert!(!s.wants(Kind::Hung, Some("scribe")));
+    assert!(!s.wants(Kind::Unverifiable, Some("builder")));
+    assert_eq!(
+        (
+            s.timeout,
+            s.retry_base,
+            s.retry_cap,
+            s.max_age,
+            s.realert_after
+        ),
+        (secs(10), secs(10), secs(600), secs(86400), secs(3600))
+    );
+
+    let command: String = example
+        .iter()
+        .filter(|l| {
+            !["url = ", "headers = ", "bearer_token_env = "]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(|l| l.replace("kind = \"webhook\"", "kind = \"command\"") + "\n")
+        .collect();
+    let c = parse(&format!("{MINIMAL}{command}"));
+    assert_eq!(
+        c.alerts[0].target,
+        SinkTarget::Command {
+            argv: vec![
+                "/usr/local/bin/page".into(),
+                "--team".into(),
+                "platform".into()
+            ]
+        }
+    );
+}
+
+#[test]
+fn a_minimal_sink_gets_every_default_and_wants_everything() {
+    let c = parse(&format!(
+        "{MINIMAL}[[alerts]]\nname = \"r\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n"
+    ));
+    let s = &c.alerts[0];
+    assert!(s.kinds.is_empty() && s.droid_types.is_empty());
+    assert!(s.wants(Kind::Dead, None));
+    assert!(s.wants(Kind::Hung, Some("anything")));
+    assert_eq!(s.realert_after, secs(3600));
+    assert!(parse(MINIMAL).alerts.is_empty());
+}
+
+#[test]
+fn invalid_sinks_name_their_key() {
+    let sink = |body: &str| format!("{MINIMAL}[[alerts]]\nname = \"a\"\n{body}");
+    let cases: Vec<(String, usize, &str, &str)> = vec![
+        (
+            sink("kind = \"webhook\"\nurll = \"http://x\"\n"),
+            7,
+            "alerts[0].urll",
+            "unknown field `urll`",
+        ),
+        (
+            sink("kind = \"pager\"\n"),
+            6,
+            "alerts[0].kind",
+            "unknown variant `pager`",
+        ),
+        (
+            sink("kind = \"webhook\"\n"),
+            6,
+            "alerts[0].kind",
+            "needs `url`",
+        ),
+        (
+            sink("kind = \"webhook\"\nurl = \"ftp://x\"\n"),
+            7,
+            "alerts[0].url",
+            "not an http:// or https:// URL",
+        ),
+        (
+            sink("kind = \"webhook\"\nurl = \"http://x\"\nbearer_token_env = \"TOKEN=abc\"\n"),
+            8,
+            "alerts[0].bearer_token_env",
+            "never the token",
+        ),
+        (
+            // A missing key is located at its table's header.
+            sink("kind = \"command\"\n"),
+            4,
+            "alerts[0].argv",
+            "needs `argv`",
+        ),
+        (
+            sink("kind = \"command\"\nargv = [\"/bin/true\"]\nurl = \"http://x\"\n"),
+            8,
+            "alerts[0].url",
+            "is for kind = \"webhook\"",
+        ),
+        (
+            sink("kind = \"command\"\nargv = [\"/bin/true\"]\nkinds = [\"alive\"]\n"),
+            8,
+            "alerts[0].kinds",
+            "never a finding",
+        ),
+        (
+            sink("kind = \"command\"\nargv = [\"/bin/true\"]\nkinds = [\"deadd\"]\n"),
+            8,
+            "alerts[0].kinds",
+            "unknown variant `deadd`",
+        ),
+        (
+            sink("kind = \"command\"\nargv = [\"/bin/true\"]\nretry_base = \"1m\"\nretry_cap = \"10s\"\n"),
+            9,
+            "alerts[0].retry_cap",
+            "below `retry_base`",
+        ),
+        (
+            format!(
+                "{}[[alerts]]\nname = \"a\"\nkind = \"command\"\nargv = [\"/bin/true\"]\n",
+                sink("kind = \"command\"\nargv = [\"/bin/true\"]\n")
+            ),
+            9,
+            "alerts[1].name",
+            "already named \"a\"",
+        ),
+    ];
+    for (text, line, key, fragment) in cases {
+        match Config::parse(&text, Path::new("/etc/foreman/foreman.toml")) {
+            Err(ConfigError::Invalid {
+                line: l,
+                key: k,
+                message,
+                ..
+            }) => {
+                assert_eq!((l, k.as_str()), (line, key), "{message}\n{text}");
+                assert!(message.contains(fragment), "{message:?} lacks {fragment:?}");
+            }
+            other => panic!("expected an invalid config, got {other:?}\n{text}"),
+        }
+    }
+}
+
+#[test]
+fn sinks_round_trip_through_effective_toml() {
+    let text = format!(
+        "{MINIMAL}[[alerts]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"https://x/y\"\nheaders = {{ \"X-A\" = \"1\", b = \"two words\" }}\nbearer_token_env = \"T\"\nkinds = [\"dead\", \"hung\"]\nretry_cap = \"1h\"\n\n[[alerts]]\nname = \"cmd\"\nkind = \"command\"\nargv = [\"/bin/cat\", \"; rm -rf x\"]\ntimeout = \"3s\"\ndroid_types = [\"video.encode\"]\nmax_age = \"2d\"\nrealert_after = \"15m\"\n"
+    );
+    let first = parse(&text);
+    let effective = first.effective_toml();
+    let second = parse(&effective);
+    assert_eq!(first.alerts, second.alerts, "{effective}");
+    assert_eq!(second.alerts.len(), 2);
+    assert_eq!(effective, second.effective_toml());
 }
