@@ -785,11 +785,7 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
         for (k, v) in t.iter() {
             path.push(toml_key(k.get_ref()));
             match v.get_ref() {
-                toml::de::DeValue::Table(inner) => {
-                    if walk(inner, offset, path) {
-                        return true;
-                    }
-                }
+                toml::de::DeValue::Table(inner) if walk(inner, offset, path) => return true,
                 toml::de::DeValue::Array(items) => {
                     for (i, item) in items.iter().enumerate() {
                         if let toml::de::DeValue::Table(inner) = item.get_ref() {
