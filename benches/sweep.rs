@@ -1056,6 +1056,7 @@ fn stage_pass(
         observations: Vec::new(),
         findings: Vec::new(),
         closes: Vec::new(),
+        alerts: Vec::new(),
     };
     let (begin_t, tx) = measure(|| log.begin(&record))?;
     let (probe, probes) = measure(|| {

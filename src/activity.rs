@@ -13,7 +13,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Migrations, in order. Append only: never edit one that has shipped.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_alerts.sql"),
+    include_str!("../migrations/0003_finding_inputs.sql"),
+];
 
 pub fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -43,6 +47,8 @@ pub struct NewFinding {
     pub action: Action,
     pub outcome: Outcome,
     pub detail: Option<String>,
+    /// What the judge was given (see `explain`); `Null` when not kept.
+    pub inputs: serde_json::Value,
 }
 
 /// A finding not yet closed: waiting for exit grace, or committed and not
@@ -74,6 +80,61 @@ pub struct SweepRecord {
     pub findings: Vec<NewFinding>,
     /// Open findings to close: (id, outcome, detail).
     pub closes: Vec<(i64, Outcome, String)>,
+    /// Alerts to queue with the findings they are about.
+    pub alerts: Vec<NewAlert>,
+}
+
+/// An alert to put in the outbox for `findings[finding]` of the same record.
+#[derive(Debug, Clone)]
+pub struct NewAlert {
+    pub finding: usize,
+    pub sink: String,
+    /// Not queued again while an alert for the same finding and sink was
+    /// queued less than this long ago.
+    pub realert_after: Duration,
+}
+
+/// A queued alert that is due, with its finding as it stands now.
+#[derive(Debug, Clone)]
+pub struct DueAlert {
+    pub id: i64,
+    pub sink: String,
+    pub queued_at: DateTime<Utc>,
+    pub attempts: i64,
+    pub finding_id: i64,
+    pub task_id: String,
+    pub attempt: i64,
+    pub kind: String,
+    pub droid_type: Option<String>,
+    pub plan_id: Option<String>,
+    pub pid: Option<i32>,
+    pub host: Option<String>,
+    pub evidence: serde_json::Value,
+    pub action: String,
+    pub outcome: String,
+    pub detail: Option<String>,
+    pub first_seen_at: DateTime<Utc>,
+}
+
+/// How an alert left the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertEnd {
+    Delivered,
+    /// Older than the sink's `max_age`.
+    Expired,
+    /// Nothing to tell any more (the task finished by itself), or its sink
+    /// is gone from the configuration.
+    Cancelled,
+}
+
+impl AlertEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertEnd::Delivered => "delivered",
+            AlertEnd::Expired => "expired",
+            AlertEnd::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// The clocks and boot of the last sweep, to detect suspends and steps.
@@ -155,11 +216,11 @@ impl SweepTx<'_> {
             let now = ts(rec.started_at);
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO findings (task_id, attempt, kind, droid_type, plan_id, pid, host, evidence, action, outcome,
-                                       outcome_detail, first_sweep_id, last_sweep_id, first_seen_at, last_seen_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?13)
+                                       outcome_detail, first_sweep_id, last_sweep_id, first_seen_at, last_seen_at, inputs)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?13, ?14)
                  ON CONFLICT (task_id, attempt, kind) DO UPDATE SET
                     droid_type = excluded.droid_type, plan_id = excluded.plan_id, pid = excluded.pid,
-                    host = excluded.host, evidence = excluded.evidence, action = excluded.action,
+                    host = excluded.host, evidence = excluded.evidence, inputs = excluded.inputs, action = excluded.action,
                     outcome = excluded.outcome, outcome_detail = excluded.outcome_detail,
                     last_sweep_id = excluded.last_sweep_id, last_seen_at = excluded.last_seen_at,
                     times_seen = times_seen + 1
@@ -181,6 +242,7 @@ impl SweepTx<'_> {
                         f.detail,
                         sweep_id,
                         now,
+                        (!f.inputs.is_null()).then(|| f.inputs.to_string()),
                     ],
                     |r| r.get(0),
                 )?;
@@ -191,6 +253,32 @@ impl SweepTx<'_> {
             )?;
             for (id, outcome, detail) in &rec.closes {
                 close.execute(params![id, outcome.as_str(), detail, sweep_id])?;
+            }
+            let mut last = tx.prepare_cached(
+                "SELECT MAX(queued_at) FROM alerts WHERE finding_id = ?1 AND sink = ?2 AND state != 'cancelled'",
+            )?;
+            let mut queue = tx.prepare_cached(
+                "INSERT INTO alerts (finding_id, sink, state, queued_at, next_attempt_at) VALUES (?1, ?2, 'queued', ?3, ?3)",
+            )?;
+            for a in &rec.alerts {
+                let Some(finding_id) = ids.get(a.finding) else {
+                    bail!(
+                        "alert for finding #{} of a sweep with {}",
+                        a.finding,
+                        ids.len()
+                    );
+                };
+                let last: Option<String> =
+                    last.query_row(params![finding_id, a.sink], |r| r.get(0))?;
+                let realert =
+                    chrono::Duration::from_std(a.realert_after).unwrap_or(chrono::Duration::MAX);
+                let recent = match last {
+                    Some(t) => rec.started_at - parse_ts(&t)? < realert,
+                    None => false,
+                };
+                if !recent {
+                    queue.execute(params![finding_id, a.sink, now])?;
+                }
             }
         }
         self.tx
@@ -415,6 +503,92 @@ impl ActivityLog {
         )?;
         let sweep_id = tx.last_insert_rowid();
         Ok(SweepTx { tx, sweep_id })
+    }
+
+    /// Queued alerts whose next attempt is due, by id, after `after_id`.
+    pub fn due_alerts(
+        &self,
+        now: DateTime<Utc>,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<DueAlert>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT a.id, a.sink, a.queued_at, a.attempts, f.id, f.task_id, f.attempt, f.kind, f.droid_type,
+                    f.plan_id, f.pid, f.host, f.evidence, f.action, f.outcome, f.outcome_detail, f.first_seen_at
+             FROM alerts a JOIN findings f ON f.id = a.finding_id
+             WHERE a.state = 'queued' AND a.next_attempt_at <= ?1 AND a.id > ?2
+             ORDER BY a.id LIMIT ?3",
+        )?;
+        let mut rows = stmt.query(params![ts(now), after_id, limit as i64])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let evidence: String = r.get(12)?;
+            out.push(DueAlert {
+                id: r.get(0)?,
+                sink: r.get(1)?,
+                queued_at: parse_ts(&r.get::<_, String>(2)?)?,
+                attempts: r.get(3)?,
+                finding_id: r.get(4)?,
+                task_id: r.get(5)?,
+                attempt: r.get(6)?,
+                kind: r.get(7)?,
+                droid_type: r.get(8)?,
+                plan_id: r.get(9)?,
+                pid: r.get(10)?,
+                host: r.get(11)?,
+                evidence: serde_json::from_str(&evidence).context("bad evidence JSON")?,
+                action: r.get(13)?,
+                outcome: r.get(14)?,
+                detail: r.get(15)?,
+                first_seen_at: parse_ts(&r.get::<_, String>(16)?)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// When the earliest queued alert is due, if any is queued. Alerts of a
+    /// finding not yet acted on wait for the sweep that settles it.
+    pub fn next_alert_due(&self) -> Result<Option<DateTime<Utc>>> {
+        let t: Option<String> = self.conn.query_row(
+            "SELECT MIN(a.next_attempt_at) FROM alerts a JOIN findings f ON f.id = a.finding_id
+             WHERE a.state = 'queued' AND f.outcome != 'pending'",
+            [],
+            |r| r.get(0),
+        )?;
+        parse_opt(t)
+    }
+
+    /// A failed attempt: counted, and the next one scheduled.
+    pub fn alert_failed(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+        error: &str,
+        next: DateTime<Utc>,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE alerts SET attempts = attempts + 1, last_attempt_at = ?2, last_error = ?3, next_attempt_at = ?4 WHERE id = ?1",
+            params![id, ts(at), error, ts(next)],
+        )?;
+        Ok(())
+    }
+
+    /// The alert leaves the queue. `attempted` counts a delivery attempt.
+    pub fn alert_closed(
+        &self,
+        id: i64,
+        end: AlertEnd,
+        at: DateTime<Utc>,
+        reason: Option<&str>,
+        attempted: bool,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE alerts SET state = ?2, closed_at = ?3, close_reason = ?4,
+                    attempts = attempts + ?5, last_attempt_at = CASE WHEN ?5 = 1 THEN ?3 ELSE last_attempt_at END
+             WHERE id = ?1",
+            params![id, end.as_str(), ts(at), reason, attempted as i64],
+        )?;
+        Ok(())
     }
 
     /// Record what an action did.

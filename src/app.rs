@@ -2,12 +2,14 @@
 //! `error`, 2 usage or configuration error, 3 runtime error.
 
 use crate::activity::ActivityLog;
-use crate::cli::ActArgs;
+use crate::cli::{ActArgs, ExplainArgs};
 use crate::config::{Config, ConfigError, DEFAULT_PATH};
 use crate::daemon;
 use crate::executor;
+use crate::explain;
 use crate::lock;
 use crate::model::SweepKind;
+use crate::outbox;
 use crate::report;
 use crate::sweep::{sweep, LogAccess, SweepOptions};
 use std::path::{Path, PathBuf};
@@ -22,6 +24,9 @@ pub const RUNTIME_ERROR: u8 = 3;
 pub enum Failure {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The command line names something that is not there.
+    #[error("{0}")]
+    Usage(String),
     #[error("{0:#}")]
     Runtime(#[from] anyhow::Error),
 }
@@ -29,7 +34,7 @@ pub enum Failure {
 impl Failure {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Failure::Config(_) => CONFIG_ERROR,
+            Failure::Config(_) | Failure::Usage(_) => CONFIG_ERROR,
             Failure::Runtime(_) => RUNTIME_ERROR,
         }
     }
@@ -70,13 +75,25 @@ pub fn one_sweep(path: &Path, args: &ActArgs, kind: SweepKind) -> Result<u8, Fai
         };
         let _lock = lock::acquire(&config.activity.path, name)?;
         let mut log = ActivityLog::open(&config.activity.path)?;
-        sweep(
+        let report = sweep(
             &config,
             executor.as_ref(),
             LogAccess::Write(&mut log),
             kind,
             &SweepOptions::default(),
-        )?
+        )?;
+        // A one-shot sweep (from cron, say) delivers its alerts too; what
+        // fails stays queued for the next command or the daemon.
+        if !config.alerts.is_empty() {
+            let round = outbox::deliver_due(&config, &log, outbox::budget(&config))?;
+            if round.failed + round.left > 0 {
+                eprintln!(
+                    "foreman: {} alert(s) not delivered yet; they stay queued and are retried by the next sweep",
+                    round.failed + round.left
+                );
+            }
+        }
+        report
     };
     if args.json {
         println!("{}", report::json(&report));
@@ -99,4 +116,31 @@ pub fn run(path: &Path) -> Result<u8, Failure> {
         daemon::Exit::Clean => Ok(OK),
         daemon::Exit::Immediate => Ok(130),
     }
+}
+
+/// `explain`: 0 when the verdict is judged the same again, 1 when it is not.
+pub fn explain(path: &Path, args: &ExplainArgs) -> Result<u8, Failure> {
+    let config = load(path)?;
+    let missing = || {
+        Failure::Usage(format!(
+            "no finding {} in the activity log {}",
+            args.finding_id,
+            config.activity.path.display()
+        ))
+    };
+    let log = ActivityLog::open_read_only(&config.activity.path)?.ok_or_else(missing)?;
+    let e = explain::load(&log, args.finding_id, &config.fingerprint)?.ok_or_else(missing)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&e).map_err(anyhow::Error::from)?
+        );
+    } else {
+        print!("{}", explain::text(&e));
+    }
+    Ok(if e.replay.as_ref().is_some_and(|r| !r.same) {
+        ACTION_ERROR
+    } else {
+        OK
+    })
 }

@@ -33,6 +33,8 @@ pub enum Command {
     ScanOrphans(ActArgs),
     /// Parse and validate the configuration; print it with defaults filled in
     CheckConfig,
+    /// Why a finding was made and what was done, with the verdict judged again
+    Explain(ExplainArgs),
     /// Watch a scratch executor with real processes for a few seconds
     Demo,
 }
@@ -43,6 +45,15 @@ pub struct ActArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Print one JSON object instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// The finding's id (`id` in `sweep --json`, `finding_id` in logs and alerts)
+    pub finding_id: i64,
+    /// Print one JSON object instead of text
     #[arg(long)]
     pub json: bool,
 }

@@ -223,6 +223,9 @@ impl Policy {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub source: PathBuf,
+    /// FNV-1a (64-bit, hex) of the file's text: kept with each finding, so
+    /// `explain` can tell whether the configuration changed since.
+    pub fingerprint: String,
     pub interval: Duration,
     pub host: String,
     pub mode: Mode,
@@ -298,6 +301,7 @@ impl Config {
             }
         })?;
         config.source = path.to_path_buf();
+        config.fingerprint = fnv1a(text.as_bytes());
         Ok(config)
     }
 
@@ -418,6 +422,14 @@ impl Config {
     }
 }
 
+/// FNV-1a, 64-bit: a fingerprint to notice a changed file, not a defence.
+pub fn fnv1a(bytes: &[u8]) -> String {
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
 /// A duration in the largest unit that divides it (`90d`, `2m`, `1500ms`),
 /// as an operator would write it; humantime reads it back.
 pub fn plain_duration(d: Duration) -> String {
@@ -527,6 +539,7 @@ fn resolve(raw: RawConfig, base: &Path) -> Result<Config, KeyError> {
     }
     Ok(Config {
         source: PathBuf::new(),
+        fingerprint: String::new(),
         interval,
         host,
         mode,
@@ -572,9 +585,39 @@ fn resolve_sink(raw: RawSink, i: usize) -> Result<Sink, KeyError> {
                     ));
                 }
             }
+            let headers = raw.headers.unwrap_or_default();
+            for (name, value) in &headers {
+                let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+                if name.is_empty() || !name.chars().all(token) {
+                    return Err((
+                        key("headers"),
+                        format!("{name:?} is not a valid header name"),
+                    ));
+                }
+                if value.chars().any(|c| c.is_control() && c != '\t') {
+                    return Err((
+                        key("headers"),
+                        format!("the value of {name:?} holds a control character (a line break?)"),
+                    ));
+                }
+                // Foreman's own: receivers dedupe and authenticate by them.
+                let reserved = [
+                    "content-type",
+                    "user-agent",
+                    "idempotency-key",
+                    "x-foreman-alert-id",
+                    "authorization",
+                ];
+                if reserved.contains(&name.to_ascii_lowercase().as_str()) {
+                    return Err((
+                        key("headers"),
+                        format!("{name:?} is set by Foreman itself (use bearer_token_env for Authorization)"),
+                    ));
+                }
+            }
             SinkTarget::Webhook {
                 url,
-                headers: raw.headers.unwrap_or_default(),
+                headers,
                 bearer_token_env: raw.bearer_token_env,
             }
         }

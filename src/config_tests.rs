@@ -1138,6 +1138,24 @@ fn invalid_sinks_name_their_key() {
             "never the token",
         ),
         (
+            sink("kind = \"webhook\"\nurl = \"http://x\"\nheaders = { \"Idempotency-Key\" = \"1\" }\n"),
+            8,
+            "alerts[0].headers",
+            "set by Foreman itself",
+        ),
+        (
+            sink("kind = \"webhook\"\nurl = \"http://x\"\nheaders = { \"X Team\" = \"1\" }\n"),
+            8,
+            "alerts[0].headers",
+            "not a valid header name",
+        ),
+        (
+            sink("kind = \"webhook\"\nurl = \"http://x\"\nheaders = { \"X-Team\" = \"a\\r\\nb\" }\n"),
+            8,
+            "alerts[0].headers",
+            "control character",
+        ),
+        (
             // A missing key is located at its table's header.
             sink("kind = \"command\"\n"),
             4,

@@ -3,8 +3,10 @@
 //! 2. the startup orphan scan (which also re-verifies findings a crash left
 //!    pending), waiting out exit grace once if the scan found tasks gone;
 //! 3. a sweep every `interval`, missed ticks skipped, never bunched;
-//! 4. prune the activity log daily;
-//! 5. on SIGTERM/SIGINT, let the sweep in flight finish and return; on a
+//! 4. after each sweep, and whenever a queued alert falls due between
+//!    sweeps, deliver the alert outbox (bounded: see `outbox`);
+//! 5. prune the activity log daily;
+//! 6. on SIGTERM/SIGINT, let the sweep in flight finish and return; on a
 //!    second signal, return at once.
 //!
 //! The executor being unreachable never stops it: the sweep records
@@ -15,6 +17,7 @@ use crate::config::Config;
 use crate::executor::{self, Executor};
 use crate::lock;
 use crate::model::SweepKind;
+use crate::outbox;
 use crate::sweep::{sweep, LogAccess, SweepOptions, SweepReport};
 use anyhow::{Context, Result};
 use chrono::Utc;
@@ -85,27 +88,39 @@ async fn main_loop(config: Arc<Config>, state: State, on_sweep: Option<OnSweep>)
     let mut state = Some(state);
     let mut last_prune = None;
 
-    // One sweep on the blocking pool; a first signal lets it finish.
-    macro_rules! sweep_now {
+    // When the earliest queued alert is due (retries between sweeps).
+    let mut alert_due: Option<Instant>;
+
+    // One job on the blocking pool (a sweep, or `None` for delivery alone),
+    // then a round of alert delivery; a first signal lets it finish.
+    macro_rules! job {
         ($kind:expr, $lateness:expr) => {{
             let st = state.take().context("daemon state lost")?;
             let cfg = config.clone();
             let hook = on_sweep.clone();
+            let kind: Option<SweepKind> = $kind;
             let lateness = $lateness;
             let mut job = tokio::task::spawn_blocking(move || {
                 let mut st = st;
-                let opts = SweepOptions { lateness };
-                let r = sweep(&cfg, st.executor.as_ref(), LogAccess::Write(&mut st.log), $kind, &opts);
-                match &r {
-                    Ok(report) => {
-                        if let Some(h) = &hook {
-                            h(report);
+                let report = kind.and_then(|kind| {
+                    let opts = SweepOptions { lateness };
+                    let r = sweep(&cfg, st.executor.as_ref(), LogAccess::Write(&mut st.log), kind, &opts);
+                    match r {
+                        Ok(report) => {
+                            if let Some(h) = &hook {
+                                h(&report);
+                            }
+                            Some(report)
+                        }
+                        // Recoverable: logged, tried again next tick.
+                        Err(e) => {
+                            error!(error = %format!("{e:#}"), "sweep failed");
+                            None
                         }
                     }
-                    // Recoverable: logged, counted, tried again next tick.
-                    Err(e) => error!(error = %format!("{e:#}"), "sweep failed"),
-                }
-                (st, r.ok())
+                });
+                let due = deliver_alerts(&cfg, &st.log);
+                (st, report, due)
             });
             let mut stopping = false;
             let outcome = loop {
@@ -122,11 +137,17 @@ async fn main_loop(config: Arc<Config>, state: State, on_sweep: Option<OnSweep>)
                 }
             };
             state = Some(outcome.0);
+            alert_due = outcome.2;
             if stopping {
                 return Ok(Exit::Clean);
             }
             outcome.1
         }};
+    }
+    macro_rules! sweep_now {
+        ($kind:expr, $lateness:expr) => {
+            job!(Some($kind), $lateness)
+        };
     }
 
     prune(state.as_ref(), &config, &mut last_prune);
@@ -161,10 +182,49 @@ async fn main_loop(config: Arc<Config>, state: State, on_sweep: Option<OnSweep>)
                 sweep_now!(SweepKind::Scheduled, Some(lateness));
                 prune(state.as_ref(), &config, &mut last_prune);
             }
+            _ = sleep_until(alert_due), if alert_due.is_some() => {
+                job!(None, None);
+            }
             Some(sig) = sigs.recv() => {
                 info!(signal = sig, "stopping");
                 return Ok(Exit::Clean);
             }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// One round of the outbox; when the next queued alert is due.
+fn deliver_alerts(config: &Config, log: &ActivityLog) -> Option<Instant> {
+    if !config.alerts.is_empty() {
+        match outbox::deliver_due(config, log, outbox::budget(config)) {
+            Ok(round) if round != outbox::Round::default() => info!(
+                delivered = round.delivered,
+                failed = round.failed,
+                expired = round.expired,
+                cancelled = round.cancelled,
+                left = round.left,
+                "alert round"
+            ),
+            Ok(_) => {}
+            Err(e) => error!(error = %format!("{e:#}"), "alert delivery failed"),
+        }
+    }
+    match outbox::next_due(log) {
+        Ok(Some(at)) => {
+            let wait = (at - Utc::now()).to_std().unwrap_or_default();
+            // Never spin: at most one round per second.
+            Some(Instant::now() + wait.max(Duration::from_secs(1)))
+        }
+        Ok(None) => None,
+        Err(e) => {
+            error!(error = %format!("{e:#}"), "reading the alert outbox failed");
+            None
         }
     }
 }

@@ -3,11 +3,11 @@
 //! to remember for the next sweep. No I/O, no clock: `facts.now` is given.
 
 use crate::config::Policy;
-use crate::model::{Kind, Signal, SweepKind, Task};
+use crate::model::{Kind, Mode, OnHung, Signal, SweepKind, Task};
 use crate::observation::{Binding, MemberCounters, Observation};
 use crate::probe::{BootFacts, Probe};
 use chrono::{DateTime, Duration, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What holds for every task of one sweep.
 #[derive(Debug, Clone)]
@@ -71,6 +71,95 @@ pub struct Judgement {
     pub pooled: bool,
     /// The observation to persist; `None` when there is no pid to key it.
     pub observation: Option<Observation>,
+}
+
+/// Everything `judge` was given for one task, kept with its finding so that
+/// `foreman explain` can show it and judge again from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inputs {
+    /// The snapshot row as read.
+    pub task: Task,
+    pub probe: Option<Probe>,
+    pub prior: Option<Observation>,
+    pub policy: PolicyInputs,
+    pub now: DateTime<Utc>,
+    pub boot: BootFacts,
+    pub host: String,
+    pub sweep: SweepKind,
+    pub hang_floor: Option<DateTime<Utc>>,
+    /// `Config::fingerprint` of the configuration in force.
+    pub config_fingerprint: String,
+    /// The kind the finding kept from the open finding it continues, when
+    /// that differs from this verdict (an orphan found at startup stays an
+    /// orphan when a later sweep sees the task merely dead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continues: Option<Kind>,
+}
+
+/// The policy in force, as numbers (`process_match` plays no part in a
+/// verdict).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyInputs {
+    pub timeout_ms: u64,
+    pub startup_grace_ms: u64,
+    pub progress: Vec<Signal>,
+    pub pid_start_tolerance_ms: u64,
+    pub exit_grace_ms: u64,
+    pub on_hung: OnHung,
+    pub kill_grace_ms: u64,
+    pub mode: Mode,
+}
+
+impl PolicyInputs {
+    pub fn of(p: &Policy) -> PolicyInputs {
+        let ms = |d: std::time::Duration| d.as_millis().min(u64::MAX as u128) as u64;
+        PolicyInputs {
+            timeout_ms: ms(p.timeout),
+            startup_grace_ms: ms(p.startup_grace),
+            progress: p.progress.clone(),
+            pid_start_tolerance_ms: ms(p.pid_start_tolerance),
+            exit_grace_ms: ms(p.exit_grace),
+            on_hung: p.on_hung,
+            kill_grace_ms: ms(p.kill_grace),
+            mode: p.mode,
+        }
+    }
+
+    pub fn policy(&self) -> Policy {
+        let d = std::time::Duration::from_millis;
+        Policy {
+            timeout: d(self.timeout_ms),
+            startup_grace: d(self.startup_grace_ms),
+            progress: self.progress.clone(),
+            pid_start_tolerance: d(self.pid_start_tolerance_ms),
+            process_match: None,
+            exit_grace: d(self.exit_grace_ms),
+            max_actions_per_sweep: None,
+            mode: self.mode,
+            on_hung: self.on_hung,
+            kill_grace: d(self.kill_grace_ms),
+        }
+    }
+}
+
+impl Inputs {
+    /// Judge again from the kept inputs.
+    pub fn replay(&self) -> Judgement {
+        let facts = Facts {
+            now: self.now,
+            boot: &self.boot,
+            host: &self.host,
+            sweep: self.sweep,
+            hang_floor: self.hang_floor,
+        };
+        judge(
+            &self.task,
+            self.probe.as_ref(),
+            self.prior.as_ref(),
+            &self.policy.policy(),
+            &facts,
+        )
+    }
 }
 
 fn ms(d: std::time::Duration) -> Duration {

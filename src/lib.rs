@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod activity;
+pub mod alert;
 pub mod app;
 pub mod cli;
 pub mod config;
@@ -13,11 +14,13 @@ pub mod daemon;
 pub mod decide;
 pub mod demo;
 pub mod executor;
+pub mod explain;
 pub mod judge;
 pub mod lock;
 pub mod logging;
 pub mod model;
 pub mod observation;
+pub mod outbox;
 pub mod probe;
 pub mod recovery;
 pub mod report;

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Command::Sweep(a) => app::one_sweep(&path, a, SweepKind::Manual),
         Command::ScanOrphans(a) => app::one_sweep(&path, a, SweepKind::Startup),
         Command::CheckConfig => app::check_config(&path),
+        Command::Explain(a) => app::explain(&path, a),
         Command::Demo => foreman::demo::run(),
     };
     match result {

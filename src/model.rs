@@ -31,7 +31,7 @@ impl TaskState {
 }
 
 /// One well-formed row of the executor's snapshot.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     pub id: String,
     pub plan_id: Option<String>,
@@ -201,7 +201,7 @@ impl fmt::Display for Outcome {
 }
 
 /// Which sweep is running: the startup scan calls what it finds `orphan`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SweepKind {
     Scheduled,

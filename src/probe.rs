@@ -11,12 +11,13 @@
 use crate::observation::MemberCounters;
 use anyhow::{Context, Result};
 use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
 /// Fields of `/proc/PID/stat` Foreman needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stat {
     pub pid: i32,
     pub state: char,
@@ -73,7 +74,7 @@ pub fn parse_io(text: &str) -> Option<u64> {
 }
 
 /// Facts about this boot of the host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootFacts {
     pub boot_id: String,
     /// Wall-clock time of boot (`btime`, whole seconds).
@@ -91,7 +92,7 @@ impl BootFacts {
 }
 
 /// One member of a task's process tree as probed now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     pub stat: Stat,
     /// `None` when `/proc/PID/io` could not be read (another user's process
@@ -111,7 +112,8 @@ impl Member {
 }
 
 /// What the OS says about a task's pid now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Probe {
     /// No such process.
     Gone,

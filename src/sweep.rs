@@ -5,11 +5,11 @@
 //! `pending` by a crash is re-verified by the next sweep: the task is judged
 //! afresh, and the open finding is either acted on (same key) or closed.
 
-use crate::activity::{ActivityLog, NewFinding, SweepRecord, SweepTx};
+use crate::activity::{ActivityLog, NewAlert, NewFinding, SweepRecord, SweepTx};
 use crate::config::Config;
 use crate::decide::{decide, Case, Decision, SweepFacts};
 use crate::executor::{Executor, Marked};
-use crate::judge::{judge, Facts, Judgement};
+use crate::judge::{judge, Facts, Inputs, Judgement, PolicyInputs};
 use crate::model::{Action, Kind, Mode, Outcome, Row, SweepKind, Task, TaskState};
 use crate::observation::Observation;
 use crate::probe::{boot_facts, cpu_pressure, Clocks, Probe, ProcTable};
@@ -177,6 +177,7 @@ pub fn sweep(
         observations: Vec::new(),
         findings: Vec::new(),
         closes: Vec::new(),
+        alerts: Vec::new(),
     };
     let mut report = SweepReport {
         sweep_id: None,
@@ -248,7 +249,7 @@ pub fn sweep(
     // through in batches, each stage over the whole batch: as fast as
     // stage-at-a-time over all tasks (the caches stay warm), while memory
     // holds one batch's probes and observations, not every task's.
-    let mut judged: Vec<(&Task, Judgement, Option<Probe>)> = Vec::new();
+    let mut judged: Vec<(&Task, Judgement, Option<Probe>, serde_json::Value)> = Vec::new();
     for batch in running.chunks(BATCH) {
         let probes: Vec<Option<Probe>> = batch
             .iter()
@@ -280,12 +281,14 @@ pub fn sweep(
                 memory.observe(&o)?;
             }
         }
-        for ((task, mut j), probe) in batch.iter().zip(judgements).zip(probes) {
+        for (((task, mut j), probe), prior) in batch.iter().zip(judgements).zip(probes).zip(priors)
+        {
             if j.kind == Kind::Alive {
                 continue;
             }
             // A gone task keeps the kind of its open finding (an orphan
             // found at startup is still that orphan at the next sweep).
+            let verdict = j.kind;
             if j.kind.is_gone() {
                 if let Some(o) = open
                     .iter()
@@ -296,7 +299,20 @@ pub fn sweep(
                     }
                 }
             }
-            judged.push((task, j, probe));
+            let inputs = Inputs {
+                task: (*task).clone(),
+                probe: probe.clone(),
+                prior,
+                policy: PolicyInputs::of(config.policy(&task.droid_type)),
+                now: facts.now,
+                boot: boot.clone(),
+                host: config.host.clone(),
+                sweep: kind,
+                hang_floor,
+                config_fingerprint: config.fingerprint.clone(),
+                continues: Some(j.kind).filter(|k| *k != verdict),
+            };
+            judged.push((task, j, probe, serde_json::to_value(&inputs)?));
         }
     }
     let local = running
@@ -314,7 +330,7 @@ pub fn sweep(
         .collect();
     let cases: Vec<Case> = judged
         .iter()
-        .map(|(task, j, _)| Case {
+        .map(|(task, j, _, _)| Case {
             task,
             judgement: j,
             policy: config.policy(&task.droid_type),
@@ -339,7 +355,7 @@ pub fn sweep(
         tree: Vec<Identity>,
     }
     let mut planned: Vec<Planned> = Vec::new();
-    for ((task, j, probe), d) in judged.iter().zip(decisions) {
+    for ((task, j, probe, inputs), d) in judged.iter().zip(decisions) {
         let mut evidence = j.evidence.clone();
         let mut tree = Vec::new();
         if let Some(Probe::Found(members)) = probe {
@@ -368,6 +384,7 @@ pub fn sweep(
                 action: d.action,
                 outcome: d.outcome,
                 detail: d.note.clone(),
+                inputs: inputs.clone(),
             },
             decision: d,
             tree,
@@ -389,6 +406,7 @@ pub fn sweep(
                     action: Action::None,
                     outcome: Outcome::Reported,
                     detail: None,
+                    inputs: serde_json::Value::Null,
                 },
                 decision: Decision {
                     action: Action::None,
@@ -448,6 +466,23 @@ pub fn sweep(
     }
 
     record.findings = planned.iter().map(|p| p.finding.clone()).collect();
+    // Recovery hears of every finding Foreman is about to act on, and of
+    // every braked one (a brake means something is wrong with the view):
+    // queued with the finding, delivered once its outcome is recorded.
+    for (i, p) in planned.iter().enumerate() {
+        if !(p.decision.should_act() || p.decision.outcome == Outcome::Braked) {
+            continue;
+        }
+        for sink in &config.alerts {
+            if sink.wants(p.finding.kind, p.finding.droid_type.as_deref()) {
+                record.alerts.push(NewAlert {
+                    finding: i,
+                    sink: sink.name.clone(),
+                    realert_after: sink.realert_after,
+                });
+            }
+        }
+    }
     let ids: Vec<Option<i64>> = match memory.commit(&record)? {
         Some((sweep_id, ids)) => {
             report.sweep_id = Some(sweep_id);

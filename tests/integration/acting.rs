@@ -597,8 +597,10 @@ fn committed_but_not_acted(w: &World, task: &str, pid: i32, ticks: u64) -> i64 {
                 action: Action::MarkFailed,
                 outcome: Outcome::Pending,
                 detail: None,
+                inputs: serde_json::Value::Null,
             }],
             closes: Vec::new(),
+            alerts: Vec::new(),
         })
         .unwrap();
     ids[0]

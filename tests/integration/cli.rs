@@ -17,17 +17,17 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use wait_timeout::ChildExt;
 
-const BIN: &str = env!("CARGO_BIN_EXE_foreman");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_foreman");
 
 /// How long any awaited condition, or any one-shot command, may take.
-const PATIENCE: Duration = Duration::from_secs(20);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
 
-const HOST: &str = "test-host";
+pub(crate) const HOST: &str = "test-host";
 
 // ---------------------------------------------------------------- helpers
 
 /// Poll `ready` until it holds; fail the test after `limit`.
-fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     loop {
         if ready() {
@@ -42,7 +42,7 @@ fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
 }
 
 /// Poll `probe` until it gives a value; fail the test after `limit`.
-fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
     let mut found = None;
     wait_until(what, limit, || {
         found = probe();
@@ -52,7 +52,7 @@ fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>
 }
 
 /// `started_at` one hour before this boot: exit grace does not apply.
-fn before_boot() -> String {
+pub(crate) fn before_boot() -> String {
     let boot = foreman::probe::boot_facts().expect("boot facts");
     (boot.boot_time - chrono::Duration::hours(1)).to_rfc3339_opts(SecondsFormat::Secs, true)
 }
@@ -62,7 +62,7 @@ fn now_text() -> String {
 }
 
 /// The pid of a process that has exited and been reaped.
-fn reaped_pid() -> i32 {
+pub(crate) fn reaped_pid() -> i32 {
     let mut child = Command::new("true")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -111,14 +111,14 @@ impl Drop for Sleeper {
 
 /// What a finished command left behind.
 #[derive(Debug)]
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Out {
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Out {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {self:#?}"))
     }
@@ -141,7 +141,7 @@ fn drain(mut from: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> Join
 
 /// A running `foreman`, its output collected as it comes; killed and reaped
 /// on drop if the test did not wait for it.
-struct Running {
+pub(crate) struct Running {
     child: Child,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
@@ -150,7 +150,7 @@ struct Running {
 }
 
 impl Running {
-    fn start(cmd: &mut Command) -> Running {
+    pub(crate) fn start(cmd: &mut Command) -> Running {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -172,28 +172,28 @@ impl Running {
         }
     }
 
-    fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
-    fn signal(&self, signal: libc::c_int) {
+    pub(crate) fn signal(&self, signal: libc::c_int) {
         assert!(self.exited.is_none(), "signalling a process already reaped");
         send(self.pid(), signal);
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
-    fn still_running(&mut self) -> bool {
+    pub(crate) fn still_running(&mut self) -> bool {
         self.exited.is_none() && self.child.try_wait().expect("try_wait").is_none()
     }
 
     /// Wait for the exit (at most `limit`), then for its output.
-    fn finish(&mut self, limit: Duration) -> Out {
+    pub(crate) fn finish(&mut self, limit: Duration) -> Out {
         let status = match self.child.wait_timeout(limit).expect("wait") {
             Some(s) => s,
             None => {
@@ -232,12 +232,12 @@ impl Drop for Running {
 
 /// One scratch world: a directory with `foreman.toml`, the executor's
 /// database `executor.db` and the activity log `foreman.db`.
-struct World {
+pub(crate) struct World {
     dir: TempDir,
 }
 
 impl World {
-    fn new() -> World {
+    pub(crate) fn new() -> World {
         World {
             dir: tempfile::Builder::new()
                 .prefix("foreman-cli-")
@@ -246,23 +246,23 @@ impl World {
         }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    fn config_path(&self) -> PathBuf {
+    pub(crate) fn config_path(&self) -> PathBuf {
         self.path("foreman.toml")
     }
 
-    fn activity_path(&self) -> PathBuf {
+    pub(crate) fn activity_path(&self) -> PathBuf {
         self.path("foreman.db")
     }
 
-    fn executor_path(&self) -> PathBuf {
+    pub(crate) fn executor_path(&self) -> PathBuf {
         self.path("executor.db")
     }
 
-    fn write(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self.path(name);
         std::fs::write(&p, text).expect("write file");
         p
@@ -270,7 +270,7 @@ impl World {
 
     /// `foreman.toml`: the scratch SQLite executor; `top` goes before the
     /// first table (e.g. `interval = "1s"`).
-    fn config(&self, top: &str) {
+    pub(crate) fn config(&self, top: &str) {
         self.write(
             "foreman.toml",
             &format!(
@@ -282,13 +282,13 @@ impl World {
     }
 
     /// Create the executor's database with the contract schema.
-    fn create_executor_at(path: &Path) -> Connection {
+    pub(crate) fn create_executor_at(path: &Path) -> Connection {
         let db = Connection::open(path).expect("open executor db");
         db.execute_batch(foreman::demo::SCHEMA).expect("schema");
         db
     }
 
-    fn executor(&self) -> Connection {
+    pub(crate) fn executor(&self) -> Connection {
         if self.executor_path().exists() {
             Connection::open(self.executor_path()).expect("open executor db")
         } else {
@@ -297,7 +297,7 @@ impl World {
     }
 
     /// `foreman --config <world>/foreman.toml ARGS`, hermetic.
-    fn foreman(&self, args: &[&str]) -> Command {
+    pub(crate) fn foreman(&self, args: &[&str]) -> Command {
         let mut cmd = bare_foreman();
         cmd.arg("--config").arg(self.config_path()).args(args);
         cmd.current_dir(self.dir.path());
@@ -305,7 +305,7 @@ impl World {
     }
 
     /// The activity log, read-only, if it exists and is readable yet.
-    fn activity(&self) -> Option<Connection> {
+    pub(crate) fn activity(&self) -> Option<Connection> {
         if !self.activity_path().exists() {
             return None;
         }
@@ -319,7 +319,7 @@ impl World {
     }
 
     /// One integer from the activity log; `None` while it cannot say.
-    fn log_i64(&self, sql: &str) -> Option<i64> {
+    pub(crate) fn log_i64(&self, sql: &str) -> Option<i64> {
         self.activity()?
             .query_row(sql, [], |r| r.get::<_, Option<i64>>(0))
             .ok()
@@ -327,7 +327,7 @@ impl World {
     }
 
     /// (id, action, outcome) of the finding of this task and kind.
-    fn finding(&self, task: &str, kind: &str) -> Option<(i64, String, String)> {
+    pub(crate) fn finding(&self, task: &str, kind: &str) -> Option<(i64, String, String)> {
         self.activity()?
             .query_row(
                 "SELECT id, action, outcome FROM findings WHERE task_id = ?1 AND kind = ?2",
@@ -339,7 +339,7 @@ impl World {
             .flatten()
     }
 
-    fn task_state(&self, id: &str) -> (String, Option<String>) {
+    pub(crate) fn task_state(&self, id: &str) -> (String, Option<String>) {
         self.executor()
             .query_row("SELECT state, error FROM tasks WHERE id = ?1", [id], |r| {
                 Ok((r.get(0)?, r.get(1)?))
@@ -359,11 +359,11 @@ fn bare_foreman() -> Command {
 }
 
 /// Run to completion (at most `PATIENCE`).
-fn run(cmd: &mut Command) -> Out {
+pub(crate) fn run(cmd: &mut Command) -> Out {
     Running::start(cmd).finish(PATIENCE)
 }
 
-fn insert_task(
+pub(crate) fn insert_task(
     db: &Connection,
     id: &str,
     droid_type: &str,
@@ -398,7 +398,7 @@ fn dump_tasks(db: &Connection) -> Vec<Vec<String>> {
     .expect("dump rows")
 }
 
-fn finding_of<'a>(report: &'a Value, task: &str) -> &'a Value {
+pub(crate) fn finding_of<'a>(report: &'a Value, task: &str) -> &'a Value {
     report["findings"]
         .as_array()
         .expect("findings is an array")
@@ -936,7 +936,7 @@ fn a_mark_that_fails_exits_1_with_outcome_error() {
     );
 }
 
-fn toml_array(items: &[String]) -> String {
+pub(crate) fn toml_array(items: &[String]) -> String {
     let quoted: Vec<String> = items
         .iter()
         .map(|s| serde_json::to_string(s).expect("a JSON string is a TOML basic string"))

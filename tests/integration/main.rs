@@ -3,9 +3,13 @@
 
 mod acting;
 mod activity;
+mod alerts;
 mod cli;
 mod common;
+mod explain;
 mod processes;
+mod receiver;
+mod sinks;
 
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
