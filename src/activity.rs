@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_alerts.sql"),
     include_str!("../migrations/0003_finding_inputs.sql"),
+    include_str!("../migrations/0004_strays.sql"),
 ];
 
 pub fn ts(t: DateTime<Utc>) -> String {
@@ -194,6 +195,40 @@ impl SweepTx<'_> {
         Ok(())
     }
 
+    /// Note that a stray candidate is seen by this sweep; what was known of
+    /// it before.
+    pub fn stray_seen(
+        &self,
+        boot_id: &str,
+        pid: i32,
+        start_ticks: u64,
+        droid_type: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<StrayHistory> {
+        let before = read_stray(&self.tx, boot_id, pid, start_ticks, self.sweep_id)?;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO stray_candidates (boot_id, pid, start_ticks, droid_type, first_seen_at, last_sweep_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (boot_id, pid, start_ticks) DO UPDATE SET last_sweep_id = excluded.last_sweep_id",
+            )?
+            .execute(params![boot_id, pid, start_ticks as i64, droid_type, ts(now), self.sweep_id])?;
+        Ok(before.unwrap_or(StrayHistory {
+            first_seen_at: now,
+            seen_last_sweep: false,
+            reported: false,
+        }))
+    }
+
+    /// The stray's finding is in this transaction: never record it again.
+    pub fn stray_reported(&self, boot_id: &str, pid: i32, start_ticks: u64) -> Result<()> {
+        self.tx.execute(
+            "UPDATE stray_candidates SET reported = 1 WHERE boot_id = ?1 AND pid = ?2 AND start_ticks = ?3",
+            params![boot_id, pid, start_ticks as i64],
+        )?;
+        Ok(())
+    }
+
     /// Write `rec`'s counts, observations, findings and closes, and commit.
     /// Returns the sweep id and each finding's id.
     pub fn commit(self, rec: &SweepRecord) -> Result<(i64, Vec<i64>)> {
@@ -281,11 +316,58 @@ impl SweepTx<'_> {
                 }
             }
         }
+        // A candidate this sweep did not see again starts over if it comes
+        // back (two consecutive sweeps), and an identity never comes back.
+        self.tx.execute(
+            "DELETE FROM stray_candidates WHERE last_sweep_id < ?1",
+            [sweep_id],
+        )?;
         self.tx
             .commit()
             .context("committing the sweep to the activity log")?;
         Ok((sweep_id, ids))
     }
+}
+
+/// What the log knew of a stray candidate before this sweep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StrayHistory {
+    pub first_seen_at: DateTime<Utc>,
+    /// Seen by the sweep just before this one.
+    pub seen_last_sweep: bool,
+    /// Already recorded as a finding.
+    pub reported: bool,
+}
+
+/// The candidate as the last sweep before `sweep_id` (or the last sweep at
+/// all, for `i64::MAX`) left it.
+fn read_stray(
+    conn: &Connection,
+    boot_id: &str,
+    pid: i32,
+    start_ticks: u64,
+    sweep_id: i64,
+) -> Result<Option<StrayHistory>> {
+    let row: Option<(String, i64, bool)> = conn
+        .prepare_cached(
+            "SELECT first_seen_at, last_sweep_id, reported FROM stray_candidates
+             WHERE boot_id = ?1 AND pid = ?2 AND start_ticks = ?3",
+        )?
+        .query_row(params![boot_id, pid, start_ticks as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    let Some((first, last, reported)) = row else {
+        return Ok(None);
+    };
+    let previous: Option<i64> = conn
+        .prepare_cached("SELECT MAX(id) FROM sweeps WHERE id < ?1")?
+        .query_row([sweep_id], |r| r.get(0))?;
+    Ok(Some(StrayHistory {
+        first_seen_at: parse_ts(&first)?,
+        seen_last_sweep: previous == Some(last),
+        reported,
+    }))
 }
 
 fn read_prior(
@@ -406,6 +488,11 @@ impl ActivityLog {
             tx.commit()?;
         }
         Ok(())
+    }
+
+    /// What the last sweep knew of a stray candidate (for dry runs).
+    pub fn stray(&self, boot_id: &str, pid: i32, start_ticks: u64) -> Result<Option<StrayHistory>> {
+        read_stray(&self.conn, boot_id, pid, start_ticks, i64::MAX)
     }
 
     /// What Foreman remembers of (task id, attempt, pid), if anything.

@@ -2,7 +2,7 @@
 //! parsed once at startup into validated types (durations, regexes, paths);
 //! every error names the file, line, column and key, and how to fix it.
 
-use crate::model::{Kind, Mode, OnHung, Signal};
+use crate::model::{Kind, Mode, OnHung, OnStray, Signal};
 use chrono::FixedOffset;
 use regex::Regex;
 use serde::Deserialize;
@@ -159,6 +159,7 @@ struct RawPolicy {
     max_actions_per_sweep: Option<u32>,
     mode: Option<Mode>,
     on_hung: Option<OnHung>,
+    on_stray: Option<OnStray>,
     #[serde(default, with = "humantime_serde::option")]
     kill_grace: Option<Duration>,
 }
@@ -211,6 +212,7 @@ pub struct Policy {
     pub max_actions_per_sweep: Option<u32>,
     pub mode: Mode,
     pub on_hung: OnHung,
+    pub on_stray: OnStray,
     pub kill_grace: Duration,
 }
 
@@ -378,6 +380,13 @@ impl Config {
                     OnHung::MarkOnly => "mark_only",
                 }
             ));
+            out.push_str(&format!(
+                "on_stray = {:?}\n",
+                match p.on_stray {
+                    OnStray::Report => "report",
+                    OnStray::Terminate => "terminate",
+                }
+            ));
             out.push_str(&format!("kill_grace = {:?}\n", d(p.kill_grace)));
         };
         policy(&mut out, "defaults", &self.defaults);
@@ -517,6 +526,7 @@ fn resolve(raw: RawConfig, base: &Path) -> Result<Config, KeyError> {
         max_actions_per_sweep: None,
         mode,
         on_hung: OnHung::Terminate,
+        on_stray: OnStray::Report,
         kill_grace: Duration::from_secs(10),
     };
     let defaults = resolve_policy(raw.defaults, &builtin, "defaults", interval)?;
@@ -763,6 +773,7 @@ fn resolve_policy(
     interval: Duration,
 ) -> Result<Policy, KeyError> {
     let key = |k: &str| format!("{section}.{k}");
+    let raw_on_stray = raw.on_stray;
     let p = Policy {
         timeout: raw.timeout.unwrap_or(parent.timeout),
         startup_grace: raw.startup_grace.unwrap_or(parent.startup_grace),
@@ -783,6 +794,7 @@ fn resolve_policy(
         max_actions_per_sweep: raw.max_actions_per_sweep.or(parent.max_actions_per_sweep),
         mode: raw.mode.unwrap_or(parent.mode),
         on_hung: raw.on_hung.unwrap_or(parent.on_hung),
+        on_stray: raw.on_stray.unwrap_or(parent.on_stray),
         kill_grace: raw.kill_grace.unwrap_or(parent.kill_grace),
     };
     if p.timeout <= interval {
@@ -799,6 +811,12 @@ fn resolve_policy(
         return Err((
             key("progress"),
             "an empty list leaves no way to see progress; list at least one of \"heartbeat\", \"cpu\", \"io\"".into(),
+        ));
+    }
+    if raw_on_stray == Some(OnStray::Terminate) && p.process_match.is_none() {
+        return Err((
+            key("on_stray"),
+            "\"terminate\" needs `process_match`, the pattern that finds this droid type's processes".into(),
         ));
     }
     if p.max_actions_per_sweep == Some(0) {

@@ -58,6 +58,7 @@ fn assert_default_policy(p: &Policy, mode: Mode) {
     assert_eq!(p.max_actions_per_sweep, None, "max_actions_per_sweep");
     assert_eq!(p.mode, mode, "mode");
     assert_eq!(p.on_hung, OnHung::Terminate, "on_hung");
+    assert_eq!(p.on_stray, crate::model::OnStray::Report, "on_stray");
     assert_eq!(p.kill_grace, secs(10), "kill_grace");
 }
 
@@ -81,6 +82,7 @@ fn assert_same_policy(a: &Policy, b: &Policy, what: &str) {
     );
     assert_eq!(a.mode, b.mode, "{what}.mode");
     assert_eq!(a.on_hung, b.on_hung, "{what}.on_hung");
+    assert_eq!(a.on_stray, b.on_stray, "{what}.on_stray");
     assert_eq!(a.kill_grace, b.kill_grace, "{what}.kill_grace");
 }
 
@@ -275,6 +277,7 @@ fn shipped_reference_documents_every_key() {
                 "max_actions_per_sweep",
                 "mode",
                 "on_hung",
+                "on_stray",
                 "kill_grace",
             ],
         ),
@@ -505,6 +508,7 @@ exit_grace = "45s"
 max_actions_per_sweep = 4
 mode = "shadow"
 on_hung = "mark_only"
+on_stray = "terminate"
 kill_grace = "20s"
 
 [droid_types.scribe]
@@ -527,6 +531,7 @@ progress = ["cpu", "io"]
     assert_eq!(d.max_actions_per_sweep, Some(4));
     assert_eq!(d.mode, Mode::Shadow);
     assert_eq!(d.on_hung, OnHung::MarkOnly);
+    assert_eq!(d.on_stray, crate::model::OnStray::Terminate);
     assert_eq!(d.kill_grace, secs(20));
     assert!(d.counts(Signal::Heartbeat) && !d.counts(Signal::Cpu));
 

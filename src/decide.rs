@@ -113,6 +113,8 @@ fn decide_one(c: &Case, facts: &SweepFacts) -> Decision {
     let mut decision = match j.kind {
         Kind::Alive => return d(Action::None, Outcome::Reported, None),
         Kind::Unverifiable => return d(Action::None, Outcome::Reported, None),
+        // Strays are decided by the sweep (`strays`), never here.
+        Kind::Stray => return d(Action::None, Outcome::Reported, None),
         Kind::Hung => {
             if let Some(why) = &facts.starved {
                 return d(

@@ -137,6 +137,7 @@ impl PolicyInputs {
             max_actions_per_sweep: None,
             mode: self.mode,
             on_hung: self.on_hung,
+            on_stray: crate::model::OnStray::Report,
             kill_grace: d(self.kill_grace_ms),
         }
     }

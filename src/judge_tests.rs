@@ -72,6 +72,7 @@ fn policy() -> Policy {
         max_actions_per_sweep: None,
         mode: Mode::Enforce,
         on_hung: OnHung::Terminate,
+        on_stray: crate::model::OnStray::Report,
         kill_grace: std::time::Duration::from_secs(10),
     }
 }

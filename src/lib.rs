@@ -24,4 +24,5 @@ pub mod outbox;
 pub mod probe;
 pub mod recovery;
 pub mod report;
+pub mod strays;
 pub mod sweep;

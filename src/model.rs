@@ -92,6 +92,9 @@ pub enum Kind {
     Hung,
     Orphan,
     Unverifiable,
+    /// A process matching a droid type's `process_match` that belongs to no
+    /// RUNNING task: a crashed worker nobody cleaned up.
+    Stray,
 }
 
 impl Kind {
@@ -104,6 +107,7 @@ impl Kind {
             Kind::Hung => "hung",
             Kind::Orphan => "orphan",
             Kind::Unverifiable => "unverifiable",
+            Kind::Stray => "stray",
         }
     }
 
@@ -128,6 +132,8 @@ impl fmt::Display for Kind {
 pub enum Action {
     MarkFailed,
     TerminateAndMark,
+    /// A stray: terminate its verified tree; there is no task to mark.
+    Terminate,
     None,
     Deferred,
 }
@@ -137,6 +143,7 @@ impl Action {
         match self {
             Action::MarkFailed => "mark_failed",
             Action::TerminateAndMark => "terminate_and_mark",
+            Action::Terminate => "terminate",
             Action::None => "none",
             Action::Deferred => "deferred",
         }
@@ -145,6 +152,7 @@ impl Action {
         [
             Action::MarkFailed,
             Action::TerminateAndMark,
+            Action::Terminate,
             Action::None,
             Action::Deferred,
         ]
@@ -153,7 +161,10 @@ impl Action {
     }
     /// Actions that change something outside Foreman.
     pub fn acts(self) -> bool {
-        matches!(self, Action::MarkFailed | Action::TerminateAndMark)
+        matches!(
+            self,
+            Action::MarkFailed | Action::TerminateAndMark | Action::Terminate
+        )
     }
 }
 
@@ -169,6 +180,8 @@ pub enum Outcome {
     DeferredStarvation,
     Braked,
     Unkillable,
+    /// A stray's process tree was terminated.
+    Terminated,
     /// Nothing to do: an `unverifiable` finding is reported only.
     Reported,
     /// Re-verified before acting, and no longer true (the process came back
@@ -187,6 +200,7 @@ impl Outcome {
             Outcome::DeferredStarvation => "deferred_starvation",
             Outcome::Braked => "braked",
             Outcome::Unkillable => "unkillable",
+            Outcome::Terminated => "terminated",
             Outcome::Reported => "reported",
             Outcome::Cleared => "cleared",
             Outcome::Error => "error",
@@ -225,6 +239,14 @@ impl SweepKind {
 pub enum Mode {
     Enforce,
     Shadow,
+}
+
+/// What to do with a stray process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStray {
+    Report,
+    Terminate,
 }
 
 /// What to do with a hung task.

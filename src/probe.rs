@@ -195,6 +195,16 @@ impl ProcTable {
         self.stats.get(&pid)
     }
 
+    /// Every process seen, in no particular order.
+    pub fn stats(&self) -> impl Iterator<Item = &Stat> {
+        self.stats.values()
+    }
+
+    /// The pids of `pid`'s children.
+    pub fn children(&self, pid: i32) -> &[i32] {
+        self.children.get(&pid).map_or(&[], |c| c.as_slice())
+    }
+
     pub fn len(&self) -> usize {
         self.stats.len()
     }

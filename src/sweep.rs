@@ -5,15 +5,16 @@
 //! `pending` by a crash is re-verified by the next sweep: the task is judged
 //! afresh, and the open finding is either acted on (same key) or closed.
 
-use crate::activity::{ActivityLog, NewAlert, NewFinding, SweepRecord, SweepTx};
+use crate::activity::{ActivityLog, NewAlert, NewFinding, StrayHistory, SweepRecord, SweepTx};
 use crate::config::Config;
 use crate::decide::{decide, Case, Decision, SweepFacts};
 use crate::executor::{Executor, Marked};
 use crate::judge::{judge, Facts, Inputs, Judgement, PolicyInputs};
-use crate::model::{Action, Kind, Mode, Outcome, Row, SweepKind, Task, TaskState};
+use crate::model::{Action, Kind, Mode, OnStray, Outcome, Row, SweepKind, Task, TaskState};
 use crate::observation::Observation;
 use crate::probe::{boot_facts, cpu_pressure, Clocks, Probe, ProcTable};
 use crate::recovery::{failure_reason, terminate_trees, Identity, Terminated};
+use crate::strays::{self, Candidate};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -418,6 +419,111 @@ pub fn sweep(
         }
     }
 
+    // Strays: recorded once seen on two consecutive sweeps, once each.
+    let first_stray = planned.len();
+    for c in strays::candidates(&table, config, &snapshot) {
+        let seen = memory.stray(&boot.boot_id, &c, started_at)?;
+        if seen.reported || !seen.seen_last_sweep {
+            continue;
+        }
+        let policy = c
+            .droid_type
+            .as_deref()
+            .map_or(&config.defaults, |t| config.policy(t));
+        let decision = match (policy.on_stray, policy.mode) {
+            (OnStray::Terminate, Mode::Enforce) => Decision {
+                action: Action::Terminate,
+                outcome: Outcome::Pending,
+                note: None,
+            },
+            (OnStray::Terminate, Mode::Shadow) => Decision {
+                action: Action::None,
+                outcome: Outcome::Reported,
+                note: Some("shadow mode: would terminate".into()),
+            },
+            (OnStray::Report, _) => Decision {
+                action: Action::None,
+                outcome: Outcome::Reported,
+                note: None,
+            },
+        };
+        let pid = c.stat.pid;
+        let started = boot.started_at(c.stat.start_ticks);
+        let age_ms = (started_at - started).num_milliseconds().max(0);
+        let mut tree = Vec::new();
+        if let Probe::Found(members) = table.probe(pid) {
+            // The same process the scan matched, descendants first.
+            if members.first().map(|m| m.stat.start_ticks) == Some(c.stat.start_ticks) {
+                tree = members
+                    .iter()
+                    .rev()
+                    .map(|m| Identity {
+                        pid: m.stat.pid,
+                        start_ticks: m.stat.start_ticks,
+                    })
+                    .collect();
+            }
+        }
+        let evidence = serde_json::json!({
+            "reason": format!(
+                "process {pid} matches the process_match of {} but belongs to no RUNNING or PENDING task; seen since {}",
+                c.droid_type.as_deref().map_or("[defaults]".to_string(), |t| format!("droid type {t}")),
+                seen.first_seen_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            ),
+            "cmdline": c.cmdline,
+            "start_ticks": c.stat.start_ticks,
+            "process_started_at": started,
+            "age_ms": age_ms,
+            "ppid": c.stat.ppid,
+            "pgrp": c.stat.pgrp,
+            "state": c.stat.state.to_string(),
+            "members": tree.len(),
+            "first_seen_at": seen.first_seen_at,
+            "boot_id": boot.boot_id,
+        });
+        memory.stray_reported(&boot.boot_id, &c)?;
+        planned.push(Planned {
+            task: None,
+            finding: NewFinding {
+                task_id: format!("stray:{pid}:{}", c.stat.start_ticks),
+                attempt: 0,
+                kind: Kind::Stray,
+                droid_type: c.droid_type.clone(),
+                plan_id: None,
+                pid: Some(pid),
+                host: None,
+                evidence,
+                action: decision.action,
+                outcome: decision.outcome,
+                detail: decision.note.clone(),
+                inputs: serde_json::Value::Null,
+            },
+            decision,
+            tree,
+        });
+    }
+    // The brake holds strays too: a broken snapshot makes every worker look
+    // like one, and must not get the fleet killed.
+    let terminating = planned[first_stray..]
+        .iter()
+        .filter(|p| p.decision.should_act())
+        .count();
+    let limit = config
+        .defaults
+        .max_actions_per_sweep
+        .map_or_else(|| 10usize.max(running.len().div_ceil(5)), |n| n as usize);
+    if terminating > limit {
+        for p in planned[first_stray..].iter_mut() {
+            if p.decision.should_act() {
+                let note = format!("mass-action brake: this sweep would terminate {terminating} strays, more than the limit of {limit}; terminating none");
+                p.decision.outcome = Outcome::Braked;
+                p.decision.note = Some(note.clone());
+                p.finding.outcome = Outcome::Braked;
+                p.finding.detail = Some(note);
+            }
+        }
+    }
+
     // Open findings this sweep did not see again are closed, truthfully.
     let seen: HashSet<(&str, i64, &str)> = planned
         .iter()
@@ -470,7 +576,8 @@ pub fn sweep(
     // every braked one (a brake means something is wrong with the view):
     // queued with the finding, delivered once its outcome is recorded.
     for (i, p) in planned.iter().enumerate() {
-        if !(p.decision.should_act() || p.decision.outcome == Outcome::Braked) {
+        let stray = p.finding.kind == Kind::Stray;
+        if !(p.decision.should_act() || p.decision.outcome == Outcome::Braked || stray) {
             continue;
         }
         for sink in &config.alerts {
@@ -522,17 +629,25 @@ pub fn sweep(
         let term: Vec<usize> = to_act
             .iter()
             .copied()
-            .filter(|i| planned[*i].decision.action == Action::TerminateAndMark)
+            .filter(|i| {
+                matches!(
+                    planned[*i].decision.action,
+                    Action::TerminateAndMark | Action::Terminate
+                )
+            })
             .collect();
         let mut term_result: HashMap<usize, Terminated> = HashMap::new();
         if !term.is_empty() {
             let trees: Vec<Vec<Identity>> = term.iter().map(|i| planned[*i].tree.clone()).collect();
             let grace = term
                 .iter()
-                .filter_map(|i| {
-                    planned[*i]
+                .map(|i| {
+                    let p = &planned[*i];
+                    let ty = p
                         .task
-                        .map(|t| config.policy(&t.droid_type).kill_grace)
+                        .map(|t| t.droid_type.as_str())
+                        .or(p.finding.droid_type.as_deref());
+                    ty.map_or(&config.defaults, |t| config.policy(t)).kill_grace
                 })
                 .max()
                 .unwrap_or(Duration::from_secs(10));
@@ -555,8 +670,24 @@ pub fn sweep(
         }
         for i in to_act {
             let p = &planned[i];
-            let Some(task) = p.task else { continue };
             actions += 1;
+            let Some(task) = p.task else {
+                // A stray: terminated, with no task to mark.
+                outcomes[i] = match term_result.get(&i) {
+                    Some(Terminated::Done) => (Outcome::Terminated, p.decision.note.clone()),
+                    Some(Terminated::Unkillable(left)) => (
+                        Outcome::Unkillable,
+                        Some(format!(
+                            "processes {left:?} survived SIGKILL (uninterruptible?)"
+                        )),
+                    ),
+                    Some(Terminated::Refused(why)) => {
+                        (Outcome::Reported, Some(format!("not signalled ({why})")))
+                    }
+                    None => (Outcome::Error, Some("no termination result".into())),
+                };
+                continue;
+            };
             let mut note = p.decision.note.clone();
             match term_result.get(&i) {
                 Some(Terminated::Unkillable(left)) => {
@@ -662,6 +793,29 @@ impl Memory<'_> {
     fn observe(&self, o: &Observation) -> Result<()> {
         match self {
             Memory::Writing(tx) => tx.observe(o),
+            Memory::Reading(_) => Ok(()),
+        }
+    }
+
+    /// What was known of a stray candidate before; a real sweep also notes
+    /// that it saw it now.
+    fn stray(&self, boot_id: &str, c: &Candidate, now: DateTime<Utc>) -> Result<StrayHistory> {
+        let (pid, ticks) = (c.stat.pid, c.stat.start_ticks);
+        let fresh = StrayHistory {
+            first_seen_at: now,
+            seen_last_sweep: false,
+            reported: false,
+        };
+        match self {
+            Memory::Writing(tx) => tx.stray_seen(boot_id, pid, ticks, c.droid_type.as_deref(), now),
+            Memory::Reading(Some(log)) => Ok(log.stray(boot_id, pid, ticks)?.unwrap_or(fresh)),
+            Memory::Reading(None) => Ok(fresh),
+        }
+    }
+
+    fn stray_reported(&self, boot_id: &str, c: &Candidate) -> Result<()> {
+        match self {
+            Memory::Writing(tx) => tx.stray_reported(boot_id, c.stat.pid, c.stat.start_ticks),
             Memory::Reading(_) => Ok(()),
         }
     }

@@ -10,6 +10,7 @@ mod explain;
 mod processes;
 mod receiver;
 mod sinks;
+mod strays;
 
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 

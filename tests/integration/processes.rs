@@ -337,7 +337,7 @@ fn start_ticks_recorded_by_the_executor_that_differ_mean_pid_reused() {
 const NS_LAST_PID: &str = "/proc/sys/kernel/ns_last_pid";
 
 /// Make the next process this test starts get `pid`, if the kernel lets us.
-fn spawn_with_pid(w: &mut World, pid: i32, argv: &[&str]) -> Result<i32, String> {
+pub(crate) fn spawn_with_pid(w: &mut World, pid: i32, argv: &[&str]) -> Result<i32, String> {
     let mut got = Vec::new();
     for _ in 0..20 {
         let mut f = std::fs::OpenOptions::new()

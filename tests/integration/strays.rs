@@ -1,0 +1,174 @@
+//! Strays with real processes: a matching process that no task owns is
+//! reported once, after two consecutive sweeps; what tasks own (their
+//! process, its descendants, its group) never is; `on_stray = "terminate"`
+//! terminates it; a pid reused by another matching process is never
+//! signalled for the one it replaced.
+
+use crate::common::*;
+use crate::processes::spawn_with_pid;
+use foreman::model::{Action, Kind, Outcome, SweepKind};
+use foreman::sweep::SweepReport;
+
+const SCHEDULED: SweepKind = SweepKind::Scheduled;
+
+/// A pattern no other test's process can match, and a droid type using it.
+fn marker_world(on_stray: &str, exclusive: bool) -> (World, String) {
+    let marker = format!(
+        "foreman-stray-{}-{}",
+        std::process::id(),
+        MARKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    );
+    let tail = format!(
+        "[droid_types.worker]\nprogress = [\"heartbeat\"]\nprocess_match = \"{marker}\"\non_stray = \"{on_stray}\"\n"
+    );
+    let tail: &'static str = Box::leak(tail.into_boxed_str());
+    let cfg = Cfg {
+        tail,
+        ..Cfg::default()
+    };
+    let w = if exclusive {
+        World::exclusive(cfg)
+    } else {
+        World::with(cfg)
+    };
+    (w, marker)
+}
+
+static MARKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A shell whose command line holds `marker`, sleeping in a child.
+fn matching(w: &mut World, marker: &str) -> i32 {
+    let pid = w.spawn(&["sh", "-c", &format!("sleep 300; : {marker}")]);
+    wait_for("its sleeping child", || tree(pid).len() == 2);
+    pid
+}
+
+fn strays(r: &SweepReport) -> Vec<&foreman::sweep::FindingReport> {
+    r.findings
+        .iter()
+        .filter(|f| f.kind == Kind::Stray)
+        .collect()
+}
+
+#[test]
+fn a_matching_process_no_task_owns_is_reported_once_after_two_sweeps() {
+    let (mut w, marker) = marker_world("report", false);
+    let stray = matching(&mut w, &marker);
+    // Owned by tasks: a RUNNING task's process, a PENDING task's process,
+    // and a matching child of a RUNNING task's process.
+    let running = matching(&mut w, &marker);
+    w.task("running")
+        .droid("worker")
+        .pid(running.into())
+        .started(now())
+        .heartbeat(now())
+        .insert();
+    let pending = matching(&mut w, &marker);
+    w.task("pending")
+        .droid("worker")
+        .state("PENDING")
+        .pid(pending.into())
+        .insert();
+    let parent = w.spawn(&["sh", "-c", &format!("sh -c 'sleep 300; : {marker}'; true")]);
+    wait_for("the matching child", || tree(parent).len() == 3);
+    w.task("parent")
+        .droid("worker")
+        .pid(parent.into())
+        .started(now())
+        .heartbeat(now())
+        .insert();
+
+    let first = w.sweep(SCHEDULED);
+    assert!(
+        strays(&first).is_empty(),
+        "seen once is not yet a stray: {:#?}",
+        first.findings
+    );
+    let second = w.sweep(SCHEDULED);
+    let found = strays(&second);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let f = found[0];
+    assert_eq!(f.pid, Some(stray));
+    assert_eq!(f.droid_type.as_deref(), Some("worker"));
+    assert_eq!((f.action, f.outcome), (Action::None, Outcome::Reported));
+    assert!(
+        f.evidence["cmdline"]
+            .as_str()
+            .is_some_and(|c| c.contains(&marker)),
+        "{f:#?}"
+    );
+    assert_eq!(f.evidence["start_ticks"], start_ticks(stray));
+    assert!(f.evidence["age_ms"].as_i64().is_some());
+    assert!(f.id.is_some());
+
+    let third = w.sweep(SCHEDULED);
+    assert!(strays(&third).is_empty(), "recorded once, not every sweep");
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM findings WHERE kind = 'stray'"),
+        1
+    );
+    assert!(alive(stray, start_ticks(stray)), "report never signals");
+    assert!(w.signals(f.id.unwrap()).is_empty());
+}
+
+#[test]
+fn a_stray_with_terminate_is_gone_after_a_verified_sigterm() {
+    let (mut w, marker) = marker_world("terminate", false);
+    let stray = matching(&mut w, &marker);
+    let child = tree(stray)[1].0;
+    w.sweep(SCHEDULED);
+    let second = w.sweep(SCHEDULED);
+    let found = strays(&second);
+    assert_eq!(found.len(), 1, "{:#?}", second.findings);
+    let f = found[0];
+    assert_eq!(
+        (f.action, f.outcome),
+        (Action::Terminate, Outcome::Terminated),
+        "{f:#?}"
+    );
+    assert!(w.exited(stray).is_some(), "the stray is gone");
+    assert!(
+        proc_state(child).is_none_or(|s| s == 'Z'),
+        "its child is gone too"
+    );
+    let sigs = w.signals(f.id.unwrap());
+    assert!(
+        sigs.iter().any(|s| s.signal == "SIGTERM" && s.pid == stray),
+        "{sigs:#?}"
+    );
+}
+
+#[test]
+fn a_pid_reused_by_another_matching_process_is_never_signalled_for_the_old_one() {
+    let (mut w, marker) = marker_world("terminate", true);
+    let old = matching(&mut w, &marker);
+    let old_ticks = start_ticks(old);
+    let first = w.sweep(SCHEDULED);
+    assert!(strays(&first).is_empty());
+
+    // The old stray ends; another matching process takes its pid (once its
+    // child is gone too: a pid in use as a process group is not reused).
+    let old_child = tree(old)[1].0;
+    w.kill(old);
+    wait_for("the old child is gone", || proc_state(old_child).is_none());
+    let new = match spawn_with_pid(
+        &mut w,
+        old,
+        &["sh", "-c", &format!("sleep 300; : {marker}")],
+    ) {
+        Ok(p) => p,
+        Err(why) => {
+            eprintln!("SKIPPED: stray pid reuse: {why}");
+            return;
+        }
+    };
+    wait_for("its sleeping child", || tree(new).len() == 2);
+    let new_ticks = start_ticks(new);
+    assert_ne!(new_ticks, old_ticks);
+
+    // Same pid, another identity: first sight again, nothing signalled.
+    let second = w.sweep(SCHEDULED);
+    assert!(strays(&second).is_empty(), "{:#?}", second.findings);
+    assert!(alive(new, new_ticks), "the newcomer was not signalled");
+    assert_eq!(w.count("SELECT COUNT(*) FROM finding_signals"), 0);
+}
