@@ -187,6 +187,23 @@ fn ms(ms: u64) -> String {
     humantime::format_duration(std::time::Duration::from_millis(ms)).to_string()
 }
 
+/// Times as everywhere else in Foreman: RFC 3339 UTC.
+fn at(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn opt_at(t: &Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.as_ref().map_or("-".to_string(), at)
+}
+
+/// A word as the configuration and JSON spell it.
+fn word<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
     v.as_ref().map_or("-".to_string(), |v| v.to_string())
 }
@@ -243,8 +260,8 @@ pub fn text(e: &Explanation) -> String {
     let _ = writeln!(w, "\nSnapshot row as read");
     let _ = writeln!(
         w,
-        "  state {:?}, pid {}, attempt {}, host {}",
-        t.state,
+        "  state {}, pid {}, attempt {}, host {}",
+        word(&t.state),
         opt(&t.pid),
         t.attempt,
         t.host.as_deref().unwrap_or("(this host)")
@@ -252,17 +269,17 @@ pub fn text(e: &Explanation) -> String {
     let _ = writeln!(
         w,
         "  started_at {}, last_progress_at {}, pid_start_ticks {}",
-        opt(&t.started_at),
-        opt(&t.last_progress_at),
+        opt_at(&t.started_at),
+        opt_at(&t.last_progress_at),
         opt(&t.pid_start_ticks)
     );
     let _ = writeln!(
         w,
         "\nProbe at {} ({} sweep; boot {} at {}, {} ticks/s)",
-        i.now,
+        at(&i.now),
         i.sweep.as_str(),
         i.boot.boot_id,
-        i.boot.boot_time,
+        at(&i.boot.boot_time),
         i.boot.clk_tck
     );
     match &i.probe {
@@ -286,7 +303,7 @@ pub fn text(e: &Explanation) -> String {
                     s.ppid,
                     s.pgrp,
                     s.start_ticks,
-                    i.boot.started_at(s.start_ticks),
+                    at(&i.boot.started_at(s.start_ticks)),
                     s.cpu_ticks,
                     opt(&m.io_bytes)
                 );
@@ -308,15 +325,15 @@ pub fn text(e: &Explanation) -> String {
                     crate::observation::Binding::Executor => "from the executor",
                 }),
                 p.boot_id,
-                p.first_seen_at,
-                p.seen_at
+                at(&p.first_seen_at),
+                at(&p.seen_at)
             );
             let _ = writeln!(
                 w,
                 "  cpu moved {}, io moved {}, gone since {}",
-                opt(&p.cpu_moved_at),
-                opt(&p.io_moved_at),
-                opt(&p.gone_since)
+                opt_at(&p.cpu_moved_at),
+                opt_at(&p.io_moved_at),
+                opt_at(&p.gone_since)
             );
             for m in &p.members {
                 let _ = writeln!(
@@ -343,11 +360,11 @@ pub fn text(e: &Explanation) -> String {
     );
     let _ = writeln!(
         w,
-        "  exit_grace {}, on_hung {:?}, kill_grace {}, mode {:?}",
+        "  exit_grace {}, on_hung {}, kill_grace {}, mode {}",
         ms(p.exit_grace_ms),
-        p.on_hung,
+        word(&p.on_hung),
         ms(p.kill_grace_ms),
-        p.mode
+        word(&p.mode)
     );
     let same_config = if i.config_fingerprint == e.config_fingerprint_now {
         "the same as now"

@@ -129,7 +129,7 @@ pub fn deliver_due(config: &Config, log: &ActivityLog, budget: Duration) -> Resu
                     let at = Utc::now();
                     let next =
                         at + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
-                    warn!(alert_id = alert.id, finding_id = alert.finding_id, task_id = %alert.task_id, sink = %sink.name, attempts, retry_in = %humantime::format_duration(Duration::from_secs(wait.as_secs())), error = %why, "alert not delivered");
+                    warn!(alert_id = alert.id, finding_id = alert.finding_id, task_id = %alert.task_id, sink = %sink.name, attempts, retry_in = %humantime::format_duration(Duration::from_millis(wait.as_millis() as u64)), error = %why, "alert not delivered");
                     log.alert_failed(alert.id, at, &why, next)?;
                     failed_sinks.insert(sink.name.clone());
                     round.failed += 1;
