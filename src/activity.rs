@@ -255,7 +255,11 @@ impl SweepTx<'_> {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?13, ?14)
                  ON CONFLICT (task_id, attempt, kind) DO UPDATE SET
                     droid_type = excluded.droid_type, plan_id = excluded.plan_id, pid = excluded.pid,
-                    host = excluded.host, evidence = excluded.evidence, inputs = excluded.inputs, action = excluded.action,
+                    host = excluded.host,
+                    -- What led to an action stays with it; later sightings only count.
+                    evidence = CASE WHEN findings.acted_at IS NULL THEN excluded.evidence ELSE findings.evidence END,
+                    inputs = CASE WHEN findings.acted_at IS NULL THEN excluded.inputs ELSE findings.inputs END,
+                    action = excluded.action,
                     outcome = excluded.outcome, outcome_detail = excluded.outcome_detail,
                     last_sweep_id = excluded.last_sweep_id, last_seen_at = excluded.last_seen_at,
                     times_seen = times_seen + 1
@@ -290,7 +294,8 @@ impl SweepTx<'_> {
                 close.execute(params![id, outcome.as_str(), detail, sweep_id])?;
             }
             let mut last = tx.prepare_cached(
-                "SELECT MAX(queued_at) FROM alerts WHERE finding_id = ?1 AND sink = ?2 AND state != 'cancelled'",
+                "SELECT MAX(CASE WHEN state = 'queued' THEN '9999' ELSE queued_at END)
+                 FROM alerts WHERE finding_id = ?1 AND sink = ?2 AND state != 'cancelled'",
             )?;
             let mut queue = tx.prepare_cached(
                 "INSERT INTO alerts (finding_id, sink, state, queued_at, next_attempt_at) VALUES (?1, ?2, 'queued', ?3, ?3)",
@@ -307,8 +312,10 @@ impl SweepTx<'_> {
                     last.query_row(params![finding_id, a.sink], |r| r.get(0))?;
                 let realert =
                     chrono::Duration::from_std(a.realert_after).unwrap_or(chrono::Duration::MAX);
-                let recent = match last {
-                    Some(t) => rec.started_at - parse_ts(&t)? < realert,
+                // One still queued is already going to say it.
+                let recent = match last.as_deref() {
+                    Some("9999") => true,
+                    Some(t) => rec.started_at - parse_ts(t)? < realert,
                     None => false,
                 };
                 if !recent {
@@ -658,6 +665,35 @@ impl ActivityLog {
             params![id, ts(at), error, ts(next)],
         )?;
         Ok(())
+    }
+
+    /// Hold every queued alert of `sink` until `until`: a sink that just
+    /// failed is not tried again, for another alert, before its backoff.
+    pub fn alerts_hold_sink(&self, sink: &str, until: DateTime<Utc>) -> Result<()> {
+        let until = ts(until);
+        self.conn.execute(
+            "UPDATE alerts SET next_attempt_at = ?2 WHERE sink = ?1 AND state = 'queued' AND next_attempt_at < ?2",
+            params![sink, until],
+        )?;
+        Ok(())
+    }
+
+    /// Hold one alert until `until` without counting an attempt.
+    pub fn alert_hold(&self, id: i64, until: DateTime<Utc>, why: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE alerts SET next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
+            params![id, ts(until), why],
+        )?;
+        Ok(())
+    }
+
+    /// Whether Foreman signalled anything on behalf of a finding.
+    pub fn finding_signalled(&self, finding_id: i64) -> Result<bool> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM finding_signals WHERE finding_id = ?1 AND result = 'delivered')",
+            [finding_id],
+            |r| r.get(0),
+        )?)
     }
 
     /// The alert leaves the queue. `attempted` counts a delivery attempt.

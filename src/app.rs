@@ -60,13 +60,15 @@ pub fn one_sweep(path: &Path, args: &ActArgs, kind: SweepKind) -> Result<u8, Fai
     let executor = executor::open(&config)?;
     let report = if args.dry_run {
         let log = ActivityLog::open_read_only(&config.activity.path)?;
-        sweep(
+        let report = sweep(
             &config,
             executor.as_ref(),
             LogAccess::ReadOnly(log.as_ref()),
             kind,
             &SweepOptions::default(),
-        )?
+        )?;
+        print_report(&report, args.json);
+        report
     } else {
         let name = if kind == SweepKind::Startup {
             "scan-orphans"
@@ -82,24 +84,22 @@ pub fn one_sweep(path: &Path, args: &ActArgs, kind: SweepKind) -> Result<u8, Fai
             kind,
             &SweepOptions::default(),
         )?;
+        print_report(&report, args.json);
         // A one-shot sweep (from cron, say) delivers its alerts too; what
-        // fails stays queued for the next command or the daemon.
+        // fails stays queued for the next command or the daemon, and never
+        // changes the exit code.
         if !config.alerts.is_empty() {
-            let round = outbox::deliver_due(&config, &log, outbox::budget(&config))?;
-            if round.failed + round.left > 0 {
-                eprintln!(
-                    "foreman: {} alert(s) not delivered yet; they stay queued and are retried by the next sweep",
+            match outbox::deliver_due(&config, &log, outbox::budget(&config)) {
+                Ok(round) if round.failed + round.left > 0 => eprintln!(
+                    "foreman: {} alert(s) not delivered yet; they stay queued and are retried",
                     round.failed + round.left
-                );
+                ),
+                Ok(_) => {}
+                Err(e) => eprintln!("foreman: delivering alerts: {e:#}; they stay queued"),
             }
         }
         report
     };
-    if args.json {
-        println!("{}", report::json(&report));
-    } else {
-        print!("{}", report::table(&report));
-    }
     if let Some(e) = &report.snapshot_error {
         return Err(Failure::Runtime(anyhow::anyhow!("snapshot_error: {e}")));
     }
@@ -108,6 +108,14 @@ pub fn one_sweep(path: &Path, args: &ActArgs, kind: SweepKind) -> Result<u8, Fai
     } else {
         OK
     })
+}
+
+fn print_report(report: &crate::sweep::SweepReport, json: bool) {
+    if json {
+        println!("{}", report::json(report));
+    } else {
+        print!("{}", report::table(report));
+    }
 }
 
 pub fn run(path: &Path) -> Result<u8, Failure> {

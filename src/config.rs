@@ -670,6 +670,28 @@ fn resolve_sink(raw: RawSink, i: usize) -> Result<Sink, KeyError> {
             return Err((key(k), "must be greater than 0".into()));
         }
     }
+    // A round of delivery starts nothing after its budget (at most 30s), but
+    // an attempt it started runs to its timeout: keep that short.
+    if timeout > Duration::from_secs(60) {
+        return Err((
+            key("timeout"),
+            format!(
+                "{} is too long for one delivery attempt; give at most 60s (failed deliveries are retried)",
+                humantime::format_duration(timeout)
+            ),
+        ));
+    }
+    let max_age = raw.max_age.unwrap_or(Duration::from_secs(86400));
+    if max_age < retry_base {
+        return Err((
+            key("max_age"),
+            format!(
+                "alerts would expire ({}) before their first retry (`retry_base` {}); raise max_age",
+                humantime::format_duration(max_age),
+                humantime::format_duration(retry_base)
+            ),
+        ));
+    }
     if retry_cap < retry_base {
         return Err((
             key("retry_cap"),
@@ -688,7 +710,7 @@ fn resolve_sink(raw: RawSink, i: usize) -> Result<Sink, KeyError> {
         droid_types: raw.droid_types.unwrap_or_default(),
         retry_base,
         retry_cap,
-        max_age: raw.max_age.unwrap_or(Duration::from_secs(86400)),
+        max_age,
         realert_after: raw.realert_after.unwrap_or(Duration::from_secs(3600)),
     })
 }

@@ -1161,6 +1161,18 @@ fn invalid_sinks_name_their_key() {
             "control character",
         ),
         (
+            sink("kind = \"command\"\nargv = [\"/bin/true\"]\ntimeout = \"5m\"\n"),
+            8,
+            "alerts[0].timeout",
+            "at most 60s",
+        ),
+        (
+            sink("kind = \"command\"\nargv = [\"/bin/true\"]\nmax_age = \"5s\"\n"),
+            8,
+            "alerts[0].max_age",
+            "before their first retry",
+        ),
+        (
             // A missing key is located at its table's header.
             sink("kind = \"command\"\n"),
             4,

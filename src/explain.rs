@@ -161,12 +161,10 @@ pub fn load(log: &ActivityLog, id: i64, fingerprint_now: &str) -> Result<Option<
     let replay = inputs.as_ref().map(|i| {
         let j = i.replay();
         let reason_then = finding.evidence.get("reason").and_then(Value::as_str);
-        let kind_ok = match i.continues {
-            // The finding kept the kind of the open finding it continues;
-            // the verdict must still be one of a process gone.
-            Some(kept) => kept.as_str() == finding.kind && j.kind.is_gone(),
-            None => j.kind.as_str() == finding.kind,
-        };
+        // The finding may have kept the kind of the open finding it
+        // continues; the judge must still say what it said then.
+        let kind_ok =
+            j.kind == i.verdict && i.continues.unwrap_or(i.verdict).as_str() == finding.kind;
         Replay {
             kind: j.kind,
             same: kind_ok && reason_then == Some(j.evidence.reason.as_str()),
@@ -252,8 +250,14 @@ pub fn text(e: &Explanation) -> String {
     let Some(i) = &e.inputs else {
         let _ = writeln!(
             w,
-            "\nNo judge inputs were kept: the snapshot row could not be read (see the reason)."
+            "\n{}",
+            match f.kind.as_str() {
+                "stray" => "A stray is found by its command line, not judged: the reason says what matched, and the evidence its identity.",
+                "unverifiable" => "No judge inputs were kept: the snapshot row could not be read (see the reason).",
+                _ => "No judge inputs were kept for this finding (recorded by an older Foreman).",
+            }
         );
+        history(w, e);
         return out;
     };
     let t = &i.task;
@@ -376,6 +380,31 @@ pub fn text(e: &Explanation) -> String {
         "  configuration fingerprint {} ({same_config})",
         i.config_fingerprint
     );
+    history(w, e);
+    if let Some(r) = &e.replay {
+        let _ = writeln!(w, "\nJudged again from these inputs");
+        let _ = writeln!(w, "  verdict {}: {}", r.kind, r.reason);
+        if let Some(kept) = i.continues {
+            let _ = writeln!(
+                w,
+                "  (the finding kept the kind {kept} of the open finding it continues)"
+            );
+        }
+        let _ = writeln!(
+            w,
+            "  {}",
+            if r.same {
+                "the same verdict"
+            } else {
+                "A DIFFERENT VERDICT: this Foreman would not decide the same way"
+            }
+        );
+    }
+    out
+}
+
+/// What was done about the finding: signals and alerts.
+fn history(w: &mut String, e: &Explanation) {
     if !e.signals.is_empty() {
         let _ = writeln!(w, "\nSignals");
         for s in &e.signals {
@@ -410,24 +439,4 @@ pub fn text(e: &Explanation) -> String {
             );
         }
     }
-    if let Some(r) = &e.replay {
-        let _ = writeln!(w, "\nJudged again from these inputs");
-        let _ = writeln!(w, "  verdict {}: {}", r.kind, r.reason);
-        if let Some(kept) = i.continues {
-            let _ = writeln!(
-                w,
-                "  (the finding kept the kind {kept} of the open finding it continues)"
-            );
-        }
-        let _ = writeln!(
-            w,
-            "  {}",
-            if r.same {
-                "the same verdict"
-            } else {
-                "A DIFFERENT VERDICT: this Foreman would not decide the same way"
-            }
-        );
-    }
-    out
 }

@@ -89,6 +89,8 @@ pub struct Inputs {
     pub hang_floor: Option<DateTime<Utc>>,
     /// `Config::fingerprint` of the configuration in force.
     pub config_fingerprint: String,
+    /// What the judge said then (the finding's kind, unless `continues`).
+    pub verdict: Kind,
     /// The kind the finding kept from the open finding it continues, when
     /// that differs from this verdict (an orphan found at startup stays an
     /// orphan when a later sweep sees the task merely dead).

@@ -58,6 +58,9 @@ pub struct BadRow {
     pub plan_id: Option<String>,
     pub attempt: i64,
     pub reason: String,
+    /// The pid, when the row names one that reads as a number: such a
+    /// process is the task's, never a stray, whatever else is wrong.
+    pub pid: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

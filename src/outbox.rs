@@ -80,14 +80,24 @@ pub fn deliver_due(config: &Config, log: &ActivityLog, budget: Duration) -> Resu
             }
             let now = Utc::now();
             let Some(sink) = config.alerts.iter().find(|s| s.name == alert.sink) else {
-                let why = format!("sink {:?} is no longer in the configuration", alert.sink);
-                warn!(
-                    alert_id = alert.id,
-                    finding_id = alert.finding_id,
-                    "alert cancelled: {why}"
-                );
-                log.alert_closed(alert.id, AlertEnd::Cancelled, now, Some(&why), false)?;
-                round.cancelled += 1;
+                // Renamed, or a one-shot command run with another
+                // configuration: kept until the sink is back or it is a day
+                // old, never dropped on the spot.
+                if now - alert.queued_at > chrono::Duration::days(1) {
+                    let why = format!("sink {:?} has not been configured for a day", alert.sink);
+                    error!(alert_id = alert.id, finding_id = alert.finding_id, task_id = %alert.task_id, "alert expired: {why}");
+                    log.alert_closed(alert.id, AlertEnd::Expired, now, Some(&why), false)?;
+                    round.expired += 1;
+                } else {
+                    let why = format!("sink {:?} is not in this configuration", alert.sink);
+                    warn!(
+                        alert_id = alert.id,
+                        finding_id = alert.finding_id,
+                        "alert held: {why}"
+                    );
+                    log.alert_hold(alert.id, now + chrono::Duration::hours(1), &why)?;
+                    round.left += 1;
+                }
                 continue;
             };
             let age = (now - alert.queued_at).to_std().unwrap_or_default();
@@ -106,8 +116,9 @@ pub fn deliver_due(config: &Config, log: &ActivityLog, budget: Duration) -> Resu
                 // Not acted on yet (a crash between commit and act): the
                 // next sweep settles it, then the alert says how it ended.
                 "pending" => continue,
-                // The task ended by itself or recovered: nothing to recover.
-                "already_finished" | "cleared" => {
+                // The task ended by itself or recovered: nothing to
+                // recover, unless Foreman signalled it on the way.
+                "already_finished" | "cleared" if !log.finding_signalled(alert.finding_id)? => {
                     let why = format!("the finding ended {}: nothing to recover", alert.outcome);
                     log.alert_closed(alert.id, AlertEnd::Cancelled, now, Some(&why), false)?;
                     round.cancelled += 1;
@@ -115,7 +126,21 @@ pub fn deliver_due(config: &Config, log: &ActivityLog, budget: Duration) -> Resu
                 }
                 _ => {}
             }
-            let payload = payload(config, &alert)?;
+            let payload = match payload(config, &alert) {
+                Ok(p) => p,
+                Err(e) => {
+                    // One unreadable row must not block the outbox.
+                    let why = format!("{e:#}");
+                    error!(
+                        alert_id = alert.id,
+                        finding_id = alert.finding_id,
+                        "alert cancelled: {why}"
+                    );
+                    log.alert_closed(alert.id, AlertEnd::Cancelled, now, Some(&why), false)?;
+                    round.cancelled += 1;
+                    continue;
+                }
+            };
             fail::fail_point!("outbox::before_deliver");
             match deliver(sink, &payload) {
                 Ok(()) => {
@@ -131,6 +156,8 @@ pub fn deliver_due(config: &Config, log: &ActivityLog, budget: Duration) -> Resu
                         at + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
                     warn!(alert_id = alert.id, finding_id = alert.finding_id, task_id = %alert.task_id, sink = %sink.name, attempts, retry_in = %humantime::format_duration(Duration::from_millis(wait.as_millis() as u64)), error = %why, "alert not delivered");
                     log.alert_failed(alert.id, at, &why, next)?;
+                    // The sink's other alerts wait for the same retry.
+                    log.alerts_hold_sink(&sink.name, next)?;
                     failed_sinks.insert(sink.name.clone());
                     round.failed += 1;
                 }

@@ -1,16 +1,19 @@
 //! Strays: processes whose command line matches a droid type's
-//! `process_match` but that belong to no task on this host, e.g. a worker
-//! that outlived its task after the executor crashed. A process belongs to
-//! a task when it is a RUNNING or PENDING task's process, one of its
-//! descendants, or in its process group; a matching child of a stray is
-//! part of that stray, not another one.
+//! `process_match` but that no task owns, e.g. a worker that outlived its
+//! task after the executor crashed.
 //!
-//! This finds the candidates of one sweep; the sweep reports a candidate
-//! only once it has been seen on two consecutive sweeps (a task being
-//! registered races its own process), and only once per identity.
+//! Ownership is wide on purpose, since the price of a wrong stray is a
+//! killed worker: a process is owned when any snapshot row names its pid
+//! (any state, any host, a malformed row too), or it descends from such a
+//! process, or it shares such a process's group. A candidate with an owned
+//! descendant is a pool master or a wrapper, not a stray; a matching child
+//! of a candidate is part of that candidate.
+//!
+//! This finds one sweep's candidates; the sweep reports a candidate only
+//! once two consecutive sweeps have seen the same identity, and only once.
 
 use crate::config::Config;
-use crate::model::{Snapshot, TaskState};
+use crate::model::{Row, Snapshot};
 use crate::probe::{ProcTable, Stat};
 use std::collections::HashSet;
 
@@ -18,9 +21,17 @@ use std::collections::HashSet;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
     pub stat: Stat,
-    /// The droid type whose pattern matched; `None` for `[defaults]`.
+    /// The droid type whose own pattern matched; `None` for `[defaults]`.
     pub droid_type: Option<String>,
     pub cmdline: String,
+}
+
+/// What tasks own, from one snapshot and one `/proc` scan.
+pub struct Owned {
+    /// Every pid a snapshot row names.
+    pub named: HashSet<i32>,
+    /// Those, their descendants, and every process in their groups.
+    pub all: HashSet<i32>,
 }
 
 /// Whether any droid type looks for strays at all (reading every command
@@ -33,46 +44,55 @@ pub fn enabled(config: &Config) -> bool {
             .any(|p| p.process_match.is_some())
 }
 
-/// This sweep's candidates, outermost first.
-pub fn candidates(table: &ProcTable, config: &Config, snapshot: &Snapshot) -> Vec<Candidate> {
-    if !enabled(config) {
-        return Vec::new();
-    }
-    // What tasks own: their processes, their descendants, their groups.
-    let mut owned: HashSet<i32> = HashSet::new();
-    let mut groups: HashSet<i32> = HashSet::new();
-    for row in &snapshot.rows {
-        let crate::model::Row::Task(t) = row else {
-            continue;
-        };
-        let local = t.host.as_deref().is_none_or(|h| h == config.host);
-        if !(local && matches!(t.state, TaskState::Running | TaskState::Pending)) {
-            continue;
-        }
-        let Some(pid) = t.pid else { continue };
-        if let Some(s) = table.stat(pid) {
+pub fn owned(table: &ProcTable, snapshot: &Snapshot) -> Owned {
+    let named: HashSet<i32> = snapshot
+        .rows
+        .iter()
+        .filter_map(|r| match r {
+            Row::Task(t) => t.pid,
+            Row::Bad(b) => b.pid,
+        })
+        .collect();
+    let mut all = HashSet::new();
+    let mut groups = HashSet::new();
+    for pid in &named {
+        if let Some(s) = table.stat(*pid) {
             groups.insert(s.pgrp);
         }
-        descend(table, pid, &mut owned);
+        descend(table, *pid, &mut all);
     }
     let me = std::process::id() as i32;
     if let Some(s) = table.stat(me) {
         groups.insert(s.pgrp);
     }
+    all.extend(
+        table
+            .stats()
+            .filter(|s| groups.contains(&s.pgrp))
+            .map(|s| s.pid),
+    );
+    all.insert(me);
+    Owned { named, all }
+}
 
+/// This sweep's candidates, by pid.
+pub fn candidates(table: &ProcTable, config: &Config, owned: &Owned) -> Vec<Candidate> {
+    if !enabled(config) {
+        return Vec::new();
+    }
+    // A droid type's pattern inherited from [defaults] is [defaults]' own:
+    // the type that happens to sort first must not claim its strays.
+    let inherited = config.defaults.process_match.as_ref().map(|r| r.as_str());
     let patterns: Vec<(Option<&str>, &regex::Regex)> = config
         .droid_types
         .iter()
         .filter_map(|(name, p)| p.process_match.as_ref().map(|re| (Some(name.as_str()), re)))
+        .filter(|(_, re)| Some(re.as_str()) != inherited)
         .chain(config.defaults.process_match.as_ref().map(|re| (None, re)))
         .collect();
     let mut found: Vec<Candidate> = Vec::new();
     for stat in table.stats() {
-        if stat.pid <= 1
-            || stat.pid == me
-            || owned.contains(&stat.pid)
-            || groups.contains(&stat.pgrp)
-        {
+        if stat.pid <= 1 || owned.all.contains(&stat.pid) {
             continue;
         }
         // Kernel threads and zombies have no command line.
@@ -87,9 +107,12 @@ pub fn candidates(table: &ProcTable, config: &Config, snapshot: &Snapshot) -> Ve
             });
         }
     }
-    // A candidate under another candidate is part of that one's tree.
     let pids: HashSet<i32> = found.iter().map(|c| c.stat.pid).collect();
-    found.retain(|c| !has_ancestor_in(table, c.stat, &pids));
+    found.retain(|c| {
+        let mut tree = HashSet::new();
+        descend(table, c.stat.pid, &mut tree);
+        !has_ancestor_in(table, c.stat, &pids) && tree.is_disjoint(&owned.all)
+    });
     found.sort_by_key(|c| c.stat.pid);
     found
 }

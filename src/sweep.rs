@@ -311,6 +311,7 @@ pub fn sweep(
                 sweep: kind,
                 hang_floor,
                 config_fingerprint: config.fingerprint.clone(),
+                verdict,
                 continues: Some(j.kind).filter(|k| *k != verdict),
             };
             judged.push((task, j, probe, serde_json::to_value(&inputs)?));
@@ -420,107 +421,144 @@ pub fn sweep(
     }
 
     // Strays: recorded once seen on two consecutive sweeps, once each.
+    // Terminating one needs a snapshot this sweep can trust: no malformed
+    // row, and this host's work in it (a snapshot that lost its tasks makes
+    // every worker look like a stray).
     let first_stray = planned.len();
-    for c in strays::candidates(&table, config, &snapshot) {
-        let seen = memory.stray(&boot.boot_id, &c, started_at)?;
-        if seen.reported || !seen.seen_last_sweep {
-            continue;
-        }
-        let policy = c
-            .droid_type
-            .as_deref()
-            .map_or(&config.defaults, |t| config.policy(t));
-        let decision = match (policy.on_stray, policy.mode) {
-            (OnStray::Terminate, Mode::Enforce) => Decision {
-                action: Action::Terminate,
-                outcome: Outcome::Pending,
-                note: None,
-            },
-            (OnStray::Terminate, Mode::Shadow) => Decision {
-                action: Action::None,
-                outcome: Outcome::Reported,
-                note: Some("shadow mode: would terminate".into()),
-            },
-            (OnStray::Report, _) => Decision {
-                action: Action::None,
-                outcome: Outcome::Reported,
-                note: None,
-            },
+    let mut stray_candidates: Vec<Candidate> = Vec::new();
+    if strays::enabled(config) {
+        let owned = strays::owned(&table, &snapshot);
+        let bad_rows = snapshot.rows.iter().any(|r| matches!(r, Row::Bad(_)));
+        let distrust = if bad_rows {
+            Some("the snapshot has malformed rows")
+        } else if local == 0 {
+            Some("the snapshot shows no RUNNING task on this host")
+        } else {
+            None
         };
-        let pid = c.stat.pid;
-        let started = boot.started_at(c.stat.start_ticks);
-        let age_ms = (started_at - started).num_milliseconds().max(0);
-        let mut tree = Vec::new();
-        if let Probe::Found(members) = table.probe(pid) {
-            // The same process the scan matched, descendants first.
-            if members.first().map(|m| m.stat.start_ticks) == Some(c.stat.start_ticks) {
-                tree = members
-                    .iter()
-                    .rev()
-                    .map(|m| Identity {
-                        pid: m.stat.pid,
-                        start_ticks: m.stat.start_ticks,
-                    })
-                    .collect();
+        for c in strays::candidates(&table, config, &owned) {
+            let seen = memory.stray(&boot.boot_id, &c, started_at)?;
+            let key = format!(
+                "stray:{}:{}:{}",
+                boot.boot_id.get(..8).unwrap_or(&boot.boot_id),
+                c.stat.pid,
+                c.stat.start_ticks
+            );
+            // A stray whose action a crash interrupted is decided again.
+            let resumed = open.iter().any(|o| o.task_id == key);
+            if !seen.seen_last_sweep || (seen.reported && !resumed) {
+                continue;
             }
+            let policy = c
+                .droid_type
+                .as_deref()
+                .map_or(&config.defaults, |t| config.policy(t));
+            let pid = c.stat.pid;
+            let started = boot.started_at(c.stat.start_ticks);
+            let age = (started_at - started).to_std().unwrap_or_default();
+            // As young as a task may be before its first heartbeat: it may
+            // still be on its way to being registered.
+            if age < policy.startup_grace {
+                continue;
+            }
+            let decision = match (policy.on_stray, policy.mode, distrust) {
+                (OnStray::Terminate, Mode::Enforce, None) => Decision {
+                    action: Action::Terminate,
+                    outcome: Outcome::Pending,
+                    note: None,
+                },
+                (OnStray::Terminate, Mode::Enforce, Some(why)) => Decision {
+                    action: Action::None,
+                    outcome: Outcome::Reported,
+                    note: Some(format!("not terminated: {why}")),
+                },
+                (OnStray::Terminate, Mode::Shadow, _) => Decision {
+                    action: Action::None,
+                    outcome: Outcome::Reported,
+                    note: Some("shadow mode: would terminate".into()),
+                },
+                (OnStray::Report, _, _) => Decision {
+                    action: Action::None,
+                    outcome: Outcome::Reported,
+                    note: None,
+                },
+            };
+            let mut tree = Vec::new();
+            if let Probe::Found(members) = table.probe(pid) {
+                // The same process the scan matched, descendants first.
+                if members.first().map(|m| m.stat.start_ticks) == Some(c.stat.start_ticks) {
+                    tree = members
+                        .iter()
+                        .rev()
+                        .map(|m| Identity {
+                            pid: m.stat.pid,
+                            start_ticks: m.stat.start_ticks,
+                        })
+                        .collect();
+                }
+            }
+            let evidence = serde_json::json!({
+                "reason": format!(
+                    "process {pid} matches the process_match of {} but no task owns it; seen since {}",
+                    c.droid_type.as_deref().map_or("[defaults]".to_string(), |t| format!("droid type {t}")),
+                    seen.first_seen_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                ),
+                "cmdline": c.cmdline,
+                "start_ticks": c.stat.start_ticks,
+                "process_started_at": started,
+                "age_ms": age.as_millis() as u64,
+                "ppid": c.stat.ppid,
+                "pgrp": c.stat.pgrp,
+                "state": c.stat.state.to_string(),
+                "members": tree.len(),
+                "first_seen_at": seen.first_seen_at,
+                "boot_id": boot.boot_id,
+            });
+            planned.push(Planned {
+                task: None,
+                finding: NewFinding {
+                    task_id: key,
+                    attempt: 0,
+                    kind: Kind::Stray,
+                    droid_type: c.droid_type.clone(),
+                    plan_id: None,
+                    pid: Some(pid),
+                    host: None,
+                    evidence,
+                    action: decision.action,
+                    outcome: decision.outcome,
+                    detail: decision.note.clone(),
+                    inputs: serde_json::Value::Null,
+                },
+                decision,
+                tree,
+            });
+            stray_candidates.push(c);
         }
-        let evidence = serde_json::json!({
-            "reason": format!(
-                "process {pid} matches the process_match of {} but belongs to no RUNNING or PENDING task; seen since {}",
-                c.droid_type.as_deref().map_or("[defaults]".to_string(), |t| format!("droid type {t}")),
-                seen.first_seen_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            ),
-            "cmdline": c.cmdline,
-            "start_ticks": c.stat.start_ticks,
-            "process_started_at": started,
-            "age_ms": age_ms,
-            "ppid": c.stat.ppid,
-            "pgrp": c.stat.pgrp,
-            "state": c.stat.state.to_string(),
-            "members": tree.len(),
-            "first_seen_at": seen.first_seen_at,
-            "boot_id": boot.boot_id,
-        });
-        memory.stray_reported(&boot.boot_id, &c)?;
-        planned.push(Planned {
-            task: None,
-            finding: NewFinding {
-                task_id: format!("stray:{pid}:{}", c.stat.start_ticks),
-                attempt: 0,
-                kind: Kind::Stray,
-                droid_type: c.droid_type.clone(),
-                plan_id: None,
-                pid: Some(pid),
-                host: None,
-                evidence,
-                action: decision.action,
-                outcome: decision.outcome,
-                detail: decision.note.clone(),
-                inputs: serde_json::Value::Null,
-            },
-            decision,
-            tree,
-        });
     }
-    // The brake holds strays too: a broken snapshot makes every worker look
-    // like one, and must not get the fleet killed.
-    let terminating = planned[first_stray..]
-        .iter()
-        .filter(|p| p.decision.should_act())
-        .count();
+    // One brake for every action of the sweep: strays count with tasks.
+    let acting = |ps: &[Planned]| ps.iter().filter(|p| p.decision.should_act()).count();
+    let terminating = acting(&planned[first_stray..]);
     let limit = config
         .defaults
         .max_actions_per_sweep
         .map_or_else(|| 10usize.max(running.len().div_ceil(5)), |n| n as usize);
-    if terminating > limit {
+    let total = acting(&planned[..first_stray]) + terminating;
+    if terminating > 0 && total > limit {
         for p in planned[first_stray..].iter_mut() {
             if p.decision.should_act() {
-                let note = format!("mass-action brake: this sweep would terminate {terminating} strays, more than the limit of {limit}; terminating none");
+                let note = format!("mass-action brake: this sweep would act on {total} tasks and strays, more than the limit of {limit}; no stray terminated");
                 p.decision.outcome = Outcome::Braked;
                 p.decision.note = Some(note.clone());
                 p.finding.outcome = Outcome::Braked;
                 p.finding.detail = Some(note);
             }
+        }
+    }
+    // Recorded once; a braked stray is decided again next sweep.
+    for (p, c) in planned[first_stray..].iter().zip(&stray_candidates) {
+        if p.decision.outcome != Outcome::Braked {
+            memory.stray_reported(&boot.boot_id, c)?;
         }
     }
 
@@ -562,6 +600,10 @@ pub fn sweep(
             Some(t) => (
                 Outcome::AlreadyFinished,
                 format!("task is now {:?} (attempt {})", t.state, t.attempt),
+            ),
+            None if o.kind == Kind::Stray.as_str() => (
+                Outcome::AlreadyFinished,
+                "the stray is gone, or a task owns it now".to_string(),
             ),
             None => (
                 Outcome::AlreadyFinished,

@@ -50,6 +50,9 @@ pub fn parse_row(row: &Map<String, Value>, tz: ExecutorTz) -> Row {
                 plan_id: text(row.get("plan_id")),
                 attempt: row.get("attempt").and_then(Value::as_i64).unwrap_or(1),
                 reason,
+                pid: text(row.get("pid"))
+                    .and_then(|p| p.trim().parse::<i32>().ok())
+                    .filter(|p| *p > 1),
             })
         }
     }

@@ -64,10 +64,14 @@ fn every_alert_arrives_exactly_once_through_a_receiver_that_fails_first() {
     );
     let mut daemon = Running::start(&mut w.foreman(&["run"]));
     // 3 refused, then one accepted per finding.
-    let requests = receiver.wait_for(5, PATIENCE);
+    receiver.wait_for(5, PATIENCE);
     daemon.signal(libc::SIGTERM);
     let out = daemon.finish(PATIENCE);
     assert_eq!(out.code, Some(0), "{out:#?}");
+    // Everything the daemon ever sent, now that it has exited: a late
+    // duplicate would be here.
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 5, "{requests:#?}");
 
     let accepted = &requests[3..];
     let mut by_finding: BTreeMap<String, Vec<Value>> = BTreeMap::new();
@@ -255,16 +259,72 @@ fn an_alert_older_than_max_age_expires_and_is_logged_at_error() {
         .expect("port")
         .port();
     let url = format!("http://127.0.0.1:{port}/alerts");
-    let w = world("", &["gone-1"], &webhook("down", &url, "max_age = \"1ms\""));
+    let w = world(
+        "",
+        &["gone-1"],
+        &webhook("down", &url, "max_age = \"100ms\""),
+    );
     let out = run(&mut w.foreman(&["sweep"]));
-    assert_eq!(out.code, Some(0), "{out:#?}");
-    // Queued at the sweep's start; the first attempt comes later than 1ms.
+    assert_eq!(
+        out.code,
+        Some(0),
+        "undelivered alerts never fail a sweep: {out:#?}"
+    );
     let rows = alert_rows(&w);
     assert_eq!(rows.len(), 1);
+    // Past max_age, the next command to look expires it.
+    let queued: String = w
+        .activity()
+        .expect("log")
+        .query_row("SELECT queued_at FROM alerts", [], |r| r.get(0))
+        .expect("queued_at");
+    let queued = chrono::DateTime::parse_from_rfc3339(&queued).expect("time");
+    while chrono::Utc::now() < queued + chrono::Duration::milliseconds(150) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = run(&mut w.foreman(&["sweep"]));
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    let rows = alert_rows(&w);
     assert_eq!(rows[0].2, "expired", "{rows:?}\n{}", out.stderr);
     assert!(
         out.stderr.contains("ERROR") && out.stderr.contains("alert expired"),
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn a_sink_that_is_down_is_tried_once_per_backoff_and_re_seen_findings_do_not_pile_up() {
+    let _g = crate::spawning();
+    let receiver = Receiver::start(usize::MAX);
+    let w = world(
+        "",
+        &["stuck-1", "stuck-2", "stuck-3"],
+        &webhook("down", &receiver.url(), "realert_after = \"1ms\""),
+    );
+    // Every mark fails, so every sweep decides on the three findings again.
+    w.executor()
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE UPDATE ON tasks BEGIN SELECT RAISE(ABORT, 'the executor refuses'); END;",
+        )
+        .expect("trigger");
+    for _ in 0..2 {
+        let out = run(&mut w.foreman(&["sweep"]));
+        assert_eq!(out.code, Some(1), "{out:#?}");
+    }
+    let rows = alert_rows(&w);
+    assert_eq!(
+        rows.len(),
+        3,
+        "one queued alert per finding, however often it is re-seen: {rows:?}"
+    );
+    assert!(rows.iter().all(|r| r.2 == "queued"), "{rows:?}");
+    // The first failure holds the sink's other alerts until its retry: at
+    // most one attempt per round, whatever the backlog.
+    let sent = receiver.requests().len();
+    assert!(
+        (1..=2).contains(&sent),
+        "{sent} requests in 2 rounds: {rows:?}"
+    );
+    assert_eq!(rows.iter().map(|r| r.3).sum::<i64>(), sent as i64);
 }

@@ -43,6 +43,16 @@ fn matching(w: &mut World, marker: &str) -> i32 {
     pid
 }
 
+/// A sweep, after the executor recorded a heartbeat for every RUNNING task
+/// (the tests' tasks stand for healthy work).
+fn sweep(w: &World) -> SweepReport {
+    w.exec(
+        "UPDATE tasks SET last_progress_at = ?1 WHERE state = 'RUNNING'",
+        [rfc(now())],
+    );
+    w.sweep(SCHEDULED)
+}
+
 fn strays(r: &SweepReport) -> Vec<&foreman::sweep::FindingReport> {
     r.findings
         .iter()
@@ -78,13 +88,13 @@ fn a_matching_process_no_task_owns_is_reported_once_after_two_sweeps() {
         .heartbeat(now())
         .insert();
 
-    let first = w.sweep(SCHEDULED);
+    let first = sweep(&w);
     assert!(
         strays(&first).is_empty(),
         "seen once is not yet a stray: {:#?}",
         first.findings
     );
-    let second = w.sweep(SCHEDULED);
+    let second = sweep(&w);
     let found = strays(&second);
     assert_eq!(found.len(), 1, "{found:#?}");
     let f = found[0];
@@ -101,7 +111,7 @@ fn a_matching_process_no_task_owns_is_reported_once_after_two_sweeps() {
     assert!(f.evidence["age_ms"].as_i64().is_some());
     assert!(f.id.is_some());
 
-    let third = w.sweep(SCHEDULED);
+    let third = sweep(&w);
     assert!(strays(&third).is_empty(), "recorded once, not every sweep");
     assert_eq!(
         w.count("SELECT COUNT(*) FROM findings WHERE kind = 'stray'"),
@@ -114,10 +124,17 @@ fn a_matching_process_no_task_owns_is_reported_once_after_two_sweeps() {
 #[test]
 fn a_stray_with_terminate_is_gone_after_a_verified_sigterm() {
     let (mut w, marker) = marker_world("terminate", false);
+    // Work here, so the snapshot is trusted.
+    let busy = w.spawn(&["sleep", "300"]);
+    w.task("busy")
+        .pid(busy.into())
+        .started(now())
+        .heartbeat(now())
+        .insert();
     let stray = matching(&mut w, &marker);
     let child = tree(stray)[1].0;
-    w.sweep(SCHEDULED);
-    let second = w.sweep(SCHEDULED);
+    sweep(&w);
+    let second = sweep(&w);
     let found = strays(&second);
     assert_eq!(found.len(), 1, "{:#?}", second.findings);
     let f = found[0];
@@ -141,9 +158,15 @@ fn a_stray_with_terminate_is_gone_after_a_verified_sigterm() {
 #[test]
 fn a_pid_reused_by_another_matching_process_is_never_signalled_for_the_old_one() {
     let (mut w, marker) = marker_world("terminate", true);
+    let busy = w.spawn(&["sleep", "300"]);
+    w.task("busy")
+        .pid(busy.into())
+        .started(now())
+        .heartbeat(now())
+        .insert();
     let old = matching(&mut w, &marker);
     let old_ticks = start_ticks(old);
-    let first = w.sweep(SCHEDULED);
+    let first = sweep(&w);
     assert!(strays(&first).is_empty());
 
     // The old stray ends; another matching process takes its pid (once its
@@ -167,8 +190,120 @@ fn a_pid_reused_by_another_matching_process_is_never_signalled_for_the_old_one()
     assert_ne!(new_ticks, old_ticks);
 
     // Same pid, another identity: first sight again, nothing signalled.
-    let second = w.sweep(SCHEDULED);
+    let second = sweep(&w);
     assert!(strays(&second).is_empty(), "{:#?}", second.findings);
     assert!(alive(new, new_ticks), "the newcomer was not signalled");
     assert_eq!(w.count("SELECT COUNT(*) FROM finding_signals"), 0);
+}
+
+#[test]
+fn processes_rows_name_are_never_strays_whatever_the_row() {
+    let (mut w, marker) = marker_world("terminate", false);
+    // A row of another host, a malformed row, a FAILED row: each names a
+    // live matching process, which is therefore owned.
+    let elsewhere = matching(&mut w, &marker);
+    w.task("elsewhere")
+        .droid("worker")
+        .host("other-host")
+        .pid(elsewhere.into())
+        .started(now())
+        .insert();
+    let malformed = matching(&mut w, &marker);
+    w.task("malformed")
+        .droid("worker")
+        .pid(malformed.into())
+        .started_text("not a time")
+        .insert();
+    let finished = matching(&mut w, &marker);
+    w.task("finished")
+        .droid("worker")
+        .state("FAILED")
+        .pid(finished.into())
+        .started(now())
+        .insert();
+    // A matching parent whose child is a RUNNING task's process: a pool
+    // master, never a stray.
+    let master = w.spawn(&[
+        "sh",
+        "-c",
+        &format!("sleep 300 & echo $! ; wait; : {marker}"),
+    ]);
+    wait_for("the master's child", || tree(master).len() == 2);
+    let pooled = tree(master)[1].0;
+    w.task("pooled")
+        .droid("worker")
+        .pid(pooled.into())
+        .started(now())
+        .heartbeat(now())
+        .insert();
+
+    for _ in 0..3 {
+        let r = sweep(&w);
+        assert!(strays(&r).is_empty(), "{:#?}", strays(&r));
+    }
+    for pid in [elsewhere, malformed, finished, master, pooled] {
+        assert!(alive(pid, start_ticks(pid)), "{pid} was signalled");
+    }
+    assert_eq!(w.count("SELECT COUNT(*) FROM finding_signals"), 0);
+}
+
+#[test]
+fn strays_are_not_terminated_when_the_snapshot_shows_no_work_here() {
+    let (mut w, marker) = marker_world("terminate", false);
+    let stray = matching(&mut w, &marker);
+    sweep(&w);
+    let r = sweep(&w);
+    let found = strays(&r);
+    assert_eq!(found.len(), 1, "{:#?}", r.findings);
+    assert_eq!(
+        (found[0].action, found[0].outcome),
+        (Action::None, Outcome::Reported)
+    );
+    assert!(
+        found[0]
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("no RUNNING task on this host")),
+        "{:#?}",
+        found[0]
+    );
+    assert!(alive(stray, start_ticks(stray)));
+}
+
+#[test]
+fn stray_terminations_count_against_the_brake() {
+    let (mut w, marker) = marker_world("terminate", false);
+    let mut cfg_text = std::fs::read_to_string(w.path("foreman.toml")).unwrap();
+    cfg_text = cfg_text.replace("[defaults]\n", "[defaults]\nmax_actions_per_sweep = 1\n");
+    std::fs::write(w.path("foreman.toml"), &cfg_text).unwrap();
+    w.config = foreman::config::Config::parse(&cfg_text, &w.path("foreman.toml")).unwrap();
+    // Work here, so the snapshot is trusted.
+    let busy = w.spawn(&["sleep", "300"]);
+    w.task("busy")
+        .pid(busy.into())
+        .started(now())
+        .heartbeat(now())
+        .insert();
+    let a = matching(&mut w, &marker);
+    let b = matching(&mut w, &marker);
+    sweep(&w);
+    let r = sweep(&w);
+    let found = strays(&r);
+    assert_eq!(found.len(), 2, "{:#?}", r.findings);
+    for f in &found {
+        assert_eq!(
+            (f.action, f.outcome),
+            (Action::Terminate, Outcome::Braked),
+            "{f:#?}"
+        );
+    }
+    assert!(alive(a, start_ticks(a)) && alive(b, start_ticks(b)));
+    // Braked, not forgotten: decided again by the next sweep (and braked
+    // again while there are still too many).
+    let again = sweep(&w);
+    assert_eq!(strays(&again).len(), 2);
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM findings WHERE kind = 'stray'"),
+        2
+    );
 }
