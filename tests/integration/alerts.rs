@@ -328,3 +328,49 @@ fn a_sink_that_is_down_is_tried_once_per_backoff_and_re_seen_findings_do_not_pil
     );
     assert_eq!(rows.iter().map(|r| r.3).sum::<i64>(), sent as i64);
 }
+
+#[test]
+fn alerts_of_a_sink_no_longer_configured_are_held_not_dropped() {
+    let _g = crate::spawning();
+    let receiver = Receiver::start(usize::MAX);
+    let w = world("", &["gone-1"], &webhook("pager", &receiver.url(), ""));
+    let out = run(&mut w.foreman(&["sweep"]));
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    assert_eq!(receiver.requests().len(), 1, "tried once, refused");
+
+    // The operator renames the sink while it is down; its retry falls due.
+    let next: String = w
+        .activity()
+        .expect("log")
+        .query_row("SELECT next_attempt_at FROM alerts", [], |r| r.get(0))
+        .expect("next_attempt_at");
+    let next = chrono::DateTime::parse_from_rfc3339(&next).expect("time");
+    while chrono::Utc::now() <= next {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(w.config_path()).expect("config");
+    w.write(
+        "foreman.toml",
+        &text.replace("name = \"pager\"", "name = \"pager-2\""),
+    );
+    let out = run(&mut w.foreman(&["sweep"]));
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    let rows = alert_rows(&w);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].0.as_str(), rows[0].2.as_str()),
+        ("pager", "queued"),
+        "{rows:?}"
+    );
+    let why: String = w
+        .activity()
+        .expect("log")
+        .query_row("SELECT last_error FROM alerts", [], |r| r.get(0))
+        .expect("last_error");
+    assert!(why.contains("not in this configuration"), "{why}");
+    assert_eq!(
+        receiver.requests().len(),
+        1,
+        "not sent through another sink"
+    );
+}

@@ -57,7 +57,7 @@ pub(crate) fn before_boot() -> String {
     (boot.boot_time - chrono::Duration::hours(1)).to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn now_text() -> String {
+pub(crate) fn now_text() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 

@@ -307,3 +307,80 @@ fn stray_terminations_count_against_the_brake() {
         2
     );
 }
+
+/// kill -9 between committing a stray's `terminate` and doing it: the next
+/// sweep terminates it, once.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_stray_terminate_interrupted_by_a_crash_is_done_by_the_next_sweep() {
+    use crate::cli::{insert_task, now_text, run, wait_for, Running, World as Cli, HOST, PATIENCE};
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let _g = crate::spawning();
+    let w = Cli::new();
+    let marker = format!("foreman-stray-crash-{}", std::process::id());
+    w.write(
+        "foreman.toml",
+        &format!(
+            "host = \"{HOST}\"\nmax_cpu_pressure = 100.0\n[executor]\nkind = \"sqlite\"\npath = \"executor.db\"\n\
+             [activity]\npath = \"foreman.db\"\n[defaults]\nstartup_grace = \"0s\"\nkill_grace = \"2s\"\n\
+             [droid_types.worker]\nprocess_match = \"{marker}\"\non_stray = \"terminate\"\n"
+        ),
+    );
+    let spawn = |argv: &[&str]| {
+        std::process::Command::new(argv[0])
+            .args(&argv[1..])
+            .process_group(0)
+            .spawn()
+            .expect("spawn")
+    };
+    // Healthy work here, so the snapshot is trusted.
+    let mut busy = spawn(&["sleep", "300"]);
+    insert_task(
+        &w.executor(),
+        "busy",
+        "other",
+        Some(busy.id() as i32),
+        &now_text(),
+        Some(&now_text()),
+    );
+    let mut stray = spawn(&["sh", "-c", &format!("sleep 300; : {marker}")]);
+    let stray_pid = stray.id() as i32;
+    wait_for("the stray's child", PATIENCE, || {
+        (tree(stray_pid).len() == 2).then_some(())
+    });
+
+    assert_eq!(run(&mut w.foreman(&["sweep"])).code, Some(0));
+    let mut held = Running::start(
+        w.foreman(&["sweep"])
+            .env("FAILPOINTS", "sweep::before_act=sleep(60000)"),
+    );
+    wait_for("the stray committed as pending terminate", PATIENCE, || {
+        w.log_i64("SELECT COUNT(*) FROM findings WHERE kind = 'stray' AND action = 'terminate' AND outcome = 'pending'")
+            .filter(|n| *n == 1)
+    });
+    held.signal(libc::SIGKILL);
+    held.finish(PATIENCE);
+    assert!(
+        stray.try_wait().expect("try_wait").is_none(),
+        "not terminated before the crash"
+    );
+
+    let out = run(&mut w.foreman(&["sweep"]));
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    assert_eq!(
+        w.log_i64("SELECT COUNT(*) FROM findings WHERE kind = 'stray' AND outcome = 'terminated'"),
+        Some(1),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        stray.wait().expect("wait").signal().is_some(),
+        "the stray was terminated"
+    );
+    assert_eq!(
+        w.log_i64("SELECT COUNT(*) FROM findings WHERE kind = 'stray'"),
+        Some(1)
+    );
+    let _ = busy.kill();
+    let _ = busy.wait();
+}
