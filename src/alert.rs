@@ -10,7 +10,6 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
-use wait_timeout::ChildExt;
 
 /// Bump when a field changes meaning or goes away (adding one does not).
 pub const PAYLOAD_VERSION: u32 = 1;
@@ -53,14 +52,17 @@ pub enum NextStep {
     Inspect,
 }
 
-/// What recovery should do: the task's process is gone → `recover` (dead, zombie,
-/// pid_reused, orphan); it was hung → `replan`; anything else (stray, unverifiable,
-/// or an outcome where Foreman did not mark the task: braked, unkillable, error) → `inspect`.
+/// What recovery should do. Only when Foreman marked the task failed
+/// (outcome `marked_failed`) is there something for recovery to pick up: the
+/// process is gone (dead, zombie, pid_reused, orphan) → `recover`; it was hung →
+/// `replan`. Every other outcome (the task was not marked: pending, braked,
+/// unkillable, error, deferred_starvation, would_mark_failed, already_finished,
+/// reported, cleared, terminated) and every other kind (stray, unverifiable,
+/// alive) → `inspect`.
 pub fn next_step(kind: Kind, outcome: Outcome) -> NextStep {
     match outcome {
-        Outcome::Braked | Outcome::Unkillable | Outcome::Error => NextStep::Inspect,
-        _ if kind.is_gone() => NextStep::Recover,
-        _ if kind == Kind::Hung => NextStep::Replan,
+        Outcome::MarkedFailed if kind.is_gone() => NextStep::Recover,
+        Outcome::MarkedFailed if kind == Kind::Hung => NextStep::Replan,
         _ => NextStep::Inspect,
     }
 }
@@ -68,6 +70,11 @@ pub fn next_step(kind: Kind, outcome: Outcome) -> NextStep {
 /// One delivery attempt. Ok(()) = delivered. Err(reason) = not delivered, retry later;
 /// the reason is one line fit for a log (status code and the start of the body, or
 /// "timed out after 5s", or "exit status 3: <last stderr line>", ...).
+///
+/// A command sink runs in its own process group with a cleared environment:
+/// it sees only PATH, HOME, LANG, LC_ALL, TZ, FOREMAN_FINDING_ID and
+/// FOREMAN_ALERT_ID (see `run`), never the secrets other sinks read. Whatever
+/// it leaves running in its group is killed when it exits.
 pub fn deliver(sink: &Sink, payload: &Payload) -> Result<(), String> {
     let body =
         serde_json::to_vec(payload).map_err(|e| format!("cannot encode the payload: {e}"))?;
@@ -199,6 +206,20 @@ fn http_error(e: ureq::Error, url: &str, timeout: Duration) -> String {
     }
 }
 
+/// Variables a command sink inherits from Foreman, when set. Nothing else is
+/// passed on: Foreman's environment holds other sinks' tokens
+/// (`bearer_token_env`).
+const COMMAND_ENV: [&str; 4] = ["HOME", "LANG", "LC_ALL", "TZ"];
+/// PATH for a command sink when Foreman has none.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Runs a command sink: the payload on stdin, stdout discarded, stderr kept
+/// for the reason. Its environment is cleared, then gets PATH (Foreman's, or
+/// `DEFAULT_PATH` when unset), HOME, LANG, LC_ALL and TZ when set, and
+/// FOREMAN_FINDING_ID and FOREMAN_ALERT_ID. It runs in its own process group,
+/// and once it has exited, timed out or could not be waited for, the whole
+/// group is SIGKILLed: nothing it started in the background outlives the
+/// delivery (nor holds its stderr open).
 fn run(argv: &[String], timeout: Duration, payload: &Payload, body: &[u8]) -> Result<(), String> {
     let program = argv.first().ok_or("the sink's argv is empty")?;
     // The payload goes in through an unlinked file rather than a pipe: a child
@@ -207,19 +228,29 @@ fn run(argv: &[String], timeout: Duration, payload: &Payload, body: &[u8]) -> Re
     let stdin = tempfile::tempfile()
         .and_then(|mut f| f.write_all(body).and(f.rewind()).map(|()| f))
         .map_err(|e| format!("cannot buffer the payload for {program:?}: {e}"))?;
-    let mut child = Command::new(program)
-        .args(&argv[1..])
+    let mut command = Command::new(program);
+    command.args(&argv[1..]).env_clear().env(
+        "PATH",
+        std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
+    );
+    for name in COMMAND_ENV {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    let mut child = command
+        .env("FOREMAN_FINDING_ID", payload.finding_id.to_string())
+        .env("FOREMAN_ALERT_ID", payload.alert_id.to_string())
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .env("FOREMAN_FINDING_ID", payload.finding_id.to_string())
-        .env("FOREMAN_ALERT_ID", payload.alert_id.to_string())
-        // Its own group, so a timeout kills whatever it started as well.
+        // Its own group, so whatever it starts is killed with it.
         .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot start {program:?}: {e}"))?;
+    let pid = child.id();
     let (tx, rx) = mpsc::channel();
-    if let Some(mut stderr) = child.stderr.take() {
+    let reader = child.stderr.take().map(|mut stderr| {
         // Read while it runs: a child filling the pipe would otherwise block
         // and look like a timeout.
         std::thread::spawn(move || {
@@ -237,29 +268,50 @@ fn run(argv: &[String], timeout: Duration, payload: &Payload, body: &[u8]) -> Re
                 }
             }
             let _ = tx.send(tail);
-        });
+        })
+    });
+    // Wait for the exit without reaping: while the child is a zombie its pid,
+    // which is also the group id, cannot be reused, so the group kill below
+    // reaches only what it started.
+    let (exit_tx, exit_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = exit_tx.send(wait_without_reaping(pid));
+    });
+    let waited = exit_rx.recv_timeout(timeout);
+    // SAFETY: kill(2) has no memory effects. ESRCH (nothing left) is fine.
+    unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+    if waited.is_err() {
+        // Killed above, so it exits now; reap only once the waiter has seen
+        // it, so the waiter never waits on a reused pid.
+        let _ = exit_rx.recv();
     }
-    let waited = child.wait_timeout(timeout);
-    let status = match waited {
-        Ok(Some(status)) => status,
-        Ok(None) | Err(_) => {
-            // Not reaped yet, so the group id is still ours to signal.
-            // SAFETY: kill(2) has no memory effects.
-            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
-            let _ = child.wait();
-            return Err(match waited {
-                Err(e) => format!("cannot wait for {program:?}: {e} (killed it)"),
-                _ => format!("timed out after {}", humantime::format_duration(timeout)),
-            });
+    let reaped = child.wait();
+    // The group is gone, so the pipe closes at once; bounded all the same, in
+    // case something left the group and kept stderr open.
+    let tail = match rx.recv_timeout(Duration::from_millis(500)) {
+        Ok(tail) => {
+            if let Some(reader) = reader {
+                let _ = reader.join();
+            }
+            tail
         }
+        Err(_) => Vec::new(),
+    };
+    let status = match (waited, reaped) {
+        (Err(_), _) => {
+            return Err(format!(
+                "timed out after {}",
+                humantime::format_duration(timeout)
+            ))
+        }
+        (Ok(Err(e)), _) | (Ok(Ok(())), Err(e)) => {
+            return Err(format!("cannot wait for {program:?}: {e} (killed it)"))
+        }
+        (Ok(Ok(())), Ok(status)) => status,
     };
     if status.success() {
         return Ok(());
     }
-    // A grandchild may keep stderr open after the child exits; do not wait on it.
-    let tail = rx
-        .recv_timeout(Duration::from_millis(500))
-        .unwrap_or_default();
     let line = last_line(&tail);
     let what = match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit status {code}"),
@@ -271,6 +323,29 @@ fn run(argv: &[String], timeout: Duration, payload: &Payload, body: &[u8]) -> Re
     } else {
         format!("{what}: {line}")
     })
+}
+
+/// Blocks until the child `pid` has exited, leaving it to be reaped.
+fn wait_without_reaping(pid: u32) -> std::io::Result<()> {
+    loop {
+        // SAFETY: siginfo_t is plain data; waitid only writes into it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 fn last_line(bytes: &[u8]) -> String {

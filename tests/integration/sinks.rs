@@ -283,33 +283,102 @@ fn command_timeout_kills_its_whole_group() {
     let _g = crate::spawning();
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("sleep.pid");
+    let timeout = Duration::from_secs(2);
     // The sleep is a grandchild: only a group kill reaches it.
     let sink = command(
         &[
             "sh",
             "-c",
-            "sleep 30 & echo $! > \"$0\"; wait",
+            "sleep 300 & echo $! > \"$0\"; wait",
             pidfile.to_str().unwrap(),
         ],
-        Duration::from_millis(300),
+        timeout,
     );
 
     let started = Instant::now();
-    let err = deliver(&sink, &payload()).unwrap_err();
+    let delivery = std::thread::spawn(move || deliver(&sink, &payload()));
+    // Read while the delivery is still waiting, so a loaded machine cannot
+    // time out the shell before it has started the sleep and named it.
+    let mut pid = None;
+    wait_for("the sleep's pid", || {
+        pid = std::fs::read_to_string(&pidfile)
+            .ok()
+            .filter(|s| s.ends_with('\n'))
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        pid.is_some()
+    });
+    let pid = pid.unwrap();
+    let err = delivery.join().unwrap().unwrap_err();
     let elapsed = started.elapsed();
 
-    assert_eq!(err, "timed out after 300ms");
-    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    // Gone, a zombie left to init, or the pid already reused by another program.
-    wait_for("the timed-out sleep to be gone", || {
-        !cmdline(pid).starts_with("sleep")
-            || matches!(proc_state(pid), None | Some('Z' | 'X' | 'x'))
-    });
+    assert_eq!(err, "timed out after 2s");
+    assert!(elapsed < timeout + PATIENCE, "took {elapsed:?}");
+    wait_for("the timed-out sleep to be gone", || gone(pid, "sleep"));
+}
+
+/// Gone, a zombie left to init, or the pid already reused by another program.
+fn gone(pid: i32, program: &str) -> bool {
+    !cmdline(pid).starts_with(program) || matches!(proc_state(pid), None | Some('Z' | 'X' | 'x'))
+}
+
+#[test]
+fn command_leaves_nothing_running_after_it_exits() {
+    let _g = crate::spawning();
+    for (exit, expected) in [(0, Ok(())), (3, Err("exit status 3: started".to_string()))] {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("sleep.pid");
+        // The background sleep inherits stderr: left alive, it would hold the
+        // pipe (and the reader thread) open as well.
+        let script = format!("sleep 300 & echo $! > \"$0\"; echo started >&2; exit {exit}");
+        let sink = command(&["sh", "-c", &script, pidfile.to_str().unwrap()], PATIENCE);
+
+        let started = Instant::now();
+        assert_eq!(deliver(&sink, &payload()), expected, "exit {exit}");
+        assert!(started.elapsed() < PATIENCE, "took {:?}", started.elapsed());
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        wait_for("the backgrounded sleep to be gone", || gone(pid, "sleep"));
+    }
+}
+
+#[test]
+fn command_sees_only_the_allowed_environment() {
+    let _g = crate::spawning();
+    let secret = format!("FOREMAN_TEST_SINK_SECRET_{}", std::process::id());
+    std::env::set_var(&secret, "hunter2-never-passed");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("env");
+    let sink = command(
+        &["sh", "-c", "env > \"$0\"", out.to_str().unwrap()],
+        PATIENCE,
+    );
+
+    assert_eq!(deliver(&sink, &payload()), Ok(()));
+
+    let env = std::fs::read_to_string(&out).unwrap();
+    std::env::remove_var(&secret);
+    let lines: Vec<&str> = env.lines().collect();
+    assert!(!env.contains(&secret), "{env}");
+    assert!(!env.contains("hunter2-never-passed"), "{env}");
+    assert!(lines.contains(&"FOREMAN_FINDING_ID=4711"), "{env}");
+    assert!(lines.contains(&"FOREMAN_ALERT_ID=815"), "{env}");
+    let path = format!("PATH={}", std::env::var("PATH").unwrap());
+    assert!(lines.contains(&path.as_str()), "{env}");
+    // Nothing from the test's own environment beyond the allowlist (sh adds
+    // a few of its own, such as PWD and SHLVL).
+    for (name, _) in std::env::vars() {
+        let allowed = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "PWD", "SHLVL", "_"];
+        if !allowed.contains(&name.as_str()) {
+            let prefix = format!("{name}=");
+            assert!(
+                !lines.iter().any(|l| l.starts_with(&prefix)),
+                "{name} passed: {env}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -346,7 +415,7 @@ fn command_with_chatty_stderr_does_not_deadlock() {
 }
 
 #[test]
-fn next_step_follows_the_kind_unless_foreman_could_not_act() {
+fn next_step_is_recovery_only_when_foreman_marked_the_task_failed() {
     use Kind::*;
     use NextStep::*;
     let kinds = [
@@ -357,21 +426,48 @@ fn next_step_follows_the_kind_unless_foreman_could_not_act() {
         (Orphan, Recover),
         (Hung, Replan),
         (Unverifiable, Inspect),
+        (Stray, Inspect),
     ];
-    let follow_kind = [
+    let not_marked = [
         Outcome::Pending,
-        Outcome::MarkedFailed,
         Outcome::AlreadyFinished,
         Outcome::WouldMarkFailed,
         Outcome::DeferredStarvation,
+        Outcome::Braked,
+        Outcome::Unkillable,
+        Outcome::Terminated,
         Outcome::Reported,
         Outcome::Cleared,
+        Outcome::Error,
     ];
-    let not_marked = [Outcome::Braked, Outcome::Unkillable, Outcome::Error];
-    for (kind, expected) in kinds {
-        for outcome in follow_kind {
-            assert_eq!(next_step(kind, outcome), expected, "{kind} {outcome}");
+    // Both lists name every variant: a new one does not compile until it is
+    // placed in the table.
+    for (kind, _) in kinds {
+        match kind {
+            Alive | Dead | Zombie | PidReused | Orphan | Hung | Unverifiable | Stray => {}
         }
+    }
+    for outcome in not_marked {
+        match outcome {
+            Outcome::MarkedFailed => unreachable!(),
+            Outcome::Pending
+            | Outcome::AlreadyFinished
+            | Outcome::WouldMarkFailed
+            | Outcome::DeferredStarvation
+            | Outcome::Braked
+            | Outcome::Unkillable
+            | Outcome::Terminated
+            | Outcome::Reported
+            | Outcome::Cleared
+            | Outcome::Error => {}
+        }
+    }
+    for (kind, expected) in kinds {
+        assert_eq!(
+            next_step(kind, Outcome::MarkedFailed),
+            expected,
+            "{kind} marked_failed"
+        );
         for outcome in not_marked {
             assert_eq!(next_step(kind, outcome), Inspect, "{kind} {outcome}");
         }
