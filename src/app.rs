@@ -2,7 +2,7 @@
 //! `error`, 2 usage or configuration error, 3 runtime error.
 
 use crate::activity::ActivityLog;
-use crate::cli::{ActArgs, ExplainArgs};
+use crate::cli::{ActArgs, ExplainArgs, LogArgs};
 use crate::config::{Config, ConfigError, DEFAULT_PATH};
 use crate::daemon;
 use crate::executor;
@@ -10,6 +10,7 @@ use crate::explain;
 use crate::lock;
 use crate::model::SweepKind;
 use crate::outbox;
+use crate::query;
 use crate::report;
 use crate::sweep::{sweep, LogAccess, SweepOptions};
 use std::path::{Path, PathBuf};
@@ -151,4 +152,82 @@ pub fn explain(path: &Path, args: &ExplainArgs) -> Result<u8, Failure> {
     } else {
         OK
     })
+}
+
+/// `log`: findings or sweeps, oldest first; with `--follow`, then whatever
+/// is committed, checked once a second, until interrupted.
+pub fn log(path: &Path, args: &LogArgs) -> Result<u8, Failure> {
+    use std::io::Write;
+    let config = load(path)?;
+    let now = chrono::Utc::now();
+    let filter = query::Filter {
+        since: args
+            .since
+            .as_deref()
+            .map(|s| query::parse_since(s, now))
+            .transpose()
+            .map_err(Failure::Usage)?,
+        kinds: args
+            .kind
+            .iter()
+            .map(|k| query::parse_kind(k))
+            .collect::<Result<_, _>>()
+            .map_err(Failure::Usage)?,
+        task: args.task.clone(),
+        droid_type: args.droid_type.clone(),
+    };
+    let mut out = std::io::stdout().lock();
+    let mut after = 0;
+    let mut warned = false;
+    loop {
+        match ActivityLog::open_read_only(&config.activity.path)? {
+            None if !args.follow => {
+                eprintln!(
+                    "foreman: no activity log at {} yet: nothing has been recorded",
+                    config.activity.path.display()
+                );
+                return Ok(OK);
+            }
+            None => {
+                if !warned {
+                    eprintln!(
+                        "foreman: waiting for the activity log at {}",
+                        config.activity.path.display()
+                    );
+                    warned = true;
+                }
+            }
+            Some(log) => {
+                let printed = if args.sweeps {
+                    let rows = query::sweeps(&log, filter.since, after)?;
+                    for r in &rows {
+                        let line = if args.json {
+                            serde_json::to_string(r).map_err(anyhow::Error::from)?
+                        } else {
+                            query::sweep_text(r)
+                        };
+                        writeln!(out, "{line}").map_err(anyhow::Error::from)?;
+                    }
+                    rows.last().map(|r| r.id)
+                } else {
+                    let rows = query::findings(&log, &filter, after)?;
+                    for r in &rows {
+                        let line = if args.json {
+                            serde_json::to_string(r).map_err(anyhow::Error::from)?
+                        } else {
+                            query::finding_text(r)
+                        };
+                        writeln!(out, "{line}").map_err(anyhow::Error::from)?;
+                    }
+                    rows.last().map(|r| r.id)
+                };
+                after = printed.unwrap_or(after);
+                out.flush().map_err(anyhow::Error::from)?;
+            }
+        }
+        if !args.follow {
+            return Ok(OK);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }

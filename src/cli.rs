@@ -35,6 +35,8 @@ pub enum Command {
     CheckConfig,
     /// Why a finding was made and what was done, with the verdict judged again
     Explain(ExplainArgs),
+    /// The activity log, queried: findings (or sweeps), newest last
+    Log(LogArgs),
     /// Watch a scratch executor with real processes for a few seconds
     Demo,
 }
@@ -56,4 +58,30 @@ pub struct ExplainArgs {
     /// Print one JSON object instead of text
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogArgs {
+    /// Only what was seen since then: a duration back from now ("1h",
+    /// "2days") or an RFC 3339 time
+    #[arg(long, value_name = "DURATION|TIME")]
+    pub since: Option<String>,
+    /// Only findings of this kind (repeat for several)
+    #[arg(long, value_name = "KIND")]
+    pub kind: Vec<String>,
+    /// Only findings of this task
+    #[arg(long, value_name = "ID")]
+    pub task: Option<String>,
+    /// Only findings of this droid type
+    #[arg(long = "type", value_name = "TYPE")]
+    pub droid_type: Option<String>,
+    /// List sweeps instead of findings
+    #[arg(long, conflicts_with_all = ["kind", "task", "droid_type"])]
+    pub sweeps: bool,
+    /// One JSON object per line
+    #[arg(long)]
+    pub json: bool,
+    /// Keep printing what is committed from now on (checks once a second)
+    #[arg(long)]
+    pub follow: bool,
 }

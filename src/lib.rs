@@ -22,6 +22,7 @@ pub mod model;
 pub mod observation;
 pub mod outbox;
 pub mod probe;
+pub mod query;
 pub mod recovery;
 pub mod report;
 pub mod strays;

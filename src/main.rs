@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         Command::ScanOrphans(a) => app::one_sweep(&path, a, SweepKind::Startup),
         Command::CheckConfig => app::check_config(&path),
         Command::Explain(a) => app::explain(&path, a),
+        Command::Log(a) => app::log(&path, a),
         Command::Demo => foreman::demo::run(),
     };
     match result {

@@ -181,6 +181,14 @@ impl Running {
         send(self.pid(), signal);
     }
 
+    /// What it printed on stdout so far.
+    pub(crate) fn stdout(&self) -> String {
+        self.stdout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub(crate) fn stderr(&self) -> String {
         self.stderr
             .lock()

@@ -7,6 +7,7 @@ mod alerts;
 mod cli;
 mod common;
 mod explain;
+mod log;
 mod processes;
 mod receiver;
 mod sinks;
