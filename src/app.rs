@@ -2,7 +2,7 @@
 //! `error`, 2 usage or configuration error, 3 runtime error.
 
 use crate::activity::ActivityLog;
-use crate::cli::{ActArgs, ExplainArgs, LogArgs};
+use crate::cli::{ActArgs, ExplainArgs, LogArgs, TwinArgs};
 use crate::config::{Config, ConfigError, DEFAULT_PATH};
 use crate::daemon;
 use crate::executor;
@@ -13,6 +13,7 @@ use crate::outbox;
 use crate::query;
 use crate::report;
 use crate::sweep::{sweep, LogAccess, SweepOptions};
+use crate::twin;
 use std::path::{Path, PathBuf};
 
 pub const OK: u8 = 0;
@@ -229,5 +230,64 @@ pub fn log(path: &Path, args: &LogArgs) -> Result<u8, Failure> {
             return Ok(OK);
         }
         std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// `twin`: every outcome is a Nagios state, errors included (UNKNOWN, 3), so
+/// that a monitoring system never reads a usage error as WARNING.
+pub fn twin(path: &Path, args: &TwinArgs) -> u8 {
+    let unknown = |why: String| {
+        println!("FOREMAN UNKNOWN - {why}");
+        twin::State::Unknown.exit_code()
+    };
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(e) => return unknown(e.to_string()),
+    };
+    let window = match args.since.as_deref().map(humantime::parse_duration) {
+        None => config.twin.window,
+        Some(Ok(d)) => d,
+        Some(Err(e)) => return unknown(format!("--since: {e} (give a duration like \"1h\")")),
+    };
+    let every = match args.watch.as_deref().map(humantime::parse_duration) {
+        None => None,
+        Some(Ok(d)) if !d.is_zero() => Some(d),
+        Some(_) => return unknown("--watch: give an interval like \"2s\"".into()),
+    };
+    use std::io::{IsTerminal, Write};
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let mut first = true;
+    loop {
+        let t = match twin::take(&config, window) {
+            Ok(t) => t,
+            Err(e) => return unknown(format!("{e:#}")),
+        };
+        let text = if args.json {
+            serde_json::to_string_pretty(&t).unwrap_or_default() + "\n"
+        } else {
+            twin::text(&t, twin::terminal_width(), color)
+        };
+        let Some(every) = every else {
+            print!("{text}");
+            return t.state.exit_code();
+        };
+        // Redraw in place: home, each line cleared to its end, the rest of
+        // the screen cleared; no blank frame in between.
+        let mut frame = String::from(if first { "\x1b[H\x1b[2J" } else { "\x1b[H" });
+        for line in text.lines() {
+            frame.push_str(line);
+            frame.push_str("\x1b[K\n");
+        }
+        frame.push_str("\x1b[J");
+        let mut out = std::io::stdout().lock();
+        if out
+            .write_all(frame.as_bytes())
+            .and_then(|_| out.flush())
+            .is_err()
+        {
+            return t.state.exit_code();
+        }
+        first = false;
+        std::thread::sleep(every);
     }
 }

@@ -37,6 +37,8 @@ pub enum Command {
     Explain(ExplainArgs),
     /// The activity log, queried: findings (or sweeps), newest last
     Log(LogArgs),
+    /// An instant, read-only health snapshot; exit code as a Nagios check
+    Twin(TwinArgs),
     /// Watch a scratch executor with real processes for a few seconds
     Demo,
 }
@@ -84,4 +86,17 @@ pub struct LogArgs {
     /// Keep printing what is committed from now on (checks once a second)
     #[arg(long)]
     pub follow: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TwinArgs {
+    /// One JSON object instead of tables
+    #[arg(long)]
+    pub json: bool,
+    /// Redraw in place every INTERVAL until Ctrl-C
+    #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "2s")]
+    pub watch: Option<String>,
+    /// How far back failures look [default: `[twin] window`, 1h]
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<String>,
 }

@@ -44,6 +44,25 @@ struct RawConfig {
     droid_types: BTreeMap<String, RawPolicy>,
     #[serde(default)]
     alerts: Vec<RawSink>,
+    #[serde(default)]
+    twin: RawTwin,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTwin {
+    #[serde(default, with = "humantime_serde::option")]
+    window: Option<Duration>,
+    warn_failures: Option<u32>,
+}
+
+/// `foreman twin`'s thresholds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TwinConfig {
+    /// How far back "recent failures" look.
+    pub window: Duration,
+    /// More failures than this in the window is WARNING.
+    pub warn_failures: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -239,6 +258,7 @@ pub struct Config {
     pub defaults: Policy,
     pub droid_types: BTreeMap<String, Policy>,
     pub alerts: Vec<Sink>,
+    pub twin: TwinConfig,
 }
 
 impl Config {
@@ -393,6 +413,9 @@ impl Config {
         for (name, p) in &self.droid_types {
             policy(&mut out, &format!("droid_types.{}", toml_key(name)), p);
         }
+        out.push_str("\n[twin]\n");
+        out.push_str(&format!("window = {:?}\n", d(self.twin.window)));
+        out.push_str(&format!("warn_failures = {}\n", self.twin.warn_failures));
         for sink in &self.alerts {
             out.push_str("\n[[alerts]]\n");
             out.push_str(&format!("name = {:?}\n", sink.name));
@@ -559,6 +582,10 @@ fn resolve(raw: RawConfig, base: &Path) -> Result<Config, KeyError> {
         defaults,
         droid_types,
         alerts,
+        twin: TwinConfig {
+            window: raw.twin.window.unwrap_or(Duration::from_secs(3600)),
+            warn_failures: raw.twin.warn_failures.unwrap_or(0),
+        },
     })
 }
 

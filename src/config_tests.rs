@@ -133,6 +133,7 @@ fn assert_same_config(a: &Config, b: &Config) {
         assert_same_policy(p, &b.droid_types[name], &format!("droid_types.{name}"));
     }
     assert_eq!(a.alerts, b.alerts, "alerts");
+    assert_eq!(a.twin, b.twin, "twin");
 }
 
 /// The reference with the commented-out assignments of `keys` uncommented
@@ -247,6 +248,7 @@ fn shipped_reference_documents_every_key() {
             ],
         ),
         ("activity", &["path", "retention"]),
+        ("twin", &["window", "warn_failures"]),
         (
             "alerts",
             &[

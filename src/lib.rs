@@ -27,3 +27,4 @@ pub mod recovery;
 pub mod report;
 pub mod strays;
 pub mod sweep;
+pub mod twin;

@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         Command::CheckConfig => app::check_config(&path),
         Command::Explain(a) => app::explain(&path, a),
         Command::Log(a) => app::log(&path, a),
+        Command::Twin(a) => Ok(app::twin(&path, a)),
         Command::Demo => foreman::demo::run(),
     };
     match result {

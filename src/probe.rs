@@ -273,6 +273,15 @@ pub fn read_stat(root: &Path, pid: i32) -> Result<Option<Stat>, String> {
     }
 }
 
+/// Resident memory of a process in bytes (`/proc/PID/statm`), if readable.
+pub fn rss_bytes(pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = text.split_ascii_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok().filter(|p| *p > 0)?)
+}
+
 fn read_io(root: &Path, pid: i32, buf: &mut String) -> Option<u64> {
     let path = root.join(pid.to_string()).join("io");
     read_to(&path, buf).ok()?;

@@ -12,6 +12,7 @@ mod processes;
 mod receiver;
 mod sinks;
 mod strays;
+mod twin;
 
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 

@@ -1,0 +1,594 @@
+//! `foreman twin`: an instant, read-only health snapshot. A fresh executor
+//! snapshot, every RUNNING task probed now and judged against the daemon's
+//! last observations (no second sample needed), recent failures, and what
+//! crashed without being cleaned up. It never writes the executor or the
+//! activity log and never signals anything, so it is safe beside the daemon.
+//!
+//! The overall state follows the Nagios plugin convention, so it can serve
+//! as a check: OK 0, WARNING 1, CRITICAL 2, UNKNOWN 3.
+
+use crate::activity::{ts, ActivityLog};
+use crate::config::Config;
+use crate::executor;
+use crate::judge::{judge, Facts};
+use crate::model::{Kind, Row, SweepKind, TaskState};
+use crate::probe::{boot_facts, rss_bytes, Probe, ProcTable};
+use crate::strays;
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use rusqlite::OptionalExtension;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum State {
+    Ok,
+    Warning,
+    Critical,
+    Unknown,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Ok => "OK",
+            State::Warning => "WARNING",
+            State::Critical => "CRITICAL",
+            State::Unknown => "UNKNOWN",
+        }
+    }
+
+    pub fn exit_code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// One RUNNING task as it is now.
+#[derive(Debug, Clone, Serialize)]
+pub struct Executing {
+    pub task_id: String,
+    pub plan_id: Option<String>,
+    pub droid_type: String,
+    pub pid: Option<i32>,
+    pub age_ms: Option<i64>,
+    pub since_progress_ms: Option<i64>,
+    pub progress_signal: Option<String>,
+    /// CPU of the whole tree since the daemon's last observation.
+    pub cpu_percent: Option<f64>,
+    /// Resident memory of the whole tree.
+    pub rss_bytes: Option<u64>,
+    pub verdict: Kind,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureRow {
+    pub at: String,
+    pub task_id: String,
+    pub attempt: i64,
+    pub droid_type: Option<String>,
+    /// The finding's kind, or `failed` for a task the executor failed.
+    pub kind: String,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Failures {
+    pub window: String,
+    pub since: String,
+    pub count: usize,
+    /// droid type → kind → count.
+    pub by_type: BTreeMap<String, BTreeMap<String, usize>>,
+    /// Newest first.
+    pub recent: Vec<FailureRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Crashed {
+    /// `task` (not marked yet), `zombie` (a droid's unreaped process) or
+    /// `stray` (no task owns it).
+    pub what: String,
+    pub task_id: Option<String>,
+    pub droid_type: Option<String>,
+    pub pid: i32,
+    pub kind: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Daemon {
+    pub last_sweep_at: Option<String>,
+    pub last_sweep_findings: Option<i64>,
+    /// Older than twice the interval (or none at all).
+    pub stale: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Twin {
+    pub state: State,
+    /// Why the state is not OK.
+    pub reasons: Vec<String>,
+    pub generated_at: String,
+    pub executing: Vec<Executing>,
+    /// RUNNING tasks per droid type.
+    pub executing_by_type: BTreeMap<String, usize>,
+    pub failures: Failures,
+    pub crashed: Vec<Crashed>,
+    pub daemon: Daemon,
+}
+
+/// The snapshot now. An unreachable executor is `UNKNOWN`, not an error.
+pub fn take(config: &Config, window: std::time::Duration) -> Result<Twin> {
+    let now = Utc::now();
+    let since = now - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+    let log = ActivityLog::open_read_only(&config.activity.path)?;
+    let daemon = daemon(config, log.as_ref(), now)?;
+    let mut twin = Twin {
+        state: State::Ok,
+        reasons: Vec::new(),
+        generated_at: ts(now),
+        executing: Vec::new(),
+        executing_by_type: BTreeMap::new(),
+        failures: Failures {
+            window: humantime::format_duration(window).to_string(),
+            since: ts(since),
+            count: 0,
+            by_type: BTreeMap::new(),
+            recent: Vec::new(),
+        },
+        crashed: Vec::new(),
+        daemon,
+    };
+    let snapshot = match executor::open(config).and_then(|e| e.snapshot()) {
+        Ok(s) => s,
+        Err(e) => {
+            twin.state = State::Unknown;
+            twin.reasons
+                .push(format!("the executor could not be read: {e:#}"));
+            return Ok(twin);
+        }
+    };
+    let boot = boot_facts()?;
+    let table = ProcTable::scan().context("scanning /proc")?;
+    let hang_floor = log
+        .as_ref()
+        .map(|l| l.last_sweep())
+        .transpose()?
+        .flatten()
+        .and_then(|l| l.hang_floor);
+    let facts = Facts {
+        now,
+        boot: &boot,
+        host: &config.host,
+        sweep: SweepKind::Scheduled,
+        hang_floor,
+    };
+
+    for task in snapshot.running() {
+        let probe = task.pid.map(|p| table.probe(p));
+        let prior = match (task.pid, &log) {
+            (Some(pid), Some(l)) => l.prior(&task.id, task.attempt, pid)?,
+            _ => None,
+        };
+        let j = judge(
+            task,
+            probe.as_ref(),
+            prior.as_ref(),
+            config.policy(&task.droid_type),
+            &facts,
+        );
+        let members = match &probe {
+            Some(Probe::Found(m)) => m.as_slice(),
+            _ => &[],
+        };
+        let cpu_percent = prior.as_ref().and_then(|p| {
+            let secs = (now - p.seen_at).num_milliseconds() as f64 / 1000.0;
+            let moved: u64 = members
+                .iter()
+                .filter_map(|m| {
+                    p.member(m.stat.pid, m.stat.start_ticks)
+                        .map(|old| m.stat.cpu_ticks.saturating_sub(old.cpu_ticks))
+                })
+                .sum();
+            (secs > 0.0 && !members.is_empty())
+                .then(|| 100.0 * moved as f64 / boot.clk_tck as f64 / secs)
+        });
+        let rss: Option<u64> = (!members.is_empty())
+            .then(|| members.iter().filter_map(|m| rss_bytes(m.stat.pid)).sum());
+        for m in members.iter().skip(1).filter(|m| m.stat.state == 'Z') {
+            twin.crashed.push(Crashed {
+                what: "zombie".into(),
+                task_id: Some(task.id.clone()),
+                droid_type: Some(task.droid_type.clone()),
+                pid: m.stat.pid,
+                kind: "zombie".into(),
+                detail: format!(
+                    "a child of task {}'s process tree exited and was not reaped",
+                    task.id
+                ),
+            });
+        }
+        if j.kind.is_gone() {
+            twin.crashed.push(Crashed {
+                what: "task".into(),
+                task_id: Some(task.id.clone()),
+                droid_type: Some(task.droid_type.clone()),
+                pid: task.pid.unwrap_or(0),
+                kind: j.kind.as_str().into(),
+                detail: j.evidence.reason.clone(),
+            });
+        }
+        *twin
+            .executing_by_type
+            .entry(task.droid_type.clone())
+            .or_default() += 1;
+        twin.executing.push(Executing {
+            task_id: task.id.clone(),
+            plan_id: task.plan_id.clone(),
+            droid_type: task.droid_type.clone(),
+            pid: task.pid,
+            age_ms: task.started_at.map(|s| (now - s).num_milliseconds()),
+            since_progress_ms: j
+                .evidence
+                .last_progress_at
+                .map(|t| (now - t).num_milliseconds()),
+            progress_signal: j.evidence.last_progress_signal.clone(),
+            cpu_percent,
+            rss_bytes: rss,
+            verdict: j.kind,
+            reason: j.evidence.reason.clone(),
+        });
+    }
+    twin.executing
+        .sort_by(|a, b| (&a.droid_type, &a.task_id).cmp(&(&b.droid_type, &b.task_id)));
+
+    if strays::enabled(config) {
+        let owned = strays::owned(&table, &snapshot);
+        for c in strays::candidates(&table, config, &owned) {
+            twin.crashed.push(Crashed {
+                what: "stray".into(),
+                task_id: None,
+                droid_type: c.droid_type.clone(),
+                pid: c.stat.pid,
+                kind: "stray".into(),
+                detail: format!("no task owns it: {}", c.cmdline),
+            });
+        }
+    }
+
+    // Failures: once per (task, attempt), by the finding's kind when
+    // Foreman made one, else `failed` as the executor says.
+    let mut failures: BTreeMap<(String, i64), FailureRow> = BTreeMap::new();
+    if let Some(l) = &log {
+        let mut stmt = l.conn().prepare(
+            "SELECT last_seen_at, task_id, attempt, droid_type, kind, json_extract(evidence, '$.reason')
+             FROM findings WHERE last_seen_at >= ?1 AND kind != 'unverifiable'
+               AND outcome NOT IN ('pending', 'cleared', 'already_finished')",
+        )?;
+        let rows = stmt.query_map([ts(since)], |r| {
+            Ok(FailureRow {
+                at: r.get(0)?,
+                task_id: r.get(1)?,
+                attempt: r.get(2)?,
+                droid_type: r.get(3)?,
+                kind: r.get(4)?,
+                reason: r.get(5)?,
+            })
+        })?;
+        for f in rows {
+            let f = f?;
+            failures.insert((f.task_id.clone(), f.attempt), f);
+        }
+    }
+    for row in &snapshot.rows {
+        let Row::Task(t) = row else { continue };
+        let Some(at) = t.finished_at.filter(|f| *f >= since) else {
+            continue;
+        };
+        if t.state == TaskState::Failed {
+            failures
+                .entry((t.id.clone(), t.attempt))
+                .or_insert_with(|| FailureRow {
+                    at: ts(at),
+                    task_id: t.id.clone(),
+                    attempt: t.attempt,
+                    droid_type: Some(t.droid_type.clone()),
+                    kind: "failed".into(),
+                    reason: t.error.clone(),
+                });
+        }
+    }
+    let mut recent: Vec<FailureRow> = failures.into_values().collect();
+    recent.sort_by(|a, b| b.at.cmp(&a.at).then(a.task_id.cmp(&b.task_id)));
+    for f in &recent {
+        *twin
+            .failures
+            .by_type
+            .entry(f.droid_type.clone().unwrap_or_else(|| "-".into()))
+            .or_default()
+            .entry(f.kind.clone())
+            .or_default() += 1;
+    }
+    twin.failures.count = recent.len();
+    twin.failures.recent = recent;
+
+    // The state: the worst reason.
+    let raise = |twin: &mut Twin, state: State, why: String| {
+        twin.state = twin.state.max(state);
+        twin.reasons.push(why);
+    };
+    let gone = twin.crashed.iter().filter(|c| c.what == "task").count();
+    if gone > 0 {
+        raise(
+            &mut twin,
+            State::Critical,
+            format!("{gone} task(s) dead, zombie or reused and not marked yet"),
+        );
+    }
+    if twin.daemon.stale {
+        let why = match &twin.daemon.last_sweep_at {
+            Some(t) => format!("the daemon's last sweep ({t}) is older than twice the interval"),
+            None => "no sweep recorded: is the daemon running?".to_string(),
+        };
+        raise(&mut twin, State::Critical, why);
+    }
+    let hung = twin
+        .executing
+        .iter()
+        .filter(|e| e.verdict == Kind::Hung)
+        .count();
+    if hung > 0 {
+        raise(&mut twin, State::Warning, format!("{hung} task(s) hung"));
+    }
+    let others = twin.crashed.iter().filter(|c| c.what != "task").count();
+    if others > 0 {
+        raise(
+            &mut twin,
+            State::Warning,
+            format!("{others} zombie or stray process(es)"),
+        );
+    }
+    if twin.failures.count > config.twin.warn_failures as usize {
+        let (n, w, limit) = (
+            twin.failures.count,
+            twin.failures.window.clone(),
+            config.twin.warn_failures,
+        );
+        raise(
+            &mut twin,
+            State::Warning,
+            format!("{n} failure(s) in the last {w}, above warn_failures {limit}"),
+        );
+    }
+    Ok(twin)
+}
+
+fn daemon(config: &Config, log: Option<&ActivityLog>, now: DateTime<Utc>) -> Result<Daemon> {
+    let last: Option<(String, i64)> = match log {
+        Some(l) => l
+            .conn()
+            .query_row(
+                "SELECT started_at, findings FROM sweeps WHERE finished_at IS NOT NULL ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?,
+        None => None,
+    };
+    let stale = match &last {
+        Some((at, _)) => DateTime::parse_from_rfc3339(at)
+            .map(|t| now - t.with_timezone(&Utc))
+            .map_or(true, |age| {
+                age > chrono::Duration::from_std(config.interval * 2)
+                    .unwrap_or(chrono::Duration::MAX)
+            }),
+        None => true,
+    };
+    Ok(Daemon {
+        last_sweep_at: last.as_ref().map(|l| l.0.clone()),
+        last_sweep_findings: last.map(|l| l.1),
+        stale,
+    })
+}
+
+fn dur(ms: Option<i64>) -> String {
+    let Some(ms) = ms else { return "-".into() };
+    let s = ms.max(0) / 1000;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        _ => format!("{}h", s / 3600),
+    }
+}
+
+fn mib(b: Option<u64>) -> String {
+    b.map_or("-".into(), |b| format!("{:.1}M", b as f64 / 1_048_576.0))
+}
+
+/// Columns padded to their widest cell; lines cut at `width`.
+fn table(out: &mut String, header: &[&str], rows: &[Vec<String>], width: usize) {
+    let mut w: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                let _ = write!(l, "{c:<width$}  ", width = w[i]);
+            }
+        }
+        let l = l.trim_end().to_string();
+        if l.chars().count() > width {
+            l.chars()
+                .take(width.saturating_sub(1))
+                .chain(['…'])
+                .collect()
+        } else {
+            l
+        }
+    };
+    let _ = writeln!(out, "  {}", line(header.to_vec()));
+    for r in rows {
+        let _ = writeln!(out, "  {}", line(r.iter().map(String::as_str).collect()));
+    }
+}
+
+/// The snapshot as an operator reads it; `color` only on a terminal.
+pub fn text(t: &Twin, width: usize, color: bool) -> String {
+    let mut out = String::new();
+    let state = if color {
+        let code = match t.state {
+            State::Ok => "32",
+            State::Warning => "33",
+            State::Critical => "31",
+            State::Unknown => "35",
+        };
+        format!("\x1b[1;{code}m{}\x1b[0m", t.state.as_str())
+    } else {
+        t.state.as_str().to_string()
+    };
+    let summary = if t.reasons.is_empty() {
+        format!(
+            "{} running, {} failure(s) in the last {}",
+            t.executing.len(),
+            t.failures.count,
+            t.failures.window
+        )
+    } else {
+        t.reasons.join("; ")
+    };
+    let _ = writeln!(out, "FOREMAN {state} - {summary}");
+    let _ = writeln!(
+        out,
+        "generated {}; daemon's last sweep {}",
+        t.generated_at,
+        t.daemon.last_sweep_at.as_deref().unwrap_or("never")
+    );
+
+    let counts: Vec<String> = t
+        .executing_by_type
+        .iter()
+        .map(|(ty, n)| format!("{ty} {n}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "\nExecuting droids ({}{})",
+        t.executing.len(),
+        if counts.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", counts.join(", "))
+        }
+    );
+    let rows: Vec<Vec<String>> = t
+        .executing
+        .iter()
+        .map(|e| {
+            vec![
+                e.droid_type.clone(),
+                e.task_id.clone(),
+                e.plan_id.clone().unwrap_or_else(|| "-".into()),
+                e.pid.map_or("-".into(), |p| p.to_string()),
+                dur(e.age_ms),
+                format!(
+                    "{} {}",
+                    dur(e.since_progress_ms),
+                    e.progress_signal.as_deref().unwrap_or("")
+                )
+                .trim()
+                .to_string(),
+                e.cpu_percent.map_or("-".into(), |c| format!("{c:.0}%")),
+                mib(e.rss_bytes),
+                e.verdict.as_str().to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &mut out,
+        &[
+            "TYPE", "TASK", "PLAN", "PID", "AGE", "PROGRESS", "CPU", "RSS", "VERDICT",
+        ],
+        &rows,
+        width,
+    );
+
+    let _ = writeln!(
+        out,
+        "\nFailures in the last {} ({})",
+        t.failures.window, t.failures.count
+    );
+    for (ty, kinds) in &t.failures.by_type {
+        let k: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let _ = writeln!(out, "  {ty}: {}", k.join(", "));
+    }
+    let rows: Vec<Vec<String>> = t
+        .failures
+        .recent
+        .iter()
+        .map(|f| {
+            vec![
+                f.at.clone(),
+                format!("{}/{}", f.task_id, f.attempt),
+                f.droid_type.clone().unwrap_or_else(|| "-".into()),
+                f.kind.clone(),
+                f.reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        table(
+            &mut out,
+            &["AT", "TASK", "TYPE", "KIND", "REASON"],
+            &rows,
+            width,
+        );
+    }
+
+    let _ = writeln!(
+        out,
+        "\nCrashed processes not cleaned up ({})",
+        t.crashed.len()
+    );
+    let rows: Vec<Vec<String>> = t
+        .crashed
+        .iter()
+        .map(|c| {
+            vec![
+                c.what.clone(),
+                c.task_id.clone().unwrap_or_else(|| "-".into()),
+                c.droid_type.clone().unwrap_or_else(|| "-".into()),
+                c.pid.to_string(),
+                c.kind.clone(),
+                c.detail.clone(),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        table(
+            &mut out,
+            &["WHAT", "TASK", "TYPE", "PID", "KIND", "DETAIL"],
+            &rows,
+            width,
+        );
+    }
+    out
+}
+
+/// The terminal's width, or 120 when stdout is not one.
+pub fn terminal_width() -> usize {
+    // SAFETY: TIOCGWINSZ writes a winsize into the struct we own.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    if ok && ws.ws_col > 0 {
+        ws.ws_col as usize
+    } else {
+        120
+    }
+}

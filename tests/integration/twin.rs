@@ -1,0 +1,369 @@
+//! `foreman twin` through the real binary, on real processes and a real
+//! executor database: each section's rows, each Nagios exit code from a real
+//! situation, no write anywhere, and beside a running daemon.
+
+use crate::cli::{
+    before_boot, insert_task, now_text, reaped_pid, run, wait_for, Out, Running, World, PATIENCE,
+};
+use rusqlite::Connection;
+use serde_json::Value;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+
+/// Processes a test started, killed (with their groups) when it ends.
+struct Procs(Vec<Child>);
+
+impl Procs {
+    fn spawn(&mut self, argv: &[&str]) -> i32 {
+        let c = Command::new(argv[0])
+            .args(&argv[1..])
+            .process_group(0)
+            .spawn()
+            .expect("spawn");
+        let pid = c.id() as i32;
+        self.0.push(c);
+        pid
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            // SAFETY: our unreaped child leads its own group.
+            unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A world whose droid type `quiet` counts heartbeats only, with strays of
+/// `marker` reported, and `extra` appended.
+fn world(marker: &str) -> World {
+    let w = World::new();
+    w.config("");
+    let text = std::fs::read_to_string(w.config_path()).expect("config");
+    w.write(
+        "foreman.toml",
+        &format!(
+            "{text}\n[defaults]\nstartup_grace = \"0s\"\ntimeout = \"3m\"\n\
+             pid_start_tolerance = \"1h\"\n\
+             [droid_types.quiet]\nprogress = [\"heartbeat\"]\nprocess_match = \"{marker}\"\n"
+        ),
+    );
+    w.executor();
+    w
+}
+
+fn twin(w: &World) -> (Out, Value) {
+    let out = run(&mut w.foreman(&["twin", "--json"]));
+    let v: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("twin --json is not JSON ({e}): {out:#?}"));
+    (out, v)
+}
+
+fn dump(path: &std::path::Path) -> Vec<String> {
+    let db = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("open");
+    let tables: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .expect("tables")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .map(|r| r.expect("name"))
+        .collect();
+    let mut out = Vec::new();
+    for t in tables {
+        let mut stmt = db
+            .prepare(&format!("SELECT * FROM \"{t}\""))
+            .expect("select");
+        let n = stmt.column_count();
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((0..n)
+                    .map(|i| format!("{:?}", r.get_ref(i).map(|v| v.to_owned()).ok()))
+                    .collect::<Vec<_>>()
+                    .join("|"))
+            })
+            .expect("rows");
+        for r in rows {
+            out.push(format!("{t}: {}", r.expect("row")));
+        }
+    }
+    out
+}
+
+#[test]
+fn twin_json_keys_are_stable_and_a_healthy_fleet_is_ok() {
+    let _g = crate::spawning();
+    let mut p = Procs(Vec::new());
+    let w = world("foreman-twin-none");
+    let pid = p.spawn(&["sleep", "300"]);
+    insert_task(
+        &w.executor(),
+        "healthy",
+        "quiet",
+        Some(pid),
+        &now_text(),
+        Some(&now_text()),
+    );
+    assert_eq!(
+        run(&mut w.foreman(&["sweep"])).code,
+        Some(0),
+        "the daemon's stand-in"
+    );
+
+    let (out, v) = twin(&w);
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    assert_eq!(v["state"], "OK");
+    let keys: Vec<&str> = v
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for k in [
+        "state",
+        "generated_at",
+        "executing",
+        "failures",
+        "crashed",
+        "daemon",
+    ] {
+        assert!(keys.contains(&k), "{k} missing: {keys:?}");
+    }
+    for k in ["window", "by_type", "recent"] {
+        assert!(v["failures"].get(k).is_some(), "failures.{k} missing");
+    }
+    for k in ["last_sweep_at", "last_sweep_findings"] {
+        assert!(v["daemon"].get(k).is_some(), "daemon.{k} missing");
+    }
+    let e = &v["executing"];
+    assert_eq!(e.as_array().map(Vec::len), Some(1), "{v:#}");
+    let e = &e[0];
+    assert_eq!(
+        (e["task_id"].as_str(), e["pid"].as_i64()),
+        (Some("healthy"), Some(pid as i64))
+    );
+    assert_eq!(e["verdict"], "alive");
+    assert_eq!(e["droid_type"], "quiet");
+    assert!(e["rss_bytes"].as_u64().is_some_and(|b| b > 0), "{e:#}");
+    assert!(e["age_ms"].as_i64().is_some());
+    assert!(e["progress_signal"].is_string(), "{e:#}");
+    assert!(
+        e["cpu_percent"].as_f64().is_some(),
+        "the daemon's observation gives CPU %: {e:#}"
+    );
+    assert_eq!(v["executing_by_type"]["quiet"], 1);
+    assert_eq!(v["crashed"], Value::Array(Vec::new()));
+    assert_eq!(v["failures"]["count"], 0);
+
+    let out = run(&mut w.foreman(&["twin"]));
+    assert_eq!(out.code, Some(0));
+    assert!(
+        out.stdout.starts_with("FOREMAN OK - 1 running"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains('\x1b'), "no colour off a terminal");
+    for section in [
+        "Executing droids (1: quiet 1)",
+        "Failures in the last 1h (0)",
+        "Crashed processes not cleaned up (0)",
+    ] {
+        assert!(out.stdout.contains(section), "{section}:\n{}", out.stdout);
+    }
+}
+
+#[test]
+fn a_hung_task_and_recent_failures_are_warning() {
+    let _g = crate::spawning();
+    let mut p = Procs(Vec::new());
+    let w = world("foreman-twin-none");
+    // Shadow: the sweep records the hung finding and leaves the task alone.
+    let text = std::fs::read_to_string(w.config_path()).expect("config");
+    w.write(
+        "foreman.toml",
+        &text.replacen("host =", "mode = \"shadow\"\nhost =", 1),
+    );
+    let pid = p.spawn(&["sleep", "300"]);
+    let stale = (chrono::Utc::now() - chrono::Duration::minutes(10)).to_rfc3339();
+    insert_task(
+        &w.executor(),
+        "stuck",
+        "quiet",
+        Some(pid),
+        &stale,
+        Some(&stale),
+    );
+    w.executor()
+        .execute(
+            "INSERT INTO tasks (id, droid_type, state, attempt, finished_at, error) VALUES ('done-badly', 'quiet', 'FAILED', 1, ?1, 'exit 3')",
+            [now_text()],
+        )
+        .expect("failed row");
+    assert_eq!(run(&mut w.foreman(&["sweep"])).code, Some(0));
+
+    let (out, v) = twin(&w);
+    assert_eq!(out.code, Some(1), "{out:#?}");
+    assert_eq!(v["state"], "WARNING");
+    let stuck = v["executing"]
+        .as_array()
+        .expect("executing")
+        .iter()
+        .find(|e| e["task_id"] == "stuck")
+        .expect("stuck");
+    assert_eq!(stuck["verdict"], "hung", "{stuck:#}");
+    let recent = v["failures"]["recent"].as_array().expect("recent");
+    let got: Vec<(&str, &str)> = recent
+        .iter()
+        .map(|f| {
+            (
+                f["task_id"].as_str().unwrap_or(""),
+                f["kind"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), 2, "{recent:#?}");
+    assert!(
+        got.contains(&("done-badly", "failed")) && got.contains(&("stuck", "hung")),
+        "{got:?}"
+    );
+    assert_eq!(v["failures"]["by_type"]["quiet"]["failed"], 1);
+    assert_eq!(v["failures"]["by_type"]["quiet"]["hung"], 1);
+    let reasons = v["reasons"].to_string();
+    assert!(
+        reasons.contains("hung") && reasons.contains("warn_failures"),
+        "{reasons}"
+    );
+    assert!(v["crashed"].as_array().is_some_and(Vec::is_empty));
+}
+
+#[test]
+fn a_dead_task_not_marked_a_zombie_and_a_stray_are_critical_and_listed() {
+    let _g = crate::spawning();
+    let mut p = Procs(Vec::new());
+    let marker = format!("foreman-twin-stray-{}", std::process::id());
+    let w = world(&marker);
+    assert_eq!(run(&mut w.foreman(&["sweep"])).code, Some(0));
+    insert_task(
+        &w.executor(),
+        "gone",
+        "quiet",
+        Some(reaped_pid()),
+        &before_boot(),
+        None,
+    );
+    // The task's process leaves a zombie child: `sleep` never reaps.
+    let parent = p.spawn(&["sh", "-c", "true & exec sleep 300"]);
+    insert_task(
+        &w.executor(),
+        "parent",
+        "quiet",
+        Some(parent),
+        &now_text(),
+        Some(&now_text()),
+    );
+    wait_for("the zombie child", PATIENCE, || {
+        let kids =
+            std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).ok()?;
+        let child: i32 = kids.split_whitespace().next()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+        (stat.rsplit(')').next()?.split_whitespace().next()? == "Z").then_some(child)
+    });
+    let stray = p.spawn(&["sh", "-c", &format!("sleep 300; : {marker}")]);
+
+    let before = (dump(&w.executor_path()), dump(&w.activity_path()));
+    let (out, v) = twin(&w);
+    assert_eq!(out.code, Some(2), "{out:#?}");
+    assert_eq!(v["state"], "CRITICAL");
+    let crashed = v["crashed"].as_array().expect("crashed");
+    let has =
+        |what: &str, f: &dyn Fn(&Value) -> bool| crashed.iter().any(|c| c["what"] == what && f(c));
+    assert!(
+        has("task", &|c| c["task_id"] == "gone"
+            && (c["kind"] == "orphan" || c["kind"] == "dead")),
+        "{crashed:#?}"
+    );
+    assert!(has("zombie", &|c| c["task_id"] == "parent"), "{crashed:#?}");
+    assert!(has("stray", &|c| c["pid"] == stray), "{crashed:#?}");
+    assert_eq!(crashed.len(), 3, "{crashed:#?}");
+    // Read-only: no row of either database changed.
+    assert_eq!((dump(&w.executor_path()), dump(&w.activity_path())), before);
+    let out = run(&mut w.foreman(&["twin"]));
+    assert!(
+        out.stdout.contains("Crashed processes not cleaned up (3)"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn no_sweep_an_unreachable_executor_and_a_bad_config_are_critical_and_unknown() {
+    let _g = crate::spawning();
+    let w = world("foreman-twin-none");
+    w.executor();
+    let (out, v) = twin(&w);
+    assert_eq!(out.code, Some(2), "no sweep ever: {out:#?}");
+    assert!(
+        v["reasons"].to_string().contains("no sweep recorded"),
+        "{v:#}"
+    );
+
+    let text = std::fs::read_to_string(w.config_path()).expect("config");
+    w.write(
+        "foreman.toml",
+        &text.replace("path = \"executor.db\"", "path = \"missing/executor.db\""),
+    );
+    let (out, v) = twin(&w);
+    assert_eq!(out.code, Some(3), "{out:#?}");
+    assert_eq!(v["state"], "UNKNOWN");
+
+    w.write("foreman.toml", "intervall = \"2m\"\n");
+    let out = run(&mut w.foreman(&["twin"]));
+    assert_eq!(
+        out.code,
+        Some(3),
+        "a config error keeps its Nagios meaning: {out:#?}"
+    );
+    assert!(
+        out.stdout.starts_with("FOREMAN UNKNOWN - "),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn twin_works_while_the_daemon_sweeps() {
+    let _g = crate::spawning();
+    let mut p = Procs(Vec::new());
+    let w = world("foreman-twin-none");
+    let text = std::fs::read_to_string(w.config_path()).expect("config");
+    w.write(
+        "foreman.toml",
+        &text
+            .replacen("host =", "interval = \"1s\"\nhost =", 1)
+            .replace("timeout = \"3m\"", "timeout = \"1h\""),
+    );
+    let pid = p.spawn(&["sleep", "300"]);
+    insert_task(
+        &w.executor(),
+        "healthy",
+        "quiet",
+        Some(pid),
+        &now_text(),
+        Some(&now_text()),
+    );
+    let mut daemon = Running::start(&mut w.foreman(&["run"]));
+    wait_for("two sweeps", PATIENCE, || {
+        w.log_i64("SELECT COUNT(*) FROM sweeps WHERE finished_at IS NOT NULL")
+            .filter(|n| *n >= 2)
+    });
+    for _ in 0..5 {
+        let (out, v) = twin(&w);
+        assert_eq!(out.code, Some(0), "{out:#?}");
+        assert_eq!(v["executing"][0]["verdict"], "alive");
+    }
+    assert!(daemon.still_running());
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.finish(PATIENCE).code, Some(0));
+}
