@@ -233,7 +233,9 @@ pub fn take(config: &Config, window: std::time::Duration) -> Result<Twin> {
             since_progress_ms: j
                 .evidence
                 .last_progress_at
-                .map(|t| (now - t).num_milliseconds()),
+                // Within startup grace the clock starts in the future: no
+                // progress is due yet.
+                .map(|t| (now - t).num_milliseconds().max(0)),
             progress_signal: j.evidence.last_progress_signal.clone(),
             cpu_percent,
             rss_bytes: rss,
