@@ -263,7 +263,10 @@ pub fn twin(path: &Path, args: &TwinArgs) -> u8 {
             Err(e) => return unknown(format!("{e:#}")),
         };
         let text = if args.json {
-            serde_json::to_string_pretty(&t).unwrap_or_default() + "\n"
+            match serde_json::to_string_pretty(&t) {
+                Ok(j) => j + "\n",
+                Err(e) => return unknown(format!("encoding the snapshot: {e}")),
+            }
         } else {
             twin::text(&t, twin::terminal_width(), color)
         };

@@ -215,7 +215,7 @@ fn deliver_alerts(config: &Config, log: &ActivityLog) -> Option<Instant> {
             Err(e) => error!(error = %format!("{e:#}"), "alert delivery failed"),
         }
     }
-    match outbox::next_due(log) {
+    match log.next_alert_due() {
         Ok(Some(at)) => {
             let wait = (at - Utc::now()).to_std().unwrap_or_default();
             // Never spin: at most one round per second.

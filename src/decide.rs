@@ -43,7 +43,9 @@ impl Decision {
     }
 }
 
-fn limit(explicit: Option<u32>, running: usize) -> usize {
+/// The most actions one sweep may take: `max_actions_per_sweep`, else 10
+/// or 20% of RUNNING tasks, whichever is larger.
+pub fn limit(explicit: Option<u32>, running: usize) -> usize {
     explicit
         .map(|n| n as usize)
         .unwrap_or_else(|| 10usize.max(running.div_ceil(5)))

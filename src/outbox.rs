@@ -13,7 +13,7 @@ use crate::alert::{deliver, next_step, Payload, PAYLOAD_VERSION};
 use crate::config::{Config, Sink};
 use crate::model::{Action, Kind, Outcome};
 use anyhow::{Context, Result};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::de::DeserializeOwned;
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
@@ -197,11 +197,6 @@ fn payload(config: &Config, a: &DueAlert) -> Result<Payload> {
         queued_at: a.queued_at,
         foreman_version: env!("CARGO_PKG_VERSION").to_string(),
     })
-}
-
-/// When the next queued alert is due, if any.
-pub fn next_due(log: &ActivityLog) -> Result<Option<DateTime<Utc>>> {
-    log.next_alert_due()
 }
 
 #[cfg(test)]

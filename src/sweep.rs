@@ -539,10 +539,7 @@ pub fn sweep(
     // One brake for every action of the sweep: strays count with tasks.
     let acting = |ps: &[Planned]| ps.iter().filter(|p| p.decision.should_act()).count();
     let terminating = acting(&planned[first_stray..]);
-    let limit = config
-        .defaults
-        .max_actions_per_sweep
-        .map_or_else(|| 10usize.max(running.len().div_ceil(5)), |n| n as usize);
+    let limit = crate::decide::limit(config.defaults.max_actions_per_sweep, running.len());
     let total = acting(&planned[..first_stray]) + terminating;
     if terminating > 0 && total > limit {
         for p in planned[first_stray..].iter_mut() {
