@@ -9,6 +9,7 @@ use crate::probe::Clocks;
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -95,14 +96,11 @@ pub struct NewAlert {
     pub realert_after: Duration,
 }
 
-/// A queued alert that is due, with its finding as it stands now.
-#[derive(Debug, Clone)]
-pub struct DueAlert {
+/// A finding as the activity log keeps it: what `explain`, `log` and the
+/// alert payload read back.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredFinding {
     pub id: i64,
-    pub sink: String,
-    pub queued_at: DateTime<Utc>,
-    pub attempts: i64,
-    pub finding_id: i64,
     pub task_id: String,
     pub attempt: i64,
     pub kind: String,
@@ -114,7 +112,65 @@ pub struct DueAlert {
     pub action: String,
     pub outcome: String,
     pub detail: Option<String>,
-    pub first_seen_at: DateTime<Utc>,
+    pub first_seen_at: String,
+    pub last_seen_at: String,
+    pub acted_at: Option<String>,
+    pub times_seen: i64,
+    pub first_sweep_id: i64,
+    pub last_sweep_id: i64,
+}
+
+/// The columns `StoredFinding::read` takes, in its order, from `findings f`.
+pub const FINDING_COLUMNS: &str = "f.id, f.task_id, f.attempt, f.kind, f.droid_type, f.plan_id, f.pid, f.host, \
+     f.evidence, f.action, f.outcome, f.outcome_detail, f.first_seen_at, f.last_seen_at, f.acted_at, \
+     f.times_seen, f.first_sweep_id, f.last_sweep_id";
+
+impl StoredFinding {
+    /// Read `FINDING_COLUMNS` starting at column `at`.
+    pub fn read(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<StoredFinding> {
+        let evidence: String = r.get(at + 8)?;
+        Ok(StoredFinding {
+            id: r.get(at)?,
+            task_id: r.get(at + 1)?,
+            attempt: r.get(at + 2)?,
+            kind: r.get(at + 3)?,
+            droid_type: r.get(at + 4)?,
+            plan_id: r.get(at + 5)?,
+            pid: r.get(at + 6)?,
+            host: r.get(at + 7)?,
+            evidence: serde_json::from_str(&evidence).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    at + 8,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?,
+            action: r.get(at + 9)?,
+            outcome: r.get(at + 10)?,
+            detail: r.get(at + 11)?,
+            first_seen_at: r.get(at + 12)?,
+            last_seen_at: r.get(at + 13)?,
+            acted_at: r.get(at + 14)?,
+            times_seen: r.get(at + 15)?,
+            first_sweep_id: r.get(at + 16)?,
+            last_sweep_id: r.get(at + 17)?,
+        })
+    }
+
+    /// The verdict's reason, from the evidence.
+    pub fn reason(&self) -> Option<&str> {
+        self.evidence.get("reason").and_then(|r| r.as_str())
+    }
+}
+
+/// A queued alert that is due, with its finding as it stands now.
+#[derive(Debug, Clone)]
+pub struct DueAlert {
+    pub id: i64,
+    pub sink: String,
+    pub queued_at: DateTime<Utc>,
+    pub attempts: i64,
+    pub finding: StoredFinding,
 }
 
 /// How an alert left the queue.
@@ -606,35 +662,21 @@ impl ActivityLog {
         after_id: i64,
         limit: usize,
     ) -> Result<Vec<DueAlert>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT a.id, a.sink, a.queued_at, a.attempts, f.id, f.task_id, f.attempt, f.kind, f.droid_type,
-                    f.plan_id, f.pid, f.host, f.evidence, f.action, f.outcome, f.outcome_detail, f.first_seen_at
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT a.id, a.sink, a.queued_at, a.attempts, {FINDING_COLUMNS}
              FROM alerts a JOIN findings f ON f.id = a.finding_id
              WHERE a.state = 'queued' AND a.next_attempt_at <= ?1 AND a.id > ?2
-             ORDER BY a.id LIMIT ?3",
-        )?;
+             ORDER BY a.id LIMIT ?3"
+        ))?;
         let mut rows = stmt.query(params![ts(now), after_id, limit as i64])?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
-            let evidence: String = r.get(12)?;
             out.push(DueAlert {
                 id: r.get(0)?,
                 sink: r.get(1)?,
                 queued_at: parse_ts(&r.get::<_, String>(2)?)?,
                 attempts: r.get(3)?,
-                finding_id: r.get(4)?,
-                task_id: r.get(5)?,
-                attempt: r.get(6)?,
-                kind: r.get(7)?,
-                droid_type: r.get(8)?,
-                plan_id: r.get(9)?,
-                pid: r.get(10)?,
-                host: r.get(11)?,
-                evidence: serde_json::from_str(&evidence).context("bad evidence JSON")?,
-                action: r.get(13)?,
-                outcome: r.get(14)?,
-                detail: r.get(15)?,
-                first_seen_at: parse_ts(&r.get::<_, String>(16)?)?,
+                finding: StoredFinding::read(r, 4)?,
             });
         }
         Ok(out)

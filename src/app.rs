@@ -155,6 +155,24 @@ pub fn explain(path: &Path, args: &ExplainArgs) -> Result<u8, Failure> {
     })
 }
 
+/// One row per line: JSON, or text for people.
+fn print_lines<T: serde::Serialize>(
+    out: &mut impl std::io::Write,
+    rows: &[T],
+    json: bool,
+    text: fn(&T) -> String,
+) -> anyhow::Result<()> {
+    for r in rows {
+        let line = if json {
+            serde_json::to_string(r)?
+        } else {
+            text(r)
+        };
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
 /// `log`: findings or sweeps, oldest first; with `--follow`, then whatever
 /// is committed, checked once a second, until interrupted.
 pub fn log(path: &Path, args: &LogArgs) -> Result<u8, Failure> {
@@ -201,26 +219,12 @@ pub fn log(path: &Path, args: &LogArgs) -> Result<u8, Failure> {
             Some(log) => {
                 let printed = if args.sweeps {
                     let rows = query::sweeps(&log, filter.since, after)?;
-                    for r in &rows {
-                        let line = if args.json {
-                            serde_json::to_string(r).map_err(anyhow::Error::from)?
-                        } else {
-                            query::sweep_text(r)
-                        };
-                        writeln!(out, "{line}").map_err(anyhow::Error::from)?;
-                    }
+                    print_lines(&mut out, &rows, args.json, query::sweep_text)?;
                     rows.last().map(|r| r.id)
                 } else {
                     let rows = query::findings(&log, &filter, after)?;
-                    for r in &rows {
-                        let line = if args.json {
-                            serde_json::to_string(r).map_err(anyhow::Error::from)?
-                        } else {
-                            query::finding_text(r)
-                        };
-                        writeln!(out, "{line}").map_err(anyhow::Error::from)?;
-                    }
-                    rows.last().map(|r| r.id)
+                    print_lines(&mut out, &rows, args.json, query::finding_text)?;
+                    rows.last().map(|r| r.finding.id)
                 };
                 after = printed.unwrap_or(after);
                 out.flush().map_err(anyhow::Error::from)?;

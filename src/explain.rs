@@ -4,38 +4,14 @@
 //! done (signals, mark, alerts), with every time; then judges again from the
 //! same inputs and says whether the verdict is the same.
 
-use crate::activity::ActivityLog;
+use crate::activity::{ActivityLog, StoredFinding, FINDING_COLUMNS};
 use crate::judge::Inputs;
 use crate::model::Kind;
 use crate::probe::Probe;
 use anyhow::{Context, Result};
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
-use serde_json::Value;
 use std::fmt::Write as _;
-
-/// The finding as the activity log keeps it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Finding {
-    pub id: i64,
-    pub task_id: String,
-    pub attempt: i64,
-    pub kind: String,
-    pub droid_type: Option<String>,
-    pub plan_id: Option<String>,
-    pub pid: Option<i32>,
-    pub host: Option<String>,
-    pub evidence: Value,
-    pub action: String,
-    pub outcome: String,
-    pub detail: Option<String>,
-    pub first_seen_at: String,
-    pub last_seen_at: String,
-    pub acted_at: Option<String>,
-    pub times_seen: i64,
-    pub first_sweep_id: i64,
-    pub last_sweep_id: i64,
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SignalSent {
@@ -68,7 +44,7 @@ pub struct Replay {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
-    pub finding: Finding,
+    pub finding: StoredFinding,
     /// `None` for a malformed snapshot row: the judge never saw it.
     pub inputs: Option<Inputs>,
     pub signals: Vec<SignalSent>,
@@ -84,43 +60,15 @@ pub fn load(log: &ActivityLog, id: i64, fingerprint_now: &str) -> Result<Option<
     let conn = log.conn();
     let row = conn
         .query_row(
-            "SELECT id, task_id, attempt, kind, droid_type, plan_id, pid, host, evidence, action, outcome,
-                    outcome_detail, first_seen_at, last_seen_at, acted_at, times_seen, first_sweep_id,
-                    last_sweep_id, inputs
-             FROM findings WHERE id = ?1",
+            &format!("SELECT {FINDING_COLUMNS}, f.inputs FROM findings f WHERE f.id = ?1"),
             [id],
-            |r| {
-                Ok((
-                    Finding {
-                        id: r.get(0)?,
-                        task_id: r.get(1)?,
-                        attempt: r.get(2)?,
-                        kind: r.get(3)?,
-                        droid_type: r.get(4)?,
-                        plan_id: r.get(5)?,
-                        pid: r.get(6)?,
-                        host: r.get(7)?,
-                        evidence: Value::Null,
-                        action: r.get(9)?,
-                        outcome: r.get(10)?,
-                        detail: r.get(11)?,
-                        first_seen_at: r.get(12)?,
-                        last_seen_at: r.get(13)?,
-                        acted_at: r.get(14)?,
-                        times_seen: r.get(15)?,
-                        first_sweep_id: r.get(16)?,
-                        last_sweep_id: r.get(17)?,
-                    },
-                    r.get::<_, String>(8)?,
-                    r.get::<_, Option<String>>(18)?,
-                ))
-            },
+            |r| Ok((StoredFinding::read(r, 0)?, r.get::<_, Option<String>>(18)?)),
         )
-        .optional()?;
-    let Some((mut finding, evidence, inputs)) = row else {
+        .optional()
+        .context("reading the finding")?;
+    let Some((finding, inputs)) = row else {
         return Ok(None);
     };
-    finding.evidence = serde_json::from_str(&evidence).context("the finding's evidence")?;
     let inputs: Option<Inputs> = inputs
         .map(|t| serde_json::from_str(&t))
         .transpose()
@@ -160,7 +108,7 @@ pub fn load(log: &ActivityLog, id: i64, fingerprint_now: &str) -> Result<Option<
 
     let replay = inputs.as_ref().map(|i| {
         let j = i.replay();
-        let reason_then = finding.evidence.get("reason").and_then(Value::as_str);
+        let reason_then = finding.reason();
         // The finding may have kept the kind of the open finding it
         // continues; the judge must still say what it said then.
         let kind_ok =
@@ -222,14 +170,7 @@ pub fn text(e: &Explanation) -> String {
         f.host.as_deref().unwrap_or("this host"),
     );
     let _ = writeln!(w, "  verdict    {}", f.kind);
-    let _ = writeln!(
-        w,
-        "  because    {}",
-        f.evidence
-            .get("reason")
-            .and_then(Value::as_str)
-            .unwrap_or("-")
-    );
+    let _ = writeln!(w, "  because    {}", f.reason().unwrap_or("-"));
     let _ = writeln!(
         w,
         "  seen       first {} (sweep #{}), last {} (sweep #{}), {} time(s)",

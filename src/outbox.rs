@@ -13,7 +13,7 @@ use crate::alert::{deliver, next_step, Payload, PAYLOAD_VERSION};
 use crate::config::{Config, Sink};
 use crate::model::{Action, Kind, Outcome};
 use anyhow::{Context, Result};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
@@ -85,14 +85,14 @@ pub fn deliver_due(config: &Config, log: &ActivityLog, budget: Duration) -> Resu
                 // old, never dropped on the spot.
                 if now - alert.queued_at > chrono::Duration::days(1) {
                     let why = format!("sink {:?} has not been configured for a day", alert.sink);
-                    error!(alert_id = alert.id, finding_id = alert.finding_id, task_id = %alert.task_id, "alert expired: {why}");
+                    error!(alert_id = alert.id, finding_id = alert.finding.id, task_id = %alert.finding.task_id, "alert expired: {why}");
                     log.alert_closed(alert.id, AlertEnd::Expired, now, Some(&why), false)?;
                     round.expired += 1;
                 } else {
                     let why = format!("sink {:?} is not in this configuration", alert.sink);
                     warn!(
                         alert_id = alert.id,
-                        finding_id = alert.finding_id,
+                        finding_id = alert.finding.id,
                         "alert held: {why}"
                     );
                     log.alert_hold(alert.id, now + chrono::Duration::hours(1), &why)?;
@@ -107,19 +107,22 @@ pub fn deliver_due(config: &Config, log: &ActivityLog, budget: Duration) -> Resu
                     humantime::format_duration(sink.max_age),
                     alert.attempts
                 );
-                error!(alert_id = alert.id, finding_id = alert.finding_id, task_id = %alert.task_id, sink = %sink.name, "alert expired: {why}");
+                error!(alert_id = alert.id, finding_id = alert.finding.id, task_id = %alert.finding.task_id, sink = %sink.name, "alert expired: {why}");
                 log.alert_closed(alert.id, AlertEnd::Expired, now, Some(&why), false)?;
                 round.expired += 1;
                 continue;
             }
-            match alert.outcome.as_str() {
+            match alert.finding.outcome.as_str() {
                 // Not acted on yet (a crash between commit and act): the
                 // next sweep settles it, then the alert says how it ended.
                 "pending" => continue,
                 // The task ended by itself or recovered: nothing to
                 // recover, unless Foreman signalled it on the way.
-                "already_finished" | "cleared" if !log.finding_signalled(alert.finding_id)? => {
-                    let why = format!("the finding ended {}: nothing to recover", alert.outcome);
+                "already_finished" | "cleared" if !log.finding_signalled(alert.finding.id)? => {
+                    let why = format!(
+                        "the finding ended {}: nothing to recover",
+                        alert.finding.outcome
+                    );
                     log.alert_closed(alert.id, AlertEnd::Cancelled, now, Some(&why), false)?;
                     round.cancelled += 1;
                     continue;
@@ -133,7 +136,7 @@ pub fn deliver_due(config: &Config, log: &ActivityLog, budget: Duration) -> Resu
                     let why = format!("{e:#}");
                     error!(
                         alert_id = alert.id,
-                        finding_id = alert.finding_id,
+                        finding_id = alert.finding.id,
                         "alert cancelled: {why}"
                     );
                     log.alert_closed(alert.id, AlertEnd::Cancelled, now, Some(&why), false)?;
@@ -144,7 +147,7 @@ pub fn deliver_due(config: &Config, log: &ActivityLog, budget: Duration) -> Resu
             fail::fail_point!("outbox::before_deliver");
             match deliver(sink, &payload) {
                 Ok(()) => {
-                    info!(alert_id = alert.id, finding_id = alert.finding_id, task_id = %alert.task_id, sink = %sink.name, attempts = alert.attempts + 1, "alert delivered");
+                    info!(alert_id = alert.id, finding_id = alert.finding.id, task_id = %alert.finding.task_id, sink = %sink.name, attempts = alert.attempts + 1, "alert delivered");
                     log.alert_closed(alert.id, AlertEnd::Delivered, Utc::now(), None, true)?;
                     round.delivered += 1;
                 }
@@ -154,7 +157,7 @@ pub fn deliver_due(config: &Config, log: &ActivityLog, budget: Duration) -> Resu
                     let at = Utc::now();
                     let next =
                         at + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
-                    warn!(alert_id = alert.id, finding_id = alert.finding_id, task_id = %alert.task_id, sink = %sink.name, attempts, retry_in = %humantime::format_duration(Duration::from_millis(wait.as_millis() as u64)), error = %why, "alert not delivered");
+                    warn!(alert_id = alert.id, finding_id = alert.finding.id, task_id = %alert.finding.task_id, sink = %sink.name, attempts, retry_in = %humantime::format_duration(Duration::from_millis(wait.as_millis() as u64)), error = %why, "alert not delivered");
                     log.alert_failed(alert.id, at, &why, next)?;
                     // The sink's other alerts wait for the same retry.
                     log.alerts_hold_sink(&sink.name, next)?;
@@ -174,26 +177,35 @@ fn word<T: DeserializeOwned>(what: &str, s: &str) -> Result<T> {
 }
 
 fn payload(config: &Config, a: &DueAlert) -> Result<Payload> {
-    let kind: Kind = word("kind", &a.kind)?;
-    let action: Action = word("action", &a.action)?;
-    let outcome: Outcome = word("outcome", &a.outcome)?;
+    let f = &a.finding;
+    let kind: Kind = word("kind", &f.kind)?;
+    let action: Action = word("action", &f.action)?;
+    let outcome: Outcome = word("outcome", &f.outcome)?;
+    let first_seen_at = DateTime::parse_from_rfc3339(&f.first_seen_at)
+        .with_context(|| {
+            format!(
+                "bad first_seen_at {:?} in the activity log",
+                f.first_seen_at
+            )
+        })?
+        .with_timezone(&Utc);
     Ok(Payload {
         version: PAYLOAD_VERSION,
-        finding_id: a.finding_id,
+        finding_id: f.id,
         alert_id: a.id,
-        task_id: a.task_id.clone(),
-        attempt: a.attempt,
-        plan_id: a.plan_id.clone(),
-        droid_type: a.droid_type.clone(),
-        host: a.host.clone().unwrap_or_else(|| config.host.clone()),
-        pid: a.pid,
+        task_id: f.task_id.clone(),
+        attempt: f.attempt,
+        plan_id: f.plan_id.clone(),
+        droid_type: f.droid_type.clone(),
+        host: f.host.clone().unwrap_or_else(|| config.host.clone()),
+        pid: f.pid,
         kind,
-        evidence: a.evidence.clone(),
+        evidence: f.evidence.clone(),
         action,
         outcome,
-        detail: a.detail.clone(),
+        detail: f.detail.clone(),
         next_step: next_step(kind, outcome),
-        first_seen_at: a.first_seen_at,
+        first_seen_at,
         queued_at: a.queued_at,
         foreman_version: env!("CARGO_PKG_VERSION").to_string(),
     })

@@ -2,7 +2,7 @@
 //! first, so the newest is last as in `tail`; filters combine with AND.
 //! Read-only: safe beside a running daemon.
 
-use crate::activity::{ts, ActivityLog};
+use crate::activity::{ts, ActivityLog, StoredFinding, FINDING_COLUMNS};
 use crate::model::Kind;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -44,22 +44,13 @@ pub fn parse_kind(text: &str) -> Result<Kind, String> {
         })
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One line of `log --json`: the finding as kept, with its reason lifted
+/// out of the evidence for `jq` and `grep`.
+#[derive(Debug, Clone, Serialize)]
 pub struct FindingLine {
-    pub id: i64,
-    pub last_seen_at: String,
-    pub first_seen_at: String,
-    pub task_id: String,
-    pub attempt: i64,
-    pub kind: String,
-    pub droid_type: Option<String>,
-    pub plan_id: Option<String>,
-    pub pid: Option<i32>,
-    pub action: String,
-    pub outcome: String,
-    pub detail: Option<String>,
+    #[serde(flatten)]
+    pub finding: StoredFinding,
     pub reason: Option<String>,
-    pub times_seen: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -79,24 +70,20 @@ pub struct SweepLine {
 
 /// Findings matching `f` with an id above `after`, oldest first.
 pub fn findings(log: &ActivityLog, f: &Filter, after: i64) -> Result<Vec<FindingLine>> {
-    let mut sql = String::from(
-        "SELECT id, last_seen_at, first_seen_at, task_id, attempt, kind, droid_type, plan_id, pid, action,
-                outcome, outcome_detail, json_extract(evidence, '$.reason'), times_seen
-         FROM findings WHERE id > ?1",
-    );
+    let mut sql = format!("SELECT {FINDING_COLUMNS} FROM findings f WHERE f.id > ?1");
     let mut args: Vec<Sql> = vec![Sql::Integer(after)];
     let mut arg = |sql: &mut String, clause: &str, v: Sql| {
         args.push(v);
         sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
     };
     if let Some(t) = f.since {
-        arg(&mut sql, " AND last_seen_at >= ?", Sql::Text(ts(t)));
+        arg(&mut sql, " AND f.last_seen_at >= ?", Sql::Text(ts(t)));
     }
     if let Some(t) = &f.task {
-        arg(&mut sql, " AND task_id = ?", Sql::Text(t.clone()));
+        arg(&mut sql, " AND f.task_id = ?", Sql::Text(t.clone()));
     }
     if let Some(t) = &f.droid_type {
-        arg(&mut sql, " AND droid_type = ?", Sql::Text(t.clone()));
+        arg(&mut sql, " AND f.droid_type = ?", Sql::Text(t.clone()));
     }
     if !f.kinds.is_empty() {
         let list: Vec<String> = f
@@ -104,26 +91,15 @@ pub fn findings(log: &ActivityLog, f: &Filter, after: i64) -> Result<Vec<Finding
             .iter()
             .map(|k| format!("'{}'", k.as_str()))
             .collect();
-        sql.push_str(&format!(" AND kind IN ({})", list.join(", ")));
+        sql.push_str(&format!(" AND f.kind IN ({})", list.join(", ")));
     }
-    sql.push_str(" ORDER BY id");
+    sql.push_str(" ORDER BY f.id");
     let mut stmt = log.conn().prepare(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+        let finding = StoredFinding::read(r, 0)?;
         Ok(FindingLine {
-            id: r.get(0)?,
-            last_seen_at: r.get(1)?,
-            first_seen_at: r.get(2)?,
-            task_id: r.get(3)?,
-            attempt: r.get(4)?,
-            kind: r.get(5)?,
-            droid_type: r.get(6)?,
-            plan_id: r.get(7)?,
-            pid: r.get(8)?,
-            action: r.get(9)?,
-            outcome: r.get(10)?,
-            detail: r.get(11)?,
-            reason: r.get(12)?,
-            times_seen: r.get(13)?,
+            reason: finding.reason().map(str::to_string),
+            finding,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -159,8 +135,9 @@ pub fn sweeps(
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
-pub fn finding_text(f: &FindingLine) -> String {
-    let mut line = format!(
+pub fn finding_text(line: &FindingLine) -> String {
+    let f = &line.finding;
+    let mut text = format!(
         "{}  #{:<5} {:<12} {}/{}  {}  pid {}  {} -> {}",
         f.last_seen_at,
         f.id,
@@ -172,13 +149,13 @@ pub fn finding_text(f: &FindingLine) -> String {
         f.action,
         f.outcome,
     );
-    if let Some(r) = &f.reason {
-        line.push_str(&format!("  {r}"));
+    if let Some(r) = &line.reason {
+        text.push_str(&format!("  {r}"));
     }
     if let Some(d) = &f.detail {
-        line.push_str(&format!(" ({d})"));
+        text.push_str(&format!(" ({d})"));
     }
-    line
+    text
 }
 
 pub fn sweep_text(s: &SweepLine) -> String {
