@@ -27,8 +27,11 @@
 //! Every process started is killed and reaped at the end, also on error (a
 //! Drop guard) and if this bench dies (PR_SET_PDEATHSIG).
 
+mod common;
+
 use anyhow::{bail, ensure, Context, Result};
 use chrono::{SecondsFormat, Utc};
+use common::{check_binary, floor, Limits, Sleepers};
 use foreman::activity::{ActivityLog, SweepRecord};
 use foreman::config::Config;
 use foreman::demo::SCHEMA;
@@ -38,13 +41,10 @@ use foreman::model::{Kind, Mode, SweepKind, Task};
 use foreman::probe::{boot_facts, Clocks, Probe, ProcTable};
 use foreman::sweep::{sweep, LogAccess, SweepOptions};
 use rusqlite::{params, Connection};
-use std::fmt::Write as _;
 use std::fs::File;
-use std::io::Read;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Counts the Rust heap while enabled (only in the memory pass: the timed
 /// runs pay one relaxed load per allocation). SQLite allocates through
@@ -142,10 +142,6 @@ fn sqlite_memory(reset: bool) -> (i64, i64) {
 
 const DEFAULT_NS: [usize; 2] = [1000, 10_000];
 const DEFAULT_REPS: usize = 9;
-/// Processes left free for everyone else on the host when checking limits.
-const HEADROOM: usize = 500;
-const BINARY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/foreman");
-
 const CONFIG: &str = r#"# Written by benches/sweep.rs.
 interval = "2m"
 max_cpu_pressure = 100.0
@@ -428,220 +424,6 @@ fn measure<T>(f: impl FnOnce() -> Result<T>) -> Result<(Sample, T)> {
     Ok((Sample { wall, cpu }, out))
 }
 
-/// The release binary, which must exist (and should be newer than src/).
-fn check_binary() -> Result<PathBuf> {
-    let binary = PathBuf::from(BINARY);
-    let built = std::fs::metadata(&binary)
-        .and_then(|m| m.modified())
-        .with_context(|| {
-            format!(
-                "the release binary {BINARY} is missing: build it first with `cargo build --release` \
-                 (in the default target directory, CARGO_TARGET_DIR unset)"
-            )
-        })?;
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    if let Some(newest) = newest_mtime(&src) {
-        if newest > built {
-            println!(
-                "warning: {BINARY} is older than a file in src/; its RSS is of an older build \
-                 (run `cargo build --release`)"
-            );
-        }
-    }
-    Ok(binary)
-}
-
-fn newest_mtime(dir: &Path) -> Option<SystemTime> {
-    let mut newest = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let t = if path.is_dir() {
-            newest_mtime(&path)
-        } else {
-            entry.metadata().and_then(|m| m.modified()).ok()
-        };
-        newest = newest.max(t);
-    }
-    newest
-}
-
-/// How many more processes this host lets us start.
-struct Limits {
-    pid_max: usize,
-    threads_max: usize,
-    nproc: Option<u64>,
-    root: bool,
-    cgroup_pids_max: Option<(String, usize)>,
-    running_tasks: usize,
-    user_procs: usize,
-}
-
-impl Limits {
-    fn read() -> Result<Limits> {
-        let num = |p: &str| -> Result<usize> {
-            let t = std::fs::read_to_string(p).with_context(|| format!("reading {p}"))?;
-            t.trim().parse().with_context(|| format!("parsing {p}"))
-        };
-        let pid_max = num("/proc/sys/kernel/pid_max")?;
-        let threads_max = num("/proc/sys/kernel/threads-max")?;
-        // SAFETY: an all-zero rlimit is valid; getrlimit only writes into it.
-        let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
-        // SAFETY: rl is a valid, writable rlimit.
-        let nproc = if unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut rl) } == 0
-            && rl.rlim_cur != libc::RLIM_INFINITY
-        {
-            Some(rl.rlim_cur)
-        } else {
-            None
-        };
-        // SAFETY: getuid has no preconditions.
-        let uid = unsafe { libc::getuid() };
-        // Field 4 of loadavg: runnable/total scheduling entities (threads).
-        let loadavg = std::fs::read_to_string("/proc/loadavg")?;
-        let running_tasks = loadavg
-            .split_ascii_whitespace()
-            .nth(3)
-            .and_then(|f| f.split('/').nth(1))
-            .and_then(|t| t.parse().ok())
-            .context("parsing /proc/loadavg")?;
-        let mut user_procs = 0;
-        for e in std::fs::read_dir("/proc")?.flatten() {
-            use std::os::unix::fs::MetadataExt;
-            if e.file_name()
-                .to_str()
-                .is_some_and(|s| s.parse::<u32>().is_ok())
-                && e.metadata().is_ok_and(|m| m.uid() == uid)
-            {
-                user_procs += 1;
-            }
-        }
-        Ok(Limits {
-            pid_max,
-            threads_max,
-            nproc,
-            root: uid == 0,
-            cgroup_pids_max: cgroup_pids_max(),
-            running_tasks,
-            user_procs,
-        })
-    }
-
-    fn check(&self, n: usize) -> Result<()> {
-        println!(
-            "limits: pid_max {}, threads-max {}, RLIMIT_NPROC {}{}, cgroup pids.max {}; {} threads exist, {} processes are this user's",
-            self.pid_max,
-            self.threads_max,
-            self.nproc.map_or("unlimited".into(), |n| n.to_string()),
-            if self.root { " (not enforced for root)" } else { "" },
-            self.cgroup_pids_max
-                .as_ref()
-                .map_or("none".into(), |(p, n)| format!("{n} ({p})")),
-            self.running_tasks,
-            self.user_procs,
-        );
-        let mut problems = Vec::new();
-        let want = n + HEADROOM;
-        // pid_max: pids run from 300 (after wrap) to pid_max - 1.
-        let pids_free = self.pid_max.saturating_sub(300 + self.running_tasks);
-        if want > pids_free {
-            problems.push(format!(
-                "kernel.pid_max is {} and {} threads exist: {} pids free, {n} + {HEADROOM} headroom wanted (raise with `sysctl kernel.pid_max=...`)",
-                self.pid_max, self.running_tasks, pids_free
-            ));
-        }
-        if want > self.threads_max.saturating_sub(self.running_tasks) {
-            problems.push(format!(
-                "kernel.threads-max is {} and {} threads exist",
-                self.threads_max, self.running_tasks
-            ));
-        }
-        if let (Some(limit), false) = (self.nproc, self.root) {
-            if (self.user_procs + want) as u64 > limit {
-                problems.push(format!(
-                    "`ulimit -u` is {limit} and this user already has {} processes (raise with `ulimit -u`)",
-                    self.user_procs
-                ));
-            }
-        }
-        if let Some((path, limit)) = &self.cgroup_pids_max {
-            if self.running_tasks + want > *limit {
-                problems.push(format!(
-                    "{path} is {limit} and up to {} tasks may already be in it",
-                    self.running_tasks
-                ));
-            }
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            bail!("{}", problems.join("; "))
-        }
-    }
-}
-
-/// The pids.max of this process's cgroup (v1 `pids` controller or v2),
-/// when it is a number.
-fn cgroup_pids_max() -> Option<(String, usize)> {
-    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    for line in cgroups.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        let file = if controllers.split(',').any(|c| c == "pids") {
-            format!("/sys/fs/cgroup/pids{path}/pids.max")
-        } else if controllers.is_empty() {
-            format!("/sys/fs/cgroup{path}/pids.max")
-        } else {
-            continue;
-        };
-        if let Ok(text) = std::fs::read_to_string(&file) {
-            if let Ok(n) = text.trim().parse() {
-                return Some((file, n));
-            }
-        }
-    }
-    None
-}
-
-/// The sleeping processes; all are killed and reaped on drop.
-struct Sleepers(Vec<Child>);
-
-impl Drop for Sleepers {
-    fn drop(&mut self) {
-        for c in &self.0 {
-            // SAFETY: signalling our own child's process group (it leads one).
-            unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
-        }
-        for c in &mut self.0 {
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Sleepers {
-    fn spawn(&mut self) -> Result<i32> {
-        let mut cmd = Command::new("sleep");
-        cmd.arg("3600")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0);
-        // SAFETY: prctl is async-signal-safe; it makes the sleeper die with
-        // this bench even if the bench is killed before its Drop guard runs.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn()?;
-        let pid = child.id() as i32;
-        self.0.push(child);
-        Ok(pid)
-    }
-}
-
 /// Each stage of a sweep timed alone (medians).
 #[derive(Default)]
 struct Stages {
@@ -841,24 +623,6 @@ fn bench_one(n: usize, reps: usize, binary: &Path) -> Result<Row> {
         procs_seen,
         spawn_time,
     })
-}
-
-/// The floor: `/proc/PID/stat` and `/proc/PID/io` of every pid into one
-/// reused buffer; only the end of the command name is located.
-fn floor(pids: &[i32], path: &mut String, buf: &mut Vec<u8>) -> Result<usize> {
-    let mut total = 0;
-    for pid in pids {
-        for file in ["stat", "io"] {
-            path.clear();
-            let _ = write!(path, "/proc/{pid}/{file}");
-            buf.clear();
-            File::open(&*path)
-                .and_then(|mut f| f.read_to_end(buf))
-                .with_context(|| format!("reading {path}"))?;
-            total += buf.iter().rposition(|b| *b == b')').unwrap_or(buf.len());
-        }
-    }
-    Ok(total)
 }
 
 /// Run `foreman sweep --config` and return its peak RSS (KiB) and wall.

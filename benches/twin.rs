@@ -13,25 +13,22 @@
 //! --config ...` (which must exit 0, state OK, N tasks), and the floor.
 //! The setup is benches/sweep.rs's, cut down.
 
+mod common;
+
 use anyhow::{bail, ensure, Context, Result};
 use chrono::{SecondsFormat, Utc};
+use common::{check_binary, floor, Limits, Sleepers, BINARY};
 use foreman::demo::SCHEMA;
 use rusqlite::{params, Connection};
-use std::fmt::Write as _;
 use std::fs::File;
-use std::io::Read;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Instant, SystemTime};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 const DEFAULT_NS: [usize; 2] = [100, 1000];
 const DEFAULT_REPS: usize = 15;
-/// Processes left free for everyone else on the host when checking limits.
-const HEADROOM: usize = 500;
 const TARGET_MS: f64 = 100.0;
 const TARGET_N: usize = 1000;
-const BINARY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/foreman");
 
 const CONFIG: &str = r#"# Written by benches/twin.rs.
 interval = "2m"
@@ -103,7 +100,7 @@ fn run() -> Result<()> {
     let mut rows = Vec::new();
     for &n in &ns {
         println!("\n## N = {n}");
-        match check_limits(n) {
+        match Limits::read().and_then(|l| l.check(n)) {
             Ok(()) => rows.push(Ok(
                 bench_one(n, reps, &binary).with_context(|| format!("N = {n}"))?
             )),
@@ -277,148 +274,4 @@ fn check_json(out: &str, n: usize) -> Result<()> {
         v["state"]
     );
     Ok(())
-}
-
-/// The floor: `/proc/PID/stat` and `/proc/PID/io` of every pid into one
-/// reused buffer, as in benches/sweep.rs.
-fn floor(pids: &[i32], path: &mut String, buf: &mut Vec<u8>) -> Result<usize> {
-    let mut total = 0;
-    for pid in pids {
-        for file in ["stat", "io"] {
-            path.clear();
-            let _ = write!(path, "/proc/{pid}/{file}");
-            buf.clear();
-            File::open(&*path)
-                .and_then(|mut f| f.read_to_end(buf))
-                .with_context(|| format!("reading {path}"))?;
-            total += buf.iter().rposition(|b| *b == b')').unwrap_or(buf.len());
-        }
-    }
-    Ok(total)
-}
-
-/// The release binary, which must exist (and should be newer than src/).
-fn check_binary() -> Result<PathBuf> {
-    let binary = PathBuf::from(BINARY);
-    let built = std::fs::metadata(&binary)
-        .and_then(|m| m.modified())
-        .with_context(|| format!("{BINARY} is missing: run `cargo build --release` first"))?;
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    if newest_mtime(&src).is_some_and(|t| t > built) {
-        println!("warning: {BINARY} is older than a file in src/ (run `cargo build --release`)");
-    }
-    Ok(binary)
-}
-
-fn newest_mtime(dir: &Path) -> Option<SystemTime> {
-    let mut newest = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let t = if path.is_dir() {
-            newest_mtime(&path)
-        } else {
-            entry.metadata().and_then(|m| m.modified()).ok()
-        };
-        newest = newest.max(t);
-    }
-    newest
-}
-
-/// Can N more processes start? kernel.pid_max, threads-max, `ulimit -u`
-/// (not for root) and the pids cgroup, each with HEADROOM to spare.
-fn check_limits(n: usize) -> Result<()> {
-    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-    let num = |p: &str| read(p).trim().parse::<u64>().ok();
-    // Field 4 of loadavg: runnable/total scheduling entities (threads).
-    let threads = read("/proc/loadavg")
-        .split_ascii_whitespace()
-        .nth(3)
-        .and_then(|f| f.split('/').nth(1)?.parse::<u64>().ok())
-        .context("parsing /proc/loadavg")?;
-    // (name, how many threads it allows); pids run from 300 to pid_max - 1.
-    let mut limits: Vec<(String, u64)> = Vec::new();
-    let mut files = vec![
-        "/proc/sys/kernel/pid_max".to_string(),
-        "/proc/sys/kernel/threads-max".into(),
-    ];
-    // The pids.max of this process's cgroup (v1 `pids` or v2).
-    for line in read("/proc/self/cgroup").lines() {
-        let mut parts = line.splitn(3, ':').skip(1);
-        match (parts.next(), parts.next()) {
-            (Some(""), Some(path)) => files.push(format!("/sys/fs/cgroup{path}/pids.max")),
-            (Some(c), Some(path)) if c.split(',').any(|c| c == "pids") => {
-                files.push(format!("/sys/fs/cgroup/pids{path}/pids.max"))
-            }
-            _ => {}
-        }
-    }
-    for f in files {
-        if let Some(max) = num(&f) {
-            let max = if f.ends_with("pid_max") {
-                max.saturating_sub(300)
-            } else {
-                max
-            };
-            limits.push((f, max));
-        }
-    }
-    // SAFETY: an all-zero rlimit is valid; getrlimit only writes into it.
-    let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
-    // SAFETY: rl is writable; getuid has no preconditions.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut rl) == 0 && libc::getuid() != 0 } {
-        limits.push(("`ulimit -u`".into(), rl.rlim_cur));
-    }
-    let show = |l: &[(String, u64)]| {
-        let v: Vec<String> = l.iter().map(|(f, m)| format!("{f} {m}")).collect();
-        v.join(", ")
-    };
-    println!("limits: {}; {threads} threads exist", show(&limits));
-    let want = threads + (n + HEADROOM) as u64;
-    limits.retain(|(_, max)| want > *max);
-    ensure!(
-        limits.is_empty(),
-        "{}: {threads} threads exist, {n} + {HEADROOM} headroom wanted",
-        show(&limits)
-    );
-    Ok(())
-}
-
-/// The sleeping processes; all are killed and reaped on drop.
-struct Sleepers(Vec<Child>);
-
-impl Drop for Sleepers {
-    fn drop(&mut self) {
-        for c in &self.0 {
-            // SAFETY: signalling our own child's process group (it leads one).
-            unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
-        }
-        for c in &mut self.0 {
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Sleepers {
-    fn spawn(&mut self) -> Result<i32> {
-        let mut cmd = Command::new("sleep");
-        cmd.arg("3600")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0);
-        // SAFETY: prctl is async-signal-safe; the sleeper dies with this
-        // bench even if the bench is killed before its Drop guard runs.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn()?;
-        let pid = child.id() as i32;
-        self.0.push(child);
-        Ok(pid)
-    }
 }
