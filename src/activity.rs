@@ -269,11 +269,7 @@ impl SweepTx<'_> {
                  ON CONFLICT (boot_id, pid, start_ticks) DO UPDATE SET last_sweep_id = excluded.last_sweep_id",
             )?
             .execute(params![boot_id, pid, start_ticks as i64, droid_type, ts(now), self.sweep_id])?;
-        Ok(before.unwrap_or(StrayHistory {
-            first_seen_at: now,
-            seen_last_sweep: false,
-            reported: false,
-        }))
+        Ok(before.unwrap_or_else(|| StrayHistory::first_sight(now)))
     }
 
     /// The stray's finding is in this transaction: never record it again.
@@ -400,6 +396,17 @@ pub struct StrayHistory {
     pub seen_last_sweep: bool,
     /// Already recorded as a finding.
     pub reported: bool,
+}
+
+impl StrayHistory {
+    /// A candidate never seen before.
+    pub fn first_sight(now: DateTime<Utc>) -> StrayHistory {
+        StrayHistory {
+            first_seen_at: now,
+            seen_last_sweep: false,
+            reported: false,
+        }
+    }
 }
 
 /// The candidate as the last sweep before `sweep_id` (or the last sweep at

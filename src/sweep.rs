@@ -840,11 +840,7 @@ impl Memory<'_> {
     /// that it saw it now.
     fn stray(&self, boot_id: &str, c: &Candidate, now: DateTime<Utc>) -> Result<StrayHistory> {
         let (pid, ticks) = (c.stat.pid, c.stat.start_ticks);
-        let fresh = StrayHistory {
-            first_seen_at: now,
-            seen_last_sweep: false,
-            reported: false,
-        };
+        let fresh = StrayHistory::first_sight(now);
         match self {
             Memory::Writing(tx) => tx.stray_seen(boot_id, pid, ticks, c.droid_type.as_deref(), now),
             Memory::Reading(Some(log)) => Ok(log.stray(boot_id, pid, ticks)?.unwrap_or(fresh)),
