@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_alerts.sql"),
     include_str!("../migrations/0003_finding_inputs.sql"),
     include_str!("../migrations/0004_strays.sql"),
+    include_str!("../migrations/0005_wellbeing.sql"),
 ];
 
 pub fn ts(t: DateTime<Utc>) -> String {
@@ -163,14 +164,53 @@ impl StoredFinding {
     }
 }
 
-/// A queued alert that is due, with its finding as it stands now.
+/// A queued outbox row that is due, with what it is about as it stands now.
 #[derive(Debug, Clone)]
 pub struct DueAlert {
     pub id: i64,
     pub sink: String,
     pub queued_at: DateTime<Utc>,
     pub attempts: i64,
-    pub finding: StoredFinding,
+    pub about: About,
+}
+
+/// What an outbox row delivers.
+#[derive(Debug, Clone)]
+pub enum About {
+    Finding(StoredFinding),
+    Initiative(StoredInitiative),
+}
+
+/// An initiative as the activity log keeps it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredInitiative {
+    pub id: i64,
+    pub run_id: String,
+    pub created_at: String,
+    pub title: String,
+    pub severity: String,
+    /// Markdown.
+    pub body: String,
+    /// The JSON document sinks receive.
+    pub payload: String,
+}
+
+/// The columns `StoredInitiative::read` takes, in its order, from `initiatives i`.
+pub const INITIATIVE_COLUMNS: &str =
+    "i.id, i.run_id, i.created_at, i.title, i.severity, i.body, i.payload";
+
+impl StoredInitiative {
+    pub fn read(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<StoredInitiative> {
+        Ok(StoredInitiative {
+            id: r.get(at)?,
+            run_id: r.get(at + 1)?,
+            created_at: r.get(at + 2)?,
+            title: r.get(at + 3)?,
+            severity: r.get(at + 4)?,
+            body: r.get(at + 5)?,
+            payload: r.get(at + 6)?,
+        })
+    }
 }
 
 /// How an alert left the queue.
@@ -662,43 +702,119 @@ impl ActivityLog {
         Ok(SweepTx { tx, sweep_id })
     }
 
-    /// Queued alerts whose next attempt is due, by id, after `after_id`.
+    /// Queued outbox rows whose next attempt is due, by id, after `after_id`.
     pub fn due_alerts(
         &self,
         now: DateTime<Utc>,
         after_id: i64,
         limit: usize,
     ) -> Result<Vec<DueAlert>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT a.id, a.sink, a.queued_at, a.attempts, {FINDING_COLUMNS}
-             FROM alerts a JOIN findings f ON f.id = a.finding_id
-             WHERE a.state = 'queued' AND a.next_attempt_at <= ?1 AND a.id > ?2
-             ORDER BY a.id LIMIT ?3"
-        ))?;
-        let mut rows = stmt.query(params![ts(now), after_id, limit as i64])?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id FROM alerts WHERE state = 'queued' AND next_attempt_at <= ?1 AND id > ?2
+             ORDER BY id LIMIT ?3",
+        )?;
+        let ids = stmt
+            .query_map(params![ts(now), after_id, limit as i64], |r| {
+                r.get::<_, i64>(0)
+            })?
+            .collect::<rusqlite::Result<Vec<i64>>>()?;
         let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            out.push(DueAlert {
-                id: r.get(0)?,
-                sink: r.get(1)?,
-                queued_at: parse_ts(&r.get::<_, String>(2)?)?,
-                attempts: r.get(3)?,
-                finding: StoredFinding::read(r, 4)?,
-            });
+        for id in ids {
+            out.extend(self.outbox_row(id)?);
         }
         Ok(out)
     }
 
-    /// When the earliest queued alert is due, if any is queued. Alerts of a
+    /// The queued outbox rows of one initiative, due or not.
+    pub fn initiative_alerts(&self, initiative_id: i64) -> Result<Vec<DueAlert>> {
+        let ids = self
+            .conn
+            .prepare_cached(
+                "SELECT id FROM alerts WHERE initiative_id = ?1 AND state = 'queued' ORDER BY id",
+            )?
+            .query_map([initiative_id], |r| r.get::<_, i64>(0))?
+            .collect::<rusqlite::Result<Vec<i64>>>()?;
+        let mut out = Vec::new();
+        for id in ids {
+            out.extend(self.outbox_row(id)?);
+        }
+        Ok(out)
+    }
+
+    /// One outbox row with its finding or initiative.
+    fn outbox_row(&self, id: i64) -> Result<Option<DueAlert>> {
+        let head = self
+            .conn
+            .prepare_cached(
+                "SELECT sink, queued_at, attempts, finding_id, initiative_id FROM alerts WHERE id = ?1",
+            )?
+            .query_row([id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ))
+            })
+            .optional()?;
+        let Some((sink, queued_at, attempts, finding, initiative)) = head else {
+            return Ok(None);
+        };
+        let about = match (finding, initiative) {
+            (Some(f), _) => self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT {FINDING_COLUMNS} FROM findings f WHERE f.id = ?1"
+                ))?
+                .query_row([f], |r| StoredFinding::read(r, 0))
+                .optional()?
+                .map(About::Finding),
+            (None, Some(i)) => self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT {INITIATIVE_COLUMNS} FROM initiatives i WHERE i.id = ?1"
+                ))?
+                .query_row([i], |r| StoredInitiative::read(r, 0))
+                .optional()?
+                .map(About::Initiative),
+            (None, None) => None,
+        };
+        let Some(about) = about else {
+            return Ok(None);
+        };
+        Ok(Some(DueAlert {
+            id,
+            sink,
+            queued_at: parse_ts(&queued_at)?,
+            attempts,
+            about,
+        }))
+    }
+
+    /// When the earliest queued row is due, if any is queued. Alerts of a
     /// finding not yet acted on wait for the sweep that settles it.
     pub fn next_alert_due(&self) -> Result<Option<DateTime<Utc>>> {
         let t: Option<String> = self.conn.query_row(
-            "SELECT MIN(a.next_attempt_at) FROM alerts a JOIN findings f ON f.id = a.finding_id
-             WHERE a.state = 'queued' AND f.outcome != 'pending'",
+            "SELECT MIN(a.next_attempt_at) FROM alerts a LEFT JOIN findings f ON f.id = a.finding_id
+             WHERE a.state = 'queued' AND (a.initiative_id IS NOT NULL OR f.outcome != 'pending')",
             [],
             |r| r.get(0),
         )?;
         parse_opt(t)
+    }
+
+    /// Take a queued row for one delivery attempt: its next attempt moves to
+    /// `until`, so no other process (a daemon beside `foreman wellbeing`)
+    /// sends it meanwhile, and a crash mid-delivery frees it then. False
+    /// when it is not due any more (someone else took it, or it left the
+    /// queue).
+    pub fn alert_claim(&self, id: i64, now: DateTime<Utc>, until: DateTime<Utc>) -> Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE alerts SET next_attempt_at = ?3 WHERE id = ?1 AND state = 'queued' AND next_attempt_at <= ?2",
+            params![id, ts(now), ts(until)],
+        )?;
+        Ok(n == 1)
     }
 
     /// A failed attempt: counted, and the next one scheduled.
@@ -832,6 +948,13 @@ impl ActivityLog {
         n += self
             .conn
             .execute("DELETE FROM observations WHERE seen_at < ?1", [&day])?;
+        // The latest scheduled run stays: it is how a restart knows whether
+        // it missed a slot.
+        n += self.conn.execute(
+            "DELETE FROM wellbeing_runs WHERE started_at < ?1 AND id IS NOT (
+                 SELECT id FROM wellbeing_runs WHERE slot_at IS NOT NULL ORDER BY slot_at DESC LIMIT 1)",
+            [&cutoff],
+        )?;
         Ok(n)
     }
 }

@@ -67,17 +67,52 @@ pub fn next_step(kind: Kind, outcome: Outcome) -> NextStep {
     }
 }
 
+/// What one delivery sends, whatever it is about (a finding's alert or a
+/// wellbeing initiative).
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The JSON document: a webhook's body, and a command's stdin unless
+    /// `text` is set.
+    pub json: Vec<u8>,
+    /// Receivers dedupe on it: the `Idempotency-Key` header.
+    pub idempotency_key: String,
+    /// The outbox row (`X-Foreman-Alert-Id`, `FOREMAN_ALERT_ID`).
+    pub outbox_id: i64,
+    /// Variables a command sink gets beside the fixed ones.
+    pub env: Vec<(&'static str, String)>,
+    /// Markdown for people: a command's stdin instead of the JSON, and what a
+    /// file sink writes.
+    pub text: Option<String>,
+    /// `{name}` placeholders replaced in a command's argv items.
+    pub fill: Vec<(&'static str, String)>,
+    /// The file a file sink writes (a plain name, no directory).
+    pub file_name: String,
+}
+
+impl Message {
+    pub fn alert(payload: &Payload) -> Result<Message, String> {
+        Ok(Message {
+            json: serde_json::to_vec(payload)
+                .map_err(|e| format!("cannot encode the payload: {e}"))?,
+            idempotency_key: payload.finding_id.to_string(),
+            outbox_id: payload.alert_id,
+            env: vec![("FOREMAN_FINDING_ID", payload.finding_id.to_string())],
+            text: None,
+            fill: Vec::new(),
+            file_name: format!("finding-{}.json", payload.finding_id),
+        })
+    }
+}
+
 /// One delivery attempt. Ok(()) = delivered. Err(reason) = not delivered, retry later;
 /// the reason is one line fit for a log (status code and the start of the body, or
 /// "timed out after 5s", or "exit status 3: <last stderr line>", ...).
 ///
 /// A command sink runs in its own process group with a cleared environment:
-/// it sees only PATH, HOME, LANG, LC_ALL, TZ, FOREMAN_FINDING_ID and
-/// FOREMAN_ALERT_ID (see `run`), never the secrets other sinks read. Whatever
-/// it leaves running in its group is killed when it exits.
-pub fn deliver(sink: &Sink, payload: &Payload) -> Result<(), String> {
-    let body =
-        serde_json::to_vec(payload).map_err(|e| format!("cannot encode the payload: {e}"))?;
+/// it sees only PATH, HOME, LANG, LC_ALL, TZ, FOREMAN_ALERT_ID and the
+/// message's own variables (see `run`), never the secrets other sinks read.
+/// Whatever it leaves running in its group is killed when it exits.
+pub fn deliver(sink: &Sink, message: &Message) -> Result<(), String> {
     match &sink.target {
         SinkTarget::Webhook {
             url,
@@ -88,11 +123,35 @@ pub fn deliver(sink: &Sink, payload: &Payload) -> Result<(), String> {
             headers,
             bearer_token_env.as_deref(),
             sink.timeout,
-            payload,
-            &body,
+            message,
         ),
-        SinkTarget::Command { argv } => run(argv, sink.timeout, payload, &body),
+        SinkTarget::Command { argv } => run(argv, sink.timeout, message),
+        SinkTarget::File { dir } => write_file(dir, message),
     }
+}
+
+/// Write `text` (else the JSON) to `dir/file_name` atomically: a reader
+/// never sees half a file, and writing it again is harmless.
+fn write_file(dir: &std::path::Path, message: &Message) -> Result<(), String> {
+    let name = &message.file_name;
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(format!("{name:?} is not a plain file name"));
+    }
+    let content = message
+        .text
+        .as_deref()
+        .map(str::as_bytes)
+        .unwrap_or(&message.json);
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create the directory {}: {e}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| format!("cannot write into {}: {e}", dir.display()))?;
+    tmp.write_all(content)
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(|e| format!("cannot write into {}: {e}", dir.display()))?;
+    tmp.persist(dir.join(name))
+        .map_err(|e| format!("cannot write {}: {}", dir.join(name).display(), e.error))?;
+    Ok(())
 }
 
 fn post(
@@ -100,8 +159,7 @@ fn post(
     extra: &std::collections::BTreeMap<String, String>,
     bearer_token_env: Option<&str>,
     timeout: Duration,
-    payload: &Payload,
-    body: &[u8],
+    message: &Message,
 ) -> Result<(), String> {
     let mut own = vec![
         ("Content-Type", "application/json".to_string()),
@@ -109,8 +167,8 @@ fn post(
             "User-Agent",
             format!("foreman/{}", env!("CARGO_PKG_VERSION")),
         ),
-        ("Idempotency-Key", payload.finding_id.to_string()),
-        ("X-Foreman-Alert-Id", payload.alert_id.to_string()),
+        ("Idempotency-Key", message.idempotency_key.clone()),
+        ("X-Foreman-Alert-Id", message.outbox_id.to_string()),
     ];
     let mut token = None;
     if let Some(var) = bearer_token_env {
@@ -155,7 +213,7 @@ fn post(
         request = request.header(*name, value.as_str());
     }
     let mut response = request
-        .send(body)
+        .send(&message.json[..])
         .map_err(|e| http_error(e, url, timeout))?;
     let status = response.status();
     if status.is_success() {
@@ -213,15 +271,32 @@ const COMMAND_ENV: [&str; 4] = ["HOME", "LANG", "LC_ALL", "TZ"];
 /// PATH for a command sink when Foreman has none.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
-/// Runs a command sink: the payload on stdin, stdout discarded, stderr kept
-/// for the reason. Its environment is cleared, then gets PATH (Foreman's, or
-/// `DEFAULT_PATH` when unset), HOME, LANG, LC_ALL and TZ when set, and
-/// FOREMAN_FINDING_ID and FOREMAN_ALERT_ID. It runs in its own process group,
+/// Runs a command sink: `{name}` placeholders in argv filled, the message's
+/// text (else its JSON) on stdin, stdout discarded, stderr kept for the
+/// reason. Its environment is cleared, then gets PATH (Foreman's, or
+/// `DEFAULT_PATH` when unset), HOME, LANG, LC_ALL and TZ when set,
+/// FOREMAN_ALERT_ID and the message's own variables (FOREMAN_FINDING_ID for
+/// an alert). It runs in its own process group,
 /// and once it has exited, timed out or could not be waited for, the whole
 /// group is SIGKILLed: nothing it started in the background outlives the
 /// delivery (nor holds its stderr open).
-fn run(argv: &[String], timeout: Duration, payload: &Payload, body: &[u8]) -> Result<(), String> {
+fn run(argv: &[String], timeout: Duration, message: &Message) -> Result<(), String> {
+    let fill: Vec<(String, &str)> = message
+        .fill
+        .iter()
+        .map(|(name, value)| (format!("{{{name}}}"), value.as_str()))
+        .collect();
+    let fill: Vec<(&str, &str)> = fill.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+    let argv: Vec<String> = argv
+        .iter()
+        .map(|item| crate::executor::command::substitute(item, &fill))
+        .collect();
     let program = argv.first().ok_or("the sink's argv is empty")?;
+    let body = message
+        .text
+        .as_deref()
+        .map(str::as_bytes)
+        .unwrap_or(&message.json);
     // The payload goes in through an unlinked file rather than a pipe: a child
     // that never reads it cannot block us or see EPIPE, and no writer thread
     // can be left behind by a grandchild holding the pipe open.
@@ -238,9 +313,11 @@ fn run(argv: &[String], timeout: Duration, payload: &Payload, body: &[u8]) -> Re
             command.env(name, value);
         }
     }
+    for (name, value) in &message.env {
+        command.env(name, value);
+    }
     let mut child = command
-        .env("FOREMAN_FINDING_ID", payload.finding_id.to_string())
-        .env("FOREMAN_ALERT_ID", payload.alert_id.to_string())
+        .env("FOREMAN_ALERT_ID", message.outbox_id.to_string())
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

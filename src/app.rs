@@ -2,7 +2,7 @@
 //! `error`, 2 usage or configuration error, 3 runtime error.
 
 use crate::activity::ActivityLog;
-use crate::cli::{ActArgs, ExplainArgs, LogArgs, TwinArgs};
+use crate::cli::{ActArgs, ExplainArgs, LogArgs, TwinArgs, WellbeingArgs};
 use crate::config::{Config, ConfigError, DEFAULT_PATH};
 use crate::daemon;
 use crate::executor;
@@ -14,6 +14,7 @@ use crate::query;
 use crate::report;
 use crate::sweep::{sweep, LogAccess, SweepOptions};
 use crate::twin;
+use crate::wellbeing::{self, RunId, RunKind};
 use std::path::{Path, PathBuf};
 
 pub const OK: u8 = 0;
@@ -297,4 +298,54 @@ pub fn twin(path: &Path, args: &TwinArgs) -> u8 {
         first = false;
         std::thread::sleep(every);
     }
+}
+
+/// `wellbeing`: 0 all well, 1 issues found (an initiative filed, or one
+/// that would be), 0 also for a slot already recorded.
+pub fn wellbeing(path: &Path, args: &WellbeingArgs) -> Result<u8, Failure> {
+    let config = load(path)?;
+    let now = chrono::Utc::now();
+    let run = match &args.slot {
+        Some(slot) => {
+            let at = config
+                .wellbeing
+                .schedule
+                .parse_slot(slot)
+                .map_err(|e| Failure::Usage(format!("--slot: {e}")))?;
+            RunId::slot(&config, at, RunKind::Scheduled)
+        }
+        None => RunId::manual(now),
+    };
+    let executor = executor::open(&config)?;
+    let (report, delivery) = if args.dry_run {
+        let log = ActivityLog::open_read_only(&config.activity.path)?;
+        let report = wellbeing::assess_now(&config, executor.as_ref(), log.as_ref(), &run)?;
+        (report, None)
+    } else {
+        // No actor lock: this acts on no task, so it runs beside the daemon;
+        // the run id is the compare-and-set that keeps a slot filed once.
+        let log = ActivityLog::open(&config.activity.path)?;
+        let report = wellbeing::run(&config, executor.as_ref(), &log, &run)?;
+        let initiative = match &report.filed {
+            wellbeing::Filed::Recorded { initiative_id } => *initiative_id,
+            wellbeing::Filed::AlreadyRecorded { initiative_id, .. } => *initiative_id,
+            wellbeing::Filed::DryRun => None,
+        };
+        let delivery = initiative
+            .map(|id| wellbeing::deliver(&config, &log, id))
+            .transpose()?;
+        (report, delivery)
+    };
+    if args.json {
+        let mut doc = serde_json::to_value(&report).map_err(anyhow::Error::from)?;
+        doc["dry_run"] = args.dry_run.into();
+        doc["delivery"] = serde_json::to_value(&delivery).map_err(anyhow::Error::from)?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).map_err(anyhow::Error::from)?
+        );
+    } else {
+        print!("{}", wellbeing::show::text(&report, delivery.as_ref()));
+    }
+    Ok(if report.issues > 0 { ACTION_ERROR } else { OK })
 }

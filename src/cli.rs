@@ -39,6 +39,9 @@ pub enum Command {
     Log(LogArgs),
     /// An instant, read-only health snapshot; exit code as a Nagios check
     Twin(TwinArgs),
+    /// The wellbeing sweep now: every droid type and Foreman itself; files
+    /// one initiative when something is wrong (exit 1), none when all is well
+    Wellbeing(WellbeingArgs),
     /// Watch a scratch executor with real processes for a few seconds
     Demo,
 }
@@ -99,4 +102,19 @@ pub struct TwinArgs {
     /// How far back failures look [default: `[twin] window`, 1h]
     #[arg(long, value_name = "DURATION")]
     pub since: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WellbeingArgs {
+    /// Print the checks and the initiative that would be filed; record and
+    /// file nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// One JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Run as this schedule slot (e.g. 2026-11-23T06:00), to redo a slot
+    /// that was missed: a slot already recorded is never filed twice
+    #[arg(long, value_name = "SLOT")]
+    pub slot: Option<String>,
 }

@@ -3,6 +3,7 @@
 //! every error names the file, line, column and key, and how to fix it.
 
 use crate::model::{Kind, Mode, OnHung, OnStray, Signal};
+use crate::schedule::{Schedule, Zone};
 use chrono::FixedOffset;
 use regex::Regex;
 use serde::Deserialize;
@@ -46,6 +47,50 @@ struct RawConfig {
     alerts: Vec<RawSink>,
     #[serde(default)]
     twin: RawTwin,
+    #[serde(default)]
+    wellbeing: RawWellbeing,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWellbeing {
+    schedule: Option<String>,
+    timezone: Option<String>,
+    // The limits are listed here rather than flattened from `RawLimits`:
+    // serde cannot combine `flatten` with `deny_unknown_fields`.
+    #[serde(default, with = "humantime_serde::option")]
+    active_within: Option<Duration>,
+    max_failure_rate: Option<f64>,
+    min_finished: Option<u32>,
+    max_findings: Option<u32>,
+    #[serde(default, with = "humantime_serde::option")]
+    max_median_runtime: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    dispatch_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    plan_stall_timeout: Option<Duration>,
+    max_sweep_errors: Option<u32>,
+    #[serde(default, with = "humantime_serde::option")]
+    max_outbox_age: Option<Duration>,
+    #[serde(default)]
+    droid_types: BTreeMap<String, RawLimits>,
+    #[serde(default)]
+    sinks: Vec<RawSink>,
+}
+
+/// `[wellbeing.droid_types.NAME]`: the limits keys of `[wellbeing]` only.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default, with = "humantime_serde::option")]
+    active_within: Option<Duration>,
+    max_failure_rate: Option<f64>,
+    min_finished: Option<u32>,
+    max_findings: Option<u32>,
+    #[serde(default, with = "humantime_serde::option")]
+    max_median_runtime: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    dispatch_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,6 +119,7 @@ struct RawSink {
     headers: Option<BTreeMap<String, String>>,
     bearer_token_env: Option<String>,
     argv: Option<Vec<String>>,
+    path: Option<PathBuf>,
     #[serde(default, with = "humantime_serde::option")]
     timeout: Option<Duration>,
     kinds: Option<Vec<Kind>>,
@@ -93,9 +139,10 @@ struct RawSink {
 pub enum SinkKind {
     Webhook,
     Command,
+    File,
 }
 
-/// Where one `[[alerts]]` sink sends.
+/// Where one `[[alerts]]` or `[[wellbeing.sinks]]` sink sends.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SinkTarget {
     /// POST the payload as JSON; 2xx is delivered.
@@ -108,9 +155,13 @@ pub enum SinkTarget {
     },
     /// Run `argv` (no shell) with the payload on stdin; exit 0 is delivered.
     Command { argv: Vec<String> },
+    /// Write one file per initiative into this directory (`[[wellbeing.sinks]]` only).
+    File { dir: PathBuf },
 }
 
-/// One `[[alerts]]` sink, with every key resolved.
+/// One `[[alerts]]` or `[[wellbeing.sinks]]` sink, with every key resolved
+/// (a wellbeing sink's `kinds` and `droid_types` are empty: it takes every
+/// initiative).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sink {
     /// Stable name: the outbox remembers deliveries per sink by it.
@@ -181,6 +232,7 @@ struct RawPolicy {
     on_stray: Option<OnStray>,
     #[serde(default, with = "humantime_serde::option")]
     kill_grace: Option<Duration>,
+    enabled: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -233,6 +285,9 @@ pub struct Policy {
     pub on_hung: OnHung,
     pub on_stray: OnStray,
     pub kill_grace: Duration,
+    /// Whether this droid type is expected to run (the wellbeing sweep's
+    /// `enabled` check); Foreman supervises its tasks either way.
+    pub enabled: bool,
 }
 
 impl Policy {
@@ -259,6 +314,50 @@ pub struct Config {
     pub droid_types: BTreeMap<String, Policy>,
     pub alerts: Vec<Sink>,
     pub twin: TwinConfig,
+    pub wellbeing: WellbeingConfig,
+}
+
+/// `[wellbeing]`: the daily check-up of every droid type and of Foreman.
+#[derive(Debug, Clone)]
+pub struct WellbeingConfig {
+    /// When scheduled runs happen inside `foreman run`.
+    pub schedule: Schedule,
+    /// `[wellbeing]`'s own limits: every droid type's unless overridden.
+    pub limits: WellbeingLimits,
+    /// `[wellbeing.droid_types.NAME]`: limits of one droid type, each key
+    /// defaulting to `[wellbeing]`'s.
+    pub droid_types: BTreeMap<String, WellbeingLimits>,
+    /// A plan with PENDING tasks, none RUNNING, and no task started or
+    /// finished for this long is stuck.
+    pub plan_stall_timeout: Duration,
+    /// More sweeps with an error than this over the window is an issue.
+    pub max_sweep_errors: u32,
+    /// An alert or initiative still undelivered after this long is an issue.
+    pub max_outbox_age: Duration,
+    /// `[[wellbeing.sinks]]`: where initiatives go.
+    pub sinks: Vec<Sink>,
+}
+
+impl WellbeingConfig {
+    pub fn limits(&self, droid_type: &str) -> &WellbeingLimits {
+        self.droid_types.get(droid_type).unwrap_or(&self.limits)
+    }
+}
+
+/// What "active and performing" means for one droid type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WellbeingLimits {
+    /// The window: a task must have started within it (or be running now);
+    /// failure rate, findings and run time are counted over it.
+    pub active_within: Duration,
+    pub max_failure_rate: f64,
+    /// Fewer finished tasks than this in the window: the rate is not judged.
+    pub min_finished: u32,
+    /// Foreman's findings (dead, hung, zombie, pid_reused, orphan).
+    pub max_findings: u32,
+    pub max_median_runtime: Option<Duration>,
+    /// A task PENDING for longer than this was never dispatched.
+    pub dispatch_timeout: Duration,
 }
 
 impl Config {
@@ -310,7 +409,8 @@ impl Config {
             }
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut config = resolve(raw, base).map_err(|(key, message)| {
+        let locate = |key: &str| span_of(text, key).map(|s| s.start);
+        let mut config = resolve(raw, base, &locate).map_err(|(key, message)| {
             let (line, column) = span_of(text, &key)
                 .map(|s| line_col(text, s.start))
                 .unwrap_or((1, 1));
@@ -408,6 +508,7 @@ impl Config {
                 }
             ));
             out.push_str(&format!("kill_grace = {:?}\n", d(p.kill_grace)));
+            out.push_str(&format!("enabled = {}\n", p.enabled));
         };
         policy(&mut out, "defaults", &self.defaults);
         for (name, p) in &self.droid_types {
@@ -417,40 +518,85 @@ impl Config {
         out.push_str(&format!("window = {:?}\n", d(self.twin.window)));
         out.push_str(&format!("warn_failures = {}\n", self.twin.warn_failures));
         for sink in &self.alerts {
-            out.push_str("\n[[alerts]]\n");
-            out.push_str(&format!("name = {:?}\n", sink.name));
-            match &sink.target {
-                SinkTarget::Webhook {
-                    url,
-                    headers,
-                    bearer_token_env,
-                } => {
-                    out.push_str("kind = \"webhook\"\n");
-                    out.push_str(&format!("url = {url:?}\n"));
-                    let h: Vec<String> = headers
-                        .iter()
-                        .map(|(k, v)| format!("{k:?} = {v:?}"))
-                        .collect();
-                    out.push_str(&format!("headers = {{ {} }}\n", h.join(", ")));
-                    if let Some(var) = bearer_token_env {
-                        out.push_str(&format!("bearer_token_env = {var:?}\n"));
-                    }
-                }
-                SinkTarget::Command { argv } => {
-                    out.push_str("kind = \"command\"\n");
-                    out.push_str(&format!("argv = {argv:?}\n"));
-                }
-            }
-            out.push_str(&format!("timeout = {:?}\n", d(sink.timeout)));
-            let kinds: Vec<&str> = sink.kinds.iter().map(|k| k.as_str()).collect();
-            out.push_str(&format!("kinds = {kinds:?}\n"));
-            out.push_str(&format!("droid_types = {:?}\n", sink.droid_types));
-            out.push_str(&format!("retry_base = {:?}\n", d(sink.retry_base)));
-            out.push_str(&format!("retry_cap = {:?}\n", d(sink.retry_cap)));
-            out.push_str(&format!("max_age = {:?}\n", d(sink.max_age)));
-            out.push_str(&format!("realert_after = {:?}\n", d(sink.realert_after)));
+            sink_toml(&mut out, SinkList::Alerts, sink);
+        }
+        let w = &self.wellbeing;
+        out.push_str("\n[wellbeing]\n");
+        out.push_str(&format!("schedule = {:?}\n", w.schedule.text()));
+        out.push_str(&format!("timezone = {:?}\n", w.schedule.zone().name()));
+        limits_toml(&mut out, &w.limits);
+        out.push_str(&format!(
+            "plan_stall_timeout = {:?}\n",
+            d(w.plan_stall_timeout)
+        ));
+        out.push_str(&format!("max_sweep_errors = {}\n", w.max_sweep_errors));
+        out.push_str(&format!("max_outbox_age = {:?}\n", d(w.max_outbox_age)));
+        for (name, limits) in &w.droid_types {
+            out.push_str(&format!("\n[wellbeing.droid_types.{}]\n", toml_key(name)));
+            limits_toml(&mut out, limits);
+        }
+        for sink in &w.sinks {
+            sink_toml(&mut out, SinkList::Wellbeing, sink);
         }
         out
+    }
+}
+
+fn limits_toml(out: &mut String, l: &WellbeingLimits) {
+    let d = |d: Duration| plain_duration(d);
+    out.push_str(&format!("active_within = {:?}\n", d(l.active_within)));
+    out.push_str(&format!("max_failure_rate = {:?}\n", l.max_failure_rate));
+    out.push_str(&format!("min_finished = {}\n", l.min_finished));
+    out.push_str(&format!("max_findings = {}\n", l.max_findings));
+    match l.max_median_runtime {
+        Some(m) => out.push_str(&format!("max_median_runtime = {:?}\n", d(m))),
+        None => out.push_str("# max_median_runtime: none (run time is not judged)\n"),
+    }
+    out.push_str(&format!("dispatch_timeout = {:?}\n", d(l.dispatch_timeout)));
+}
+
+fn sink_toml(out: &mut String, list: SinkList, sink: &Sink) {
+    let d = |d: Duration| plain_duration(d);
+    out.push_str(&format!("\n[[{}]]\n", list.section()));
+    out.push_str(&format!("name = {:?}\n", sink.name));
+    match &sink.target {
+        SinkTarget::Webhook {
+            url,
+            headers,
+            bearer_token_env,
+        } => {
+            out.push_str("kind = \"webhook\"\n");
+            out.push_str(&format!("url = {url:?}\n"));
+            let h: Vec<String> = headers
+                .iter()
+                .map(|(k, v)| format!("{k:?} = {v:?}"))
+                .collect();
+            out.push_str(&format!("headers = {{ {} }}\n", h.join(", ")));
+            if let Some(var) = bearer_token_env {
+                out.push_str(&format!("bearer_token_env = {var:?}\n"));
+            }
+        }
+        SinkTarget::Command { argv } => {
+            out.push_str("kind = \"command\"\n");
+            out.push_str(&format!("argv = {argv:?}\n"));
+        }
+        SinkTarget::File { dir } => {
+            out.push_str("kind = \"file\"\n");
+            out.push_str(&format!("path = {:?}\n", dir.display().to_string()));
+        }
+    }
+    out.push_str(&format!("timeout = {:?}\n", d(sink.timeout)));
+    // A wellbeing sink takes every initiative once: these keys are errors there.
+    if list == SinkList::Alerts {
+        let kinds: Vec<&str> = sink.kinds.iter().map(|k| k.as_str()).collect();
+        out.push_str(&format!("kinds = {kinds:?}\n"));
+        out.push_str(&format!("droid_types = {:?}\n", sink.droid_types));
+    }
+    out.push_str(&format!("retry_base = {:?}\n", d(sink.retry_base)));
+    out.push_str(&format!("retry_cap = {:?}\n", d(sink.retry_cap)));
+    out.push_str(&format!("max_age = {:?}\n", d(sink.max_age)));
+    if list == SinkList::Alerts {
+        out.push_str(&format!("realert_after = {:?}\n", d(sink.realert_after)));
     }
 }
 
@@ -498,7 +644,13 @@ fn toml_key(name: &str) -> String {
 
 type KeyError = (String, String);
 
-fn resolve(raw: RawConfig, base: &Path) -> Result<Config, KeyError> {
+/// `locate` gives the byte offset of a dotted key in the file, to tell which
+/// of two clashing keys comes later.
+fn resolve(
+    raw: RawConfig,
+    base: &Path,
+    locate: &dyn Fn(&str) -> Option<usize>,
+) -> Result<Config, KeyError> {
     let interval = raw.interval.unwrap_or(Duration::from_secs(120));
     if interval.is_zero() {
         return Err((
@@ -551,6 +703,7 @@ fn resolve(raw: RawConfig, base: &Path) -> Result<Config, KeyError> {
         on_hung: OnHung::Terminate,
         on_stray: OnStray::Report,
         kill_grace: Duration::from_secs(10),
+        enabled: true,
     };
     let defaults = resolve_policy(raw.defaults, &builtin, "defaults", interval)?;
     let mut droid_types = BTreeMap::new();
@@ -559,17 +712,12 @@ fn resolve(raw: RawConfig, base: &Path) -> Result<Config, KeyError> {
         let policy = resolve_policy(p, &defaults, &key, interval)?;
         droid_types.insert(name, policy);
     }
-    let mut alerts: Vec<Sink> = Vec::new();
+    let mut alerts = Vec::new();
     for (i, raw) in raw.alerts.into_iter().enumerate() {
-        let sink = resolve_sink(raw, i)?;
-        if alerts.iter().any(|s| s.name == sink.name) {
-            return Err((
-                format!("alerts[{i}].name"),
-                format!("another sink is already named {:?}; each needs its own name (the outbox tracks deliveries by it)", sink.name),
-            ));
-        }
-        alerts.push(sink);
+        alerts.push(resolve_sink(raw, SinkList::Alerts, i, base)?);
     }
+    let wellbeing = resolve_wellbeing(raw.wellbeing, base)?;
+    unique_sink_names(&alerts, &wellbeing.sinks, locate)?;
     Ok(Config {
         source: PathBuf::new(),
         fingerprint: String::new(),
@@ -586,22 +734,99 @@ fn resolve(raw: RawConfig, base: &Path) -> Result<Config, KeyError> {
             window: raw.twin.window.unwrap_or(Duration::from_secs(3600)),
             warn_failures: raw.twin.warn_failures.unwrap_or(0),
         },
+        wellbeing,
     })
 }
 
-fn resolve_sink(raw: RawSink, i: usize) -> Result<Sink, KeyError> {
-    let key = |k: &str| format!("alerts[{i}].{k}");
+/// Which list a sink is in: `[[alerts]]` take findings' alerts and may
+/// filter them; `[[wellbeing.sinks]]` take every initiative, and only they
+/// may write files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SinkList {
+    Alerts,
+    Wellbeing,
+}
+
+impl SinkList {
+    fn section(self) -> &'static str {
+        match self {
+            SinkList::Alerts => "alerts",
+            SinkList::Wellbeing => "wellbeing.sinks",
+        }
+    }
+
+    fn delivers(self) -> &'static str {
+        match self {
+            SinkList::Alerts => "alerts",
+            SinkList::Wellbeing => "initiatives",
+        }
+    }
+}
+
+fn resolve_sink(raw: RawSink, list: SinkList, i: usize, base: &Path) -> Result<Sink, KeyError> {
+    let key = |k: &str| format!("{}[{i}].{k}", list.section());
     if raw.name.trim().is_empty() {
         return Err((key("name"), "must not be empty".into()));
     }
-    let target = match raw.kind {
-        SinkKind::Webhook => {
-            if raw.argv.is_some() {
+    match list {
+        SinkList::Alerts => {
+            if raw.kind == SinkKind::File {
                 return Err((
-                    key("argv"),
-                    "`argv` is for kind = \"command\"; a webhook takes `url`".into(),
+                    key("kind"),
+                    "file sinks are for [[wellbeing.sinks]] (they take initiatives, not alerts); an [[alerts]] sink is \"webhook\" or \"command\"".into(),
                 ));
             }
+        }
+        SinkList::Wellbeing => {
+            for (k, set) in [
+                ("kinds", raw.kinds.is_some()),
+                ("droid_types", raw.droid_types.is_some()),
+                ("realert_after", raw.realert_after.is_some()),
+            ] {
+                if set {
+                    return Err((
+                        key(k),
+                        format!("`{k}` is for [[alerts]]; a [[wellbeing.sinks]] sink takes every initiative, once: remove it"),
+                    ));
+                }
+            }
+        }
+    }
+    // A key of another kind is an error, not ignored: the kind is likely
+    // the mistake, and the message names the key this kind takes instead.
+    let (this, takes) = match raw.kind {
+        SinkKind::Webhook => ("a webhook", "url"),
+        SinkKind::Command => ("a command", "argv"),
+        SinkKind::File => ("a file sink", "path"),
+    };
+    for (k, owner, set) in [
+        ("url", SinkKind::Webhook, raw.url.is_some()),
+        ("headers", SinkKind::Webhook, raw.headers.is_some()),
+        (
+            "bearer_token_env",
+            SinkKind::Webhook,
+            raw.bearer_token_env.is_some(),
+        ),
+        ("argv", SinkKind::Command, raw.argv.is_some()),
+        ("path", SinkKind::File, raw.path.is_some()),
+    ] {
+        if set && owner != raw.kind {
+            let owner = match owner {
+                SinkKind::Webhook => "kind = \"webhook\"",
+                SinkKind::Command => "kind = \"command\"",
+                SinkKind::File if list == SinkList::Alerts => {
+                    "kind = \"file\", in [[wellbeing.sinks]] only"
+                }
+                SinkKind::File => "kind = \"file\"",
+            };
+            return Err((
+                key(k),
+                format!("`{k}` is for {owner}; {this} takes `{takes}`"),
+            ));
+        }
+    }
+    let target = match raw.kind {
+        SinkKind::Webhook => {
             let Some(url) = raw.url else {
                 return Err((
                     key("kind"),
@@ -658,29 +883,26 @@ fn resolve_sink(raw: RawSink, i: usize) -> Result<Sink, KeyError> {
                 bearer_token_env: raw.bearer_token_env,
             }
         }
-        SinkKind::Command => {
-            for (k, set) in [
-                ("url", raw.url.is_some()),
-                ("headers", raw.headers.is_some()),
-                ("bearer_token_env", raw.bearer_token_env.is_some()),
-            ] {
-                if set {
-                    return Err((
-                        key(k),
-                        format!("`{k}` is for kind = \"webhook\"; a command takes `argv`"),
-                    ));
-                }
+        SinkKind::Command => match raw.argv {
+            Some(argv) if !argv.is_empty() && !argv[0].is_empty() => SinkTarget::Command { argv },
+            _ => {
+                return Err((
+                    key("argv"),
+                    "kind = \"command\" needs `argv`, a program and its arguments (run without a shell), e.g. [\"/usr/local/bin/page\", \"--team\", \"ops\"]".into(),
+                ))
             }
-            match raw.argv {
-                Some(argv) if !argv.is_empty() && !argv[0].is_empty() => SinkTarget::Command { argv },
-                _ => {
-                    return Err((
-                        key("argv"),
-                        "kind = \"command\" needs `argv`, a program and its arguments (run without a shell), e.g. [\"/usr/local/bin/page\", \"--team\", \"ops\"]".into(),
-                    ))
-                }
+        },
+        SinkKind::File => match raw.path {
+            Some(dir) if !dir.as_os_str().is_empty() => SinkTarget::File {
+                dir: absolute(base, dir),
+            },
+            _ => {
+                return Err((
+                    key("path"),
+                    "kind = \"file\" needs `path`, the directory each initiative is written into as <run id>.md, e.g. \"/var/lib/foreman/initiatives\"".into(),
+                ))
             }
-        }
+        },
     };
     let kinds = raw.kinds.unwrap_or_default();
     if kinds.contains(&Kind::Alive) {
@@ -713,7 +935,8 @@ fn resolve_sink(raw: RawSink, i: usize) -> Result<Sink, KeyError> {
         return Err((
             key("max_age"),
             format!(
-                "alerts would expire ({}) before their first retry (`retry_base` {}); raise max_age",
+                "{} would expire ({}) before their first retry (`retry_base` {}); raise max_age",
+                list.delivers(),
                 humantime::format_duration(max_age),
                 humantime::format_duration(retry_base)
             ),
@@ -740,6 +963,147 @@ fn resolve_sink(raw: RawSink, i: usize) -> Result<Sink, KeyError> {
         max_age,
         realert_after: raw.realert_after.unwrap_or(Duration::from_secs(3600)),
     })
+}
+
+/// The outbox holds deliveries per sink name, whichever list the sink is in,
+/// so names are unique across both. The later of two in the file is reported.
+fn unique_sink_names(
+    alerts: &[Sink],
+    wellbeing: &[Sink],
+    locate: &dyn Fn(&str) -> Option<usize>,
+) -> Result<(), KeyError> {
+    let mut sinks: Vec<(String, &str)> = alerts
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("alerts[{i}]"), s.name.as_str()))
+        .chain(
+            wellbeing
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("wellbeing.sinks[{i}]"), s.name.as_str())),
+        )
+        .collect();
+    let mut names: Vec<&str> = sinks.iter().map(|(_, name)| *name).collect();
+    names.sort_unstable();
+    if names.windows(2).all(|w| w[0] != w[1]) {
+        return Ok(());
+    }
+    // Only now is the file searched for positions: a clash is rare, and
+    // every lookup parses the file again.
+    sinks.sort_by_key(|(at, _)| locate(&format!("{at}.name")).unwrap_or(usize::MAX));
+    for (n, (at, name)) in sinks.iter().enumerate() {
+        if let Some((first, _)) = sinks[..n].iter().find(|(_, other)| other == name) {
+            return Err((
+                format!("{at}.name"),
+                format!("another sink, {first}, is already named {name:?}; each sink needs its own name across [[alerts]] and [[wellbeing.sinks]] (the outbox tracks deliveries by it)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+const DEFAULT_SCHEDULE: &str = "0 0 6 * * *";
+
+fn resolve_wellbeing(raw: RawWellbeing, base: &Path) -> Result<WellbeingConfig, KeyError> {
+    let zone = Zone::parse(raw.timezone.as_deref().unwrap_or("local"))
+        .map_err(|e| ("wellbeing.timezone".to_string(), e))?;
+    let schedule = Schedule::parse(raw.schedule.as_deref().unwrap_or(DEFAULT_SCHEDULE), zone)
+        .map_err(|e| ("wellbeing.schedule".to_string(), e))?;
+    let builtin = WellbeingLimits {
+        active_within: Duration::from_secs(86400),
+        max_failure_rate: 0.25,
+        min_finished: 5,
+        max_findings: 3,
+        max_median_runtime: None,
+        dispatch_timeout: Duration::from_secs(3600),
+    };
+    let own = RawLimits {
+        active_within: raw.active_within,
+        max_failure_rate: raw.max_failure_rate,
+        min_finished: raw.min_finished,
+        max_findings: raw.max_findings,
+        max_median_runtime: raw.max_median_runtime,
+        dispatch_timeout: raw.dispatch_timeout,
+    };
+    let limits = resolve_limits(own, &builtin, "wellbeing")?;
+    let mut droid_types = BTreeMap::new();
+    for (name, own) in raw.droid_types {
+        let section = format!("wellbeing.droid_types.{}", toml_key(&name));
+        let l = resolve_limits(own, &limits, &section)?;
+        droid_types.insert(name, l);
+    }
+    let plan_stall_timeout = raw.plan_stall_timeout.unwrap_or(Duration::from_secs(3600));
+    let max_outbox_age = raw.max_outbox_age.unwrap_or(Duration::from_secs(3600));
+    for (k, d) in [
+        ("plan_stall_timeout", plan_stall_timeout),
+        ("max_outbox_age", max_outbox_age),
+    ] {
+        if d.is_zero() {
+            return Err((
+                format!("wellbeing.{k}"),
+                "must be greater than 0 (e.g. \"1h\")".into(),
+            ));
+        }
+    }
+    let mut sinks = Vec::new();
+    for (i, raw) in raw.sinks.into_iter().enumerate() {
+        sinks.push(resolve_sink(raw, SinkList::Wellbeing, i, base)?);
+    }
+    Ok(WellbeingConfig {
+        schedule,
+        limits,
+        droid_types,
+        plan_stall_timeout,
+        max_sweep_errors: raw.max_sweep_errors.unwrap_or(5),
+        max_outbox_age,
+        sinks,
+    })
+}
+
+fn resolve_limits(
+    raw: RawLimits,
+    parent: &WellbeingLimits,
+    section: &str,
+) -> Result<WellbeingLimits, KeyError> {
+    let key = |k: &str| format!("{section}.{k}");
+    let l = WellbeingLimits {
+        active_within: raw.active_within.unwrap_or(parent.active_within),
+        max_failure_rate: raw.max_failure_rate.unwrap_or(parent.max_failure_rate),
+        min_finished: raw.min_finished.unwrap_or(parent.min_finished),
+        max_findings: raw.max_findings.unwrap_or(parent.max_findings),
+        max_median_runtime: raw.max_median_runtime.or(parent.max_median_runtime),
+        dispatch_timeout: raw.dispatch_timeout.unwrap_or(parent.dispatch_timeout),
+    };
+    for (k, d) in [
+        ("active_within", Some(l.active_within)),
+        ("max_median_runtime", l.max_median_runtime),
+        ("dispatch_timeout", Some(l.dispatch_timeout)),
+    ] {
+        if d.is_some_and(|d| d.is_zero()) {
+            let hint = if k == "max_median_runtime" {
+                " (omit it not to judge run time)"
+            } else {
+                ""
+            };
+            return Err((key(k), format!("must be greater than 0{hint}")));
+        }
+    }
+    if !(0.0..=1.0).contains(&l.max_failure_rate) {
+        return Err((
+            key("max_failure_rate"),
+            format!(
+                "{} is not a fraction; give 0 to 1 (0.25 for 25%)",
+                l.max_failure_rate
+            ),
+        ));
+    }
+    if l.min_finished == 0 {
+        return Err((
+            key("min_finished"),
+            "give at least 1: a failure rate over no finished task means nothing".into(),
+        ));
+    }
+    Ok(l)
 }
 
 fn absolute(base: &Path, p: PathBuf) -> PathBuf {
@@ -845,6 +1209,7 @@ fn resolve_policy(
         on_hung: raw.on_hung.unwrap_or(parent.on_hung),
         on_stray: raw.on_stray.unwrap_or(parent.on_stray),
         kill_grace: raw.kill_grace.unwrap_or(parent.kill_grace),
+        enabled: raw.enabled.unwrap_or(parent.enabled),
     };
     if p.timeout <= interval {
         return Err((
@@ -900,7 +1265,9 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
                     for (i, item) in items.iter().enumerate() {
                         if let toml::de::DeValue::Table(inner) = item.get_ref() {
                             path.push(format!("[{i}]"));
-                            if walk(inner, offset, path) {
+                            // An error about the item itself (a missing key)
+                            // is at its header: name the item, not the array.
+                            if walk(inner, offset, path) || item.span().contains(&offset) {
                                 return true;
                             }
                             path.pop();

@@ -60,6 +60,7 @@ fn assert_default_policy(p: &Policy, mode: Mode) {
     assert_eq!(p.on_hung, OnHung::Terminate, "on_hung");
     assert_eq!(p.on_stray, crate::model::OnStray::Report, "on_stray");
     assert_eq!(p.kill_grace, secs(10), "kill_grace");
+    assert!(p.enabled, "enabled");
 }
 
 fn assert_same_policy(a: &Policy, b: &Policy, what: &str) {
@@ -84,6 +85,41 @@ fn assert_same_policy(a: &Policy, b: &Policy, what: &str) {
     assert_eq!(a.on_hung, b.on_hung, "{what}.on_hung");
     assert_eq!(a.on_stray, b.on_stray, "{what}.on_stray");
     assert_eq!(a.kill_grace, b.kill_grace, "{what}.kill_grace");
+    assert_eq!(a.enabled, b.enabled, "{what}.enabled");
+}
+
+/// Every field of two `[wellbeing]` sections (a schedule by its text and
+/// zone: the parsed form has no equality).
+fn assert_same_wellbeing(a: &WellbeingConfig, b: &WellbeingConfig) {
+    assert_eq!(a.schedule.text(), b.schedule.text(), "wellbeing.schedule");
+    assert_eq!(a.schedule.zone(), b.schedule.zone(), "wellbeing.timezone");
+    assert_eq!(a.limits, b.limits, "wellbeing limits");
+    assert_eq!(a.droid_types, b.droid_types, "wellbeing.droid_types");
+    assert_eq!(
+        a.plan_stall_timeout, b.plan_stall_timeout,
+        "wellbeing.plan_stall_timeout"
+    );
+    assert_eq!(
+        a.max_sweep_errors, b.max_sweep_errors,
+        "wellbeing.max_sweep_errors"
+    );
+    assert_eq!(
+        a.max_outbox_age, b.max_outbox_age,
+        "wellbeing.max_outbox_age"
+    );
+    assert_eq!(a.sinks, b.sinks, "wellbeing.sinks");
+}
+
+/// `[wellbeing]`'s limits when the file sets none.
+fn default_limits() -> WellbeingLimits {
+    WellbeingLimits {
+        active_within: secs(86400),
+        max_failure_rate: 0.25,
+        min_finished: 5,
+        max_findings: 3,
+        max_median_runtime: None,
+        dispatch_timeout: secs(3600),
+    }
 }
 
 /// Every field of two configurations, `source` aside.
@@ -134,6 +170,7 @@ fn assert_same_config(a: &Config, b: &Config) {
     }
     assert_eq!(a.alerts, b.alerts, "alerts");
     assert_eq!(a.twin, b.twin, "twin");
+    assert_same_wellbeing(&a.wellbeing, &b.wellbeing);
 }
 
 /// The reference with the commented-out assignments of `keys` uncommented
@@ -225,6 +262,35 @@ fn shipped_reference_parses_and_matches_the_documented_defaults() {
     assert_eq!(b.max_actions_per_sweep, c.defaults.max_actions_per_sweep);
     assert_eq!(b.on_hung, c.defaults.on_hung);
     assert_eq!(b.kill_grace, c.defaults.kill_grace);
+    assert!(b.enabled);
+
+    // [wellbeing] sets every key to its default (or leaves it commented out),
+    // as a configuration without the section has them.
+    let (w, m) = (&c.wellbeing, &minimal.wellbeing);
+    assert_eq!(w.schedule.text(), "0 0 6 * * *");
+    assert_eq!(w.schedule.zone(), Zone::Local);
+    assert_eq!(w.limits, default_limits());
+    assert_eq!(w.plan_stall_timeout, secs(3600));
+    assert_eq!(w.max_sweep_errors, 5);
+    assert_eq!(w.max_outbox_age, secs(3600));
+    assert!(w.sinks.is_empty());
+    let without_types = WellbeingConfig {
+        droid_types: BTreeMap::new(),
+        ..w.clone()
+    };
+    assert_same_wellbeing(&without_types, m);
+
+    // The example droid type sets its window and run time, and inherits the
+    // rest from [wellbeing].
+    assert_eq!(w.droid_types.keys().collect::<Vec<_>>(), ["builder"]);
+    assert_eq!(
+        *w.limits("builder"),
+        WellbeingLimits {
+            active_within: secs(7 * 86400),
+            max_median_runtime: Some(secs(90 * 60)),
+            ..default_limits()
+        }
+    );
 }
 
 /// Every key the parser accepts appears in the reference, in its section,
@@ -281,6 +347,39 @@ fn shipped_reference_documents_every_key() {
                 "on_hung",
                 "on_stray",
                 "kill_grace",
+                "enabled",
+            ],
+        ),
+        (
+            "wellbeing",
+            &[
+                "schedule",
+                "timezone",
+                "active_within",
+                "max_failure_rate",
+                "min_finished",
+                "max_findings",
+                "max_median_runtime",
+                "dispatch_timeout",
+                "plan_stall_timeout",
+                "max_sweep_errors",
+                "max_outbox_age",
+            ],
+        ),
+        (
+            "wellbeing.sinks",
+            &[
+                "name",
+                "kind",
+                "url",
+                "headers",
+                "bearer_token_env",
+                "argv",
+                "path",
+                "timeout",
+                "retry_base",
+                "retry_cap",
+                "max_age",
             ],
         ),
     ];
@@ -339,6 +438,7 @@ fn shipped_reference_documents_every_key() {
         ("defaults", "process_match"),
         ("defaults", "mode"),
         ("defaults", "max_actions_per_sweep"),
+        ("wellbeing", "max_median_runtime"),
     ] {
         assert!(
             found.iter().any(|(s, k, c, _)| s == sect && k == key && *c),
@@ -350,6 +450,12 @@ fn shipped_reference_documents_every_key() {
             .iter()
             .any(|(s, _, c, _)| s.starts_with("droid_types.") && !c),
         "foreman.toml has no example [droid_types.NAME] section"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|(s, _, c, _)| s.starts_with("wellbeing.droid_types.") && !c),
+        "foreman.toml has no example [wellbeing.droid_types.NAME] section"
     );
 }
 
@@ -621,8 +727,13 @@ fn effective_toml_round_trips() {
                     "mark_failed_query",
                     "process_match",
                     "max_actions_per_sweep",
+                    "max_median_runtime",
                 ],
             ),
+            reference_path(),
+        ),
+        (
+            format!("{reference}{}", wellbeing_sink_examples(&reference)),
             reference_path(),
         ),
         (MINIMAL.to_string(), PathBuf::from(ETC)),
@@ -663,6 +774,11 @@ mode = "enforce"
         ),
         (
             format!("{MINIMAL}timezone = \"local\"\n"),
+            PathBuf::from(ETC),
+        ),
+        (format!("{MINIMAL}{WELLBEING}"), PathBuf::from(ETC)),
+        (
+            format!("{MINIMAL}[wellbeing]\ntimezone = \"utc\"\nmax_failure_rate = 1\n"),
             PathBuf::from(ETC),
         ),
     ];
@@ -1003,26 +1119,32 @@ fn more_invalid_configs_name_their_key() {
         ),
     ];
     for &(text, line, column, key, fragment) in cases {
-        match Config::parse(text, Path::new(ETC)) {
-            Err(ConfigError::Invalid {
-                file,
-                line: l,
-                column: c,
-                key: k,
-                message,
-            }) => {
-                assert_eq!(
-                    (file.as_str(), l, c, k.as_str()),
-                    (ETC, line, column, key),
-                    "{message}\n--- in ---\n{text}"
-                );
-                assert!(
-                    message.contains(fragment),
-                    "{message:?} lacks {fragment:?}\n--- in ---\n{text}"
-                );
-            }
-            other => panic!("expected Invalid, got {other:?}\n--- in ---\n{text}"),
+        assert_invalid(text, line, column, key, fragment);
+    }
+}
+
+/// `text`, parsed as /etc/foreman/foreman.toml, is rejected at this line,
+/// column and key with a message holding `fragment`.
+fn assert_invalid(text: &str, line: usize, column: usize, key: &str, fragment: &str) {
+    match Config::parse(text, Path::new(ETC)) {
+        Err(ConfigError::Invalid {
+            file,
+            line: l,
+            column: c,
+            key: k,
+            message,
+        }) => {
+            assert_eq!(
+                (file.as_str(), l, c, k.as_str()),
+                (ETC, line, column, key),
+                "{message}\n--- in ---\n{text}"
+            );
+            assert!(
+                message.contains(fragment),
+                "{message:?} lacks {fragment:?}\n--- in ---\n{text}"
+            );
         }
+        other => panic!("expected Invalid, got {other:?}\n--- in ---\n{text}"),
     }
 }
 
@@ -1242,4 +1364,763 @@ fn sinks_round_trip_through_effective_toml() {
     assert_eq!(first.alerts, second.alerts, "{effective}");
     assert_eq!(second.alerts.len(), 2);
     assert_eq!(effective, second.effective_toml());
+}
+
+// ---------------------------------------------------------------------------
+// [wellbeing]
+
+/// Every `[wellbeing]` key away from its default, two droid types, a
+/// disabled one, and a sink of each kind.
+const WELLBEING: &str = r#"
+[defaults]
+enabled = false
+
+[droid_types.builder]
+enabled = true
+
+[droid_types.scribe]
+timeout = "1h"
+
+[wellbeing]
+schedule = "0 30 7 * * Mon-Fri"
+timezone = "Europe/Paris"
+active_within = "2d"
+max_failure_rate = 0.5
+min_finished = 2
+max_findings = 0
+max_median_runtime = "45m"
+dispatch_timeout = "20m"
+plan_stall_timeout = "3h"
+max_sweep_errors = 0
+max_outbox_age = "6h"
+
+[wellbeing.droid_types.builder]
+active_within = "7d"
+max_median_runtime = "3h"
+
+[wellbeing.droid_types."video.encode"]
+max_failure_rate = 0.0
+min_finished = 1
+max_findings = 10
+dispatch_timeout = "90s"
+
+[[wellbeing.sinks]]
+name = "issues"
+kind = "command"
+argv = ["gh", "issue", "create", "--title", "{title}", "--body-file", "-"]
+timeout = "30s"
+
+[[wellbeing.sinks]]
+name = "tracker"
+kind = "webhook"
+url = "https://tracker.internal/initiatives"
+headers = { "X-Team" = "platform" }
+bearer_token_env = "TRACKER_TOKEN"
+retry_base = "1m"
+retry_cap = "2h"
+max_age = "3d"
+
+[[wellbeing.sinks]]
+name = "inbox"
+kind = "file"
+path = "initiatives"
+"#;
+
+/// The reference's commented-out `[[wellbeing.sinks]]` examples,
+/// uncommented: each example's header and assignments.
+fn wellbeing_sink_examples(text: &str) -> String {
+    let start = text
+        .find("# [[wellbeing.sinks]]")
+        .expect("a [[wellbeing.sinks]] example");
+    let end = start
+        + text[start..]
+            .find("# [[alerts]]")
+            .expect("the [[alerts]] example follows");
+    text[start..end]
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| {
+            *l == "[[wellbeing.sinks]]"
+                || l.split_once(" = ").is_some_and(|(k, _)| {
+                    !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                })
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[test]
+fn wellbeing_defaults() {
+    let c = parse(MINIMAL);
+    let w = &c.wellbeing;
+    assert_eq!(w.schedule.text(), "0 0 6 * * *");
+    assert_eq!(w.schedule.zone(), Zone::Local);
+    assert_eq!(w.limits, default_limits());
+    assert!(w.droid_types.is_empty());
+    assert_eq!(w.plan_stall_timeout, secs(3600));
+    assert_eq!(w.max_sweep_errors, 5);
+    assert_eq!(w.max_outbox_age, secs(3600));
+    assert!(w.sinks.is_empty());
+    // A droid type without a section is judged with [wellbeing]'s limits.
+    assert!(std::ptr::eq(w.limits("anything"), &w.limits));
+}
+
+#[test]
+fn wellbeing_keys_and_per_type_limits_inherit() {
+    let c = parse_at(
+        &format!("{MINIMAL}{WELLBEING}"),
+        Path::new("/srv/foreman/conf/foreman.toml"),
+    );
+    let w = &c.wellbeing;
+    assert_eq!(w.schedule.text(), "0 30 7 * * Mon-Fri");
+    assert_eq!(w.schedule.zone(), Zone::parse("Europe/Paris").unwrap());
+    let own = WellbeingLimits {
+        active_within: secs(2 * 86400),
+        max_failure_rate: 0.5,
+        min_finished: 2,
+        max_findings: 0,
+        max_median_runtime: Some(secs(45 * 60)),
+        dispatch_timeout: secs(20 * 60),
+    };
+    assert_eq!(w.limits, own);
+    assert_eq!(w.plan_stall_timeout, secs(3 * 3600));
+    assert_eq!(w.max_sweep_errors, 0);
+    assert_eq!(w.max_outbox_age, secs(6 * 3600));
+
+    // Each type's own keys win; every other key is [wellbeing]'s, not the
+    // built-in default.
+    assert_eq!(
+        *w.limits("builder"),
+        WellbeingLimits {
+            active_within: secs(7 * 86400),
+            max_median_runtime: Some(secs(3 * 3600)),
+            ..own.clone()
+        }
+    );
+    assert_eq!(
+        *w.limits("video.encode"),
+        WellbeingLimits {
+            max_failure_rate: 0.0,
+            min_finished: 1,
+            max_findings: 10,
+            dispatch_timeout: secs(90),
+            ..own.clone()
+        }
+    );
+    assert_eq!(*w.limits("scribe"), own);
+
+    // Sinks: the retry keys as given or at [[alerts]]'s defaults; a relative
+    // file path against the file's directory.
+    let names: Vec<&str> = w.sinks.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["issues", "tracker", "inbox"]);
+    assert_eq!(
+        w.sinks[0].target,
+        SinkTarget::Command {
+            argv: [
+                "gh",
+                "issue",
+                "create",
+                "--title",
+                "{title}",
+                "--body-file",
+                "-"
+            ]
+            .map(String::from)
+            .to_vec()
+        }
+    );
+    assert_eq!(w.sinks[0].timeout, secs(30));
+    assert_eq!(
+        (
+            w.sinks[1].retry_base,
+            w.sinks[1].retry_cap,
+            w.sinks[1].max_age
+        ),
+        (secs(60), secs(7200), secs(3 * 86400))
+    );
+    assert_eq!(
+        w.sinks[2].target,
+        SinkTarget::File {
+            dir: PathBuf::from("/srv/foreman/conf/initiatives")
+        }
+    );
+    let inbox = &w.sinks[2];
+    assert_eq!(
+        (
+            inbox.timeout,
+            inbox.retry_base,
+            inbox.retry_cap,
+            inbox.max_age
+        ),
+        (secs(10), secs(10), secs(600), secs(86400))
+    );
+    assert!(w
+        .sinks
+        .iter()
+        .all(|s| s.kinds.is_empty() && s.droid_types.is_empty()));
+    assert!(c.alerts.is_empty());
+}
+
+#[test]
+fn enabled_inherits_from_defaults() {
+    assert!(parse(MINIMAL).defaults.enabled);
+    let c = parse(&format!("{MINIMAL}{WELLBEING}"));
+    assert!(!c.defaults.enabled);
+    assert!(c.policy("builder").enabled);
+    // A section that leaves it out, and a droid type without a section,
+    // take [defaults]'.
+    assert!(!c.policy("scribe").enabled);
+    assert!(!c.policy("unconfigured").enabled);
+    let c = parse(&format!(
+        "{MINIMAL}[droid_types.legacy]\nenabled = false\n[droid_types.scribe]\n"
+    ));
+    assert!(c.defaults.enabled && c.policy("scribe").enabled);
+    assert!(!c.policy("legacy").enabled);
+}
+
+#[test]
+fn wellbeing_timezones() {
+    let zone = |tz: &str| {
+        parse(&format!("{MINIMAL}[wellbeing]\ntimezone = {tz:?}\n"))
+            .wellbeing
+            .schedule
+            .zone()
+    };
+    assert_eq!(zone("local"), Zone::Local);
+    assert_eq!(zone("UTC").name(), "UTC");
+    assert_eq!(zone("utc"), zone("UTC"));
+    assert_eq!(zone("America/New_York").name(), "America/New_York");
+}
+
+#[test]
+fn file_sink_paths_resolve_against_the_config_files_directory() {
+    let text = |path: &str| {
+        format!(
+            "{MINIMAL}[[wellbeing.sinks]]\nname = \"inbox\"\nkind = \"file\"\npath = {path:?}\n"
+        )
+    };
+    let dir = |path: &str| {
+        let c = parse_at(&text(path), Path::new("/srv/foreman/conf/foreman.toml"));
+        match &c.wellbeing.sinks[0].target {
+            SinkTarget::File { dir } => dir.clone(),
+            other => panic!("not a file sink: {other:?}"),
+        }
+    };
+    assert_eq!(dir("inbox"), Path::new("/srv/foreman/conf/inbox"));
+    assert_eq!(
+        dir("../shared/inbox"),
+        Path::new("/srv/foreman/conf/../shared/inbox")
+    );
+    assert_eq!(
+        dir("/var/lib/foreman/inbox"),
+        Path::new("/var/lib/foreman/inbox")
+    );
+}
+
+/// The reference's commented-out sinks, uncommented: one of each kind.
+#[test]
+fn shipped_wellbeing_sink_examples_are_valid() {
+    let examples = wellbeing_sink_examples(&reference_text());
+    let c = parse_at(&format!("{MINIMAL}{examples}"), &reference_path());
+    let sinks = &c.wellbeing.sinks;
+    assert_eq!(sinks.len(), 3, "{examples}");
+    let by_kind = |want: &str| {
+        sinks
+            .iter()
+            .find(|s| {
+                want == match s.target {
+                    SinkTarget::Webhook { .. } => "webhook",
+                    SinkTarget::Command { .. } => "command",
+                    SinkTarget::File { .. } => "file",
+                }
+            })
+            .unwrap_or_else(|| panic!("no {want} example"))
+    };
+    match &by_kind("command").target {
+        SinkTarget::Command { argv } => {
+            assert_eq!(
+                argv,
+                &[
+                    "gh",
+                    "issue",
+                    "create",
+                    "--title",
+                    "{title}",
+                    "--body-file",
+                    "-"
+                ]
+            );
+        }
+        _ => unreachable!(),
+    }
+    match &by_kind("webhook").target {
+        SinkTarget::Webhook {
+            url,
+            bearer_token_env,
+            ..
+        } => {
+            assert!(url.starts_with("https://"), "{url}");
+            assert!(bearer_token_env.is_some());
+        }
+        _ => unreachable!(),
+    }
+    assert_eq!(
+        by_kind("file").target,
+        SinkTarget::File {
+            dir: PathBuf::from("/var/lib/foreman/initiatives")
+        }
+    );
+    // The retry keys are shown at their defaults.
+    let defaults = parse(&format!(
+        "{MINIMAL}[[wellbeing.sinks]]\nname = \"inbox\"\nkind = \"file\"\npath = \"/var/lib/foreman/initiatives\"\n"
+    ));
+    assert_eq!(by_kind("file"), &defaults.wellbeing.sinks[0]);
+}
+
+#[test]
+fn invalid_wellbeing_names_file_line_column_and_key() {
+    // [wellbeing]'s first key is on line 5, a droid type's on line 6.
+    let w = |body: &str| format!("{MINIMAL}[wellbeing]\n{body}");
+    let t = |name: &str, body: &str| {
+        format!("{MINIMAL}[wellbeing]\n[wellbeing.droid_types.{name}]\n{body}")
+    };
+    let cases: Vec<(String, usize, usize, &str, &str)> = vec![
+        // Five fields: the message shows the six-field form.
+        (
+            w("schedule = \"0 6 * * *\"\n"),
+            5,
+            1,
+            "wellbeing.schedule",
+            "classic cron's \"0 6 * * *\" is \"0 0 6 * * *\"",
+        ),
+        (
+            w("schedule = \"0 6 * * *\"\n"),
+            5,
+            1,
+            "wellbeing.schedule",
+            "Give six fields, seconds first: `sec min hour day-of-month month day-of-week`",
+        ),
+        (
+            w("schedule = \"every day\"\n"),
+            5,
+            1,
+            "wellbeing.schedule",
+            "not a schedule Foreman understands",
+        ),
+        (
+            w("schedule = \"0 0 6 30 2 *\"\n"),
+            5,
+            1,
+            "wellbeing.schedule",
+            "never fires",
+        ),
+        (
+            w("schedule = \"0 0 6 * * *\"\ntimezone = \"Mars/Olympus\"\n"),
+            6,
+            1,
+            "wellbeing.timezone",
+            "\"Mars/Olympus\" is not a timezone Foreman knows; give \"local\", \"UTC\" or an IANA name",
+        ),
+        (
+            w("schedule = 6\n"),
+            5,
+            12,
+            "wellbeing.schedule",
+            "invalid type: integer `6`, expected a string",
+        ),
+        (
+            w("active_within = \"0s\"\n"),
+            5,
+            1,
+            "wellbeing.active_within",
+            "must be greater than 0",
+        ),
+        (
+            w("max_failure_rate = 1.5\n"),
+            5,
+            1,
+            "wellbeing.max_failure_rate",
+            "1.5 is not a fraction; give 0 to 1",
+        ),
+        (
+            w("max_failure_rate = -0.1\n"),
+            5,
+            1,
+            "wellbeing.max_failure_rate",
+            "give 0 to 1",
+        ),
+        (
+            w("max_failure_rate = \"25%\"\n"),
+            5,
+            20,
+            "wellbeing.max_failure_rate",
+            "expected f64",
+        ),
+        (
+            w("min_finished = 0\n"),
+            5,
+            1,
+            "wellbeing.min_finished",
+            "give at least 1",
+        ),
+        (
+            w("max_findings = -1\n"),
+            5,
+            16,
+            "wellbeing.max_findings",
+            "expected u32",
+        ),
+        (
+            w("max_median_runtime = \"0s\"\n"),
+            5,
+            1,
+            "wellbeing.max_median_runtime",
+            "omit it not to judge run time",
+        ),
+        (
+            w("dispatch_timeout = \"0s\"\n"),
+            5,
+            1,
+            "wellbeing.dispatch_timeout",
+            "must be greater than 0",
+        ),
+        (
+            w("plan_stall_timeout = \"0s\"\n"),
+            5,
+            1,
+            "wellbeing.plan_stall_timeout",
+            "must be greater than 0",
+        ),
+        (
+            w("max_outbox_age = \"0s\"\n"),
+            5,
+            1,
+            "wellbeing.max_outbox_age",
+            "must be greater than 0",
+        ),
+        (
+            w("max_sweep_errors = 2.5\n"),
+            5,
+            20,
+            "wellbeing.max_sweep_errors",
+            "expected u32",
+        ),
+        (
+            w("schedul = \"0 0 6 * * *\"\n"),
+            5,
+            1,
+            "wellbeing.schedul",
+            "unknown field `schedul`, expected one of `schedule`",
+        ),
+        // Per droid type: the same rules, named by the type's section.
+        (
+            t("builder", "max_failure_rate = 2.0\n"),
+            6,
+            1,
+            "wellbeing.droid_types.builder.max_failure_rate",
+            "give 0 to 1",
+        ),
+        (
+            t("\"video.encode\"", "min_finished = 0\n"),
+            6,
+            1,
+            "wellbeing.droid_types.\"video.encode\".min_finished",
+            "give at least 1",
+        ),
+        (
+            t("builder", "active_within = \"0s\"\n"),
+            6,
+            1,
+            "wellbeing.droid_types.builder.active_within",
+            "must be greater than 0",
+        ),
+        (
+            t("builder", "max_median_runtime = \"0s\"\n"),
+            6,
+            1,
+            "wellbeing.droid_types.builder.max_median_runtime",
+            "must be greater than 0",
+        ),
+        (
+            t("builder", "dispatch_timeout = 5\n"),
+            6,
+            20,
+            "wellbeing.droid_types.builder.dispatch_timeout",
+            "expected a duration",
+        ),
+        // Only the limits may be set per droid type.
+        (
+            t("builder", "schedule = \"0 0 7 * * *\"\n"),
+            6,
+            1,
+            "wellbeing.droid_types.builder.schedule",
+            "unknown field `schedule`, expected one of `active_within`",
+        ),
+        (
+            t("builder", "active_within = 7d\n"),
+            6,
+            17,
+            "wellbeing.droid_types.builder.active_within",
+            "string values must be quoted",
+        ),
+        // Dotted keys and inline tables are located as well as sections.
+        (
+            format!("{MINIMAL}[wellbeing]\ndroid_types.builder.max_findings = -2\n"),
+            5,
+            36,
+            "wellbeing.droid_types.builder.max_findings",
+            "expected u32",
+        ),
+        (
+            format!("wellbeing.droid_types.a = {{ min_finished = 0 }}\n{MINIMAL}"),
+            1,
+            29,
+            "wellbeing.droid_types.a.min_finished",
+            "give at least 1",
+        ),
+        // `enabled` is a boolean.
+        (
+            format!("{MINIMAL}[defaults]\nenabled = \"no\"\n"),
+            5,
+            11,
+            "defaults.enabled",
+            "expected a boolean",
+        ),
+        (
+            format!("{MINIMAL}[droid_types.builder]\nenabled = 0\n"),
+            5,
+            11,
+            "droid_types.builder.enabled",
+            "expected a boolean",
+        ),
+    ];
+    for (text, line, column, key, fragment) in &cases {
+        assert_invalid(text, *line, *column, key, fragment);
+    }
+}
+
+#[test]
+fn invalid_wellbeing_sinks_name_file_line_column_and_key() {
+    // The sink's header is on line 4, `name` on 5, `kind` on 6.
+    let sink = |body: &str| format!("{MINIMAL}[[wellbeing.sinks]]\nname = \"a\"\n{body}");
+    let alert = |body: &str| format!("{MINIMAL}[[alerts]]\nname = \"a\"\n{body}");
+    let file = "kind = \"file\"\npath = \"/var/lib/foreman/inbox\"\n";
+    let cases: Vec<(String, usize, usize, &str, &str)> = vec![
+        // A missing key is located at its table's header.
+        (
+            sink("kind = \"file\"\n"),
+            4,
+            1,
+            "wellbeing.sinks[0].path",
+            "kind = \"file\" needs `path`, the directory",
+        ),
+        (
+            sink("kind = \"file\"\npath = \"\"\n"),
+            7,
+            1,
+            "wellbeing.sinks[0].path",
+            "needs `path`",
+        ),
+        (
+            format!("{MINIMAL}[[wellbeing.sinks]]\nkind = \"file\"\npath = \"x\"\n"),
+            4,
+            1,
+            "wellbeing.sinks[0].name",
+            "missing field `name`",
+        ),
+        (
+            format!("{MINIMAL}[[alerts]]\nkind = \"command\"\nargv = [\"/bin/true\"]\n"),
+            4,
+            1,
+            "alerts[0].name",
+            "missing field `name`",
+        ),
+        (
+            sink("kind = \"pager\"\n"),
+            6,
+            8,
+            "wellbeing.sinks[0].kind",
+            "unknown variant `pager`, expected one of `webhook`, `command`, `file`",
+        ),
+        (
+            sink(&format!("{file}urll = \"http://x\"\n")),
+            8,
+            1,
+            "wellbeing.sinks[0].urll",
+            "unknown field `urll`",
+        ),
+        // The keys of the other kinds.
+        (
+            sink(&format!("{file}url = \"http://x\"\n")),
+            8,
+            1,
+            "wellbeing.sinks[0].url",
+            "`url` is for kind = \"webhook\"; a file sink takes `path`",
+        ),
+        (
+            sink(&format!("{file}headers = {{ a = \"b\" }}\n")),
+            8,
+            1,
+            "wellbeing.sinks[0].headers",
+            "`headers` is for kind = \"webhook\"",
+        ),
+        (
+            sink(&format!("{file}bearer_token_env = \"T\"\n")),
+            8,
+            1,
+            "wellbeing.sinks[0].bearer_token_env",
+            "`bearer_token_env` is for kind = \"webhook\"",
+        ),
+        (
+            sink(&format!("{file}argv = [\"/bin/true\"]\n")),
+            8,
+            1,
+            "wellbeing.sinks[0].argv",
+            "`argv` is for kind = \"command\"; a file sink takes `path`",
+        ),
+        (
+            sink("kind = \"webhook\"\nurl = \"http://x\"\npath = \"inbox\"\n"),
+            8,
+            1,
+            "wellbeing.sinks[0].path",
+            "`path` is for kind = \"file\"; a webhook takes `url`",
+        ),
+        (
+            sink("kind = \"command\"\nargv = [\"/bin/true\"]\npath = \"inbox\"\n"),
+            8,
+            1,
+            "wellbeing.sinks[0].path",
+            "`path` is for kind = \"file\"; a command takes `argv`",
+        ),
+        // Alert-only keys.
+        (
+            sink(&format!("{file}kinds = [\"dead\"]\n")),
+            8,
+            1,
+            "wellbeing.sinks[0].kinds",
+            "`kinds` is for [[alerts]]",
+        ),
+        (
+            sink(&format!("{file}droid_types = [\"builder\"]\n")),
+            8,
+            1,
+            "wellbeing.sinks[0].droid_types",
+            "`droid_types` is for [[alerts]]",
+        ),
+        (
+            sink(&format!("{file}realert_after = \"1h\"\n")),
+            8,
+            1,
+            "wellbeing.sinks[0].realert_after",
+            "`realert_after` is for [[alerts]]",
+        ),
+        // The rules of [[alerts]], under this section's name.
+        (
+            sink("kind = \"webhook\"\nurl = \"ftp://x\"\n"),
+            7,
+            1,
+            "wellbeing.sinks[0].url",
+            "not an http:// or https:// URL",
+        ),
+        (
+            sink("kind = \"command\"\nargv = []\n"),
+            7,
+            1,
+            "wellbeing.sinks[0].argv",
+            "needs `argv`",
+        ),
+        (
+            sink(&format!("{file}timeout = \"5m\"\n")),
+            8,
+            1,
+            "wellbeing.sinks[0].timeout",
+            "at most 60s",
+        ),
+        (
+            sink(&format!("{file}max_age = \"5s\"\n")),
+            8,
+            1,
+            "wellbeing.sinks[0].max_age",
+            "initiatives would expire",
+        ),
+        (
+            sink(&format!("{file}retry_base = \"0s\"\n")),
+            8,
+            1,
+            "wellbeing.sinks[0].retry_base",
+            "must be greater than 0",
+        ),
+        (
+            format!("{MINIMAL}[wellbeing]\nsinks = [{{ name = \"a\", kind = \"file\", path = \"\" }}]\n"),
+            5,
+            39,
+            "wellbeing.sinks[0].path",
+            "needs `path`",
+        ),
+        // File sinks take initiatives, never alerts.
+        (
+            alert(file),
+            6,
+            1,
+            "alerts[0].kind",
+            "file sinks are for [[wellbeing.sinks]]",
+        ),
+        (
+            alert("kind = \"command\"\nargv = [\"/bin/true\"]\npath = \"inbox\"\n"),
+            8,
+            1,
+            "alerts[0].path",
+            "`path` is for kind = \"file\", in [[wellbeing.sinks]] only",
+        ),
+        // Names are unique across both lists; the later one is reported.
+        (
+            format!("{}[[wellbeing.sinks]]\nname = \"a\"\n{file}", alert(file).replace("file", "command").replace("path = \"/var/lib/foreman/inbox\"", "argv = [\"/bin/true\"]")),
+            9,
+            1,
+            "wellbeing.sinks[0].name",
+            "another sink, alerts[0], is already named \"a\"",
+        ),
+        (
+            format!("{}[[alerts]]\nname = \"a\"\nkind = \"command\"\nargv = [\"/bin/true\"]\n", sink(file)),
+            9,
+            1,
+            "alerts[0].name",
+            "another sink, wellbeing.sinks[0], is already named \"a\"",
+        ),
+        (
+            format!("{}[[wellbeing.sinks]]\nname = \"a\"\n{file}", sink(file)),
+            9,
+            1,
+            "wellbeing.sinks[1].name",
+            "already named \"a\"",
+        ),
+    ];
+    for (text, line, column, key, fragment) in &cases {
+        assert_invalid(text, *line, *column, key, fragment);
+    }
+}
+
+#[test]
+fn wellbeing_round_trips_through_effective_toml() {
+    let first = parse(&format!("{MINIMAL}{WELLBEING}"));
+    let effective = first.effective_toml();
+    for line in [
+        "\n[wellbeing]\nschedule = \"0 30 7 * * Mon-Fri\"\ntimezone = \"Europe/Paris\"\n",
+        "\n[wellbeing.droid_types.\"video.encode\"]\n",
+        "\n[[wellbeing.sinks]]\nname = \"inbox\"\nkind = \"file\"\npath = \"/etc/foreman/initiatives\"\n",
+        "\nenabled = false\n",
+    ] {
+        assert!(effective.contains(line), "{line:?} not in\n{effective}");
+    }
+    let second = parse(&effective);
+    assert_same_config(&first, &second);
+    assert_eq!(effective, second.effective_toml());
+
+    // An unset run time limit is shown as a comment, and stays unset.
+    let effective = parse(MINIMAL).effective_toml();
+    assert!(
+        effective.contains("\n# max_median_runtime: "),
+        "{effective}"
+    );
+    assert_eq!(parse(&effective).wellbeing.limits, default_limits());
 }

@@ -5,8 +5,10 @@
 //! 3. a sweep every `interval`, missed ticks skipped, never bunched;
 //! 4. after each sweep, and whenever a queued alert falls due between
 //!    sweeps, deliver the alert outbox (bounded: see `outbox`);
-//! 5. prune the activity log daily;
-//! 6. on SIGTERM/SIGINT, let the sweep in flight finish and return; on a
+//! 5. the wellbeing sweep on its schedule (`[wellbeing] schedule`), and
+//!    once at startup for a slot missed while the daemon was down;
+//! 6. prune the activity log daily;
+//! 7. on SIGTERM/SIGINT, let the sweep in flight finish and return; on a
 //!    second signal, return at once.
 //!
 //! The executor being unreachable never stops it: the sweep records
@@ -19,6 +21,7 @@ use crate::lock;
 use crate::model::SweepKind;
 use crate::outbox;
 use crate::sweep::{sweep, LogAccess, SweepOptions, SweepReport};
+use crate::wellbeing::{self, RunId, RunKind};
 use anyhow::{Context, Result};
 use chrono::Utc;
 use std::sync::Arc;
@@ -91,34 +94,39 @@ async fn main_loop(config: Arc<Config>, state: State, on_sweep: Option<OnSweep>)
     // When the earliest queued alert is due (retries between sweeps).
     let mut alert_due: Option<Instant>;
 
-    // One job on the blocking pool (a sweep, or `None` for delivery alone),
-    // then a round of alert delivery; a first signal lets it finish.
+    // One job on the blocking pool (a sweep, a wellbeing run, or delivery
+    // alone), then a round of alert delivery; a first signal lets it finish.
     macro_rules! job {
-        ($kind:expr, $lateness:expr) => {{
+        ($work:expr) => {{
             let st = state.take().context("daemon state lost")?;
             let cfg = config.clone();
             let hook = on_sweep.clone();
-            let kind: Option<SweepKind> = $kind;
-            let lateness = $lateness;
+            let work: Work = $work;
             let mut job = tokio::task::spawn_blocking(move || {
                 let mut st = st;
-                let report = kind.and_then(|kind| {
-                    let opts = SweepOptions { lateness };
-                    let r = sweep(&cfg, st.executor.as_ref(), LogAccess::Write(&mut st.log), kind, &opts);
-                    match r {
-                        Ok(report) => {
-                            if let Some(h) = &hook {
-                                h(&report);
+                let report = match work {
+                    Work::Sweep(kind, lateness) => {
+                        let opts = SweepOptions { lateness };
+                        match sweep(&cfg, st.executor.as_ref(), LogAccess::Write(&mut st.log), kind, &opts) {
+                            Ok(report) => {
+                                if let Some(h) = &hook {
+                                    h(&report);
+                                }
+                                Some(report)
                             }
-                            Some(report)
-                        }
-                        // Recoverable: logged, tried again next tick.
-                        Err(e) => {
-                            error!(error = %format!("{e:#}"), "sweep failed");
-                            None
+                            // Recoverable: logged, tried again next tick.
+                            Err(e) => {
+                                error!(error = %format!("{e:#}"), "sweep failed");
+                                None
+                            }
                         }
                     }
-                });
+                    Work::Wellbeing(run) => {
+                        wellbeing_run(&cfg, &st, &run);
+                        None
+                    }
+                    Work::Deliver => None,
+                };
                 let due = deliver_alerts(&cfg, &st.log);
                 (st, report, due)
             });
@@ -128,11 +136,11 @@ async fn main_loop(config: Arc<Config>, state: State, on_sweep: Option<OnSweep>)
                     done = &mut job => break done.context("the sweep thread panicked")?,
                     Some(sig) = sigs.recv() => {
                         if stopping {
-                            warn!(signal = sig, "second signal: exiting without waiting for the sweep in flight");
+                            warn!(signal = sig, "second signal: exiting without waiting for the job in flight");
                             return Ok(Exit::Immediate);
                         }
                         stopping = true;
-                        info!(signal = sig, "stopping after the sweep in flight (send again to exit at once)");
+                        info!(signal = sig, "stopping after the job in flight (send again to exit at once)");
                     }
                 }
             };
@@ -146,7 +154,7 @@ async fn main_loop(config: Arc<Config>, state: State, on_sweep: Option<OnSweep>)
     }
     macro_rules! sweep_now {
         ($kind:expr, $lateness:expr) => {
-            job!(Some($kind), $lateness)
+            job!(Work::Sweep($kind, $lateness))
         };
     }
 
@@ -171,6 +179,29 @@ async fn main_loop(config: Arc<Config>, state: State, on_sweep: Option<OnSweep>)
         sweep_now!(SweepKind::Startup, None);
     }
 
+    // A wellbeing slot missed while the daemon was down runs once now.
+    let checked = Utc::now();
+    let missed = match state
+        .as_ref()
+        .map(|st| wellbeing::missed_slot(&config, &st.log, checked))
+    {
+        Some(Ok(m)) => m,
+        Some(Err(e)) => {
+            error!(error = %format!("{e:#}"), "checking for a missed wellbeing run failed");
+            None
+        }
+        None => None,
+    };
+    if let Some(slot) = missed {
+        info!(slot = %config.wellbeing.schedule.slot_id(slot), "wellbeing: catching up the run missed while Foreman was down");
+        job!(Work::Wellbeing(RunId::slot(
+            &config,
+            slot,
+            RunKind::CatchUp
+        )));
+    }
+    let mut next_slot = config.wellbeing.schedule.next_after(checked);
+
     // Skip, not Burst: after a long sweep or a stall the daemon resumes on
     // the schedule instead of running the missed sweeps back to back.
     let mut ticker = tokio::time::interval_at(Instant::now() + config.interval, config.interval);
@@ -182,14 +213,63 @@ async fn main_loop(config: Arc<Config>, state: State, on_sweep: Option<OnSweep>)
                 sweep_now!(SweepKind::Scheduled, Some(lateness));
                 prune(state.as_ref(), &config, &mut last_prune);
             }
+            _ = tokio::time::sleep(until_wall(next_slot)), if next_slot.is_some() => {
+                // The wall clock decides, re-read after every wake: a
+                // suspended host or a stepped clock does not fire a slot
+                // early, and a late wake still runs its slot once.
+                if let Some(slot) = next_slot.filter(|s| *s <= Utc::now()) {
+                    job!(Work::Wellbeing(RunId::slot(&config, slot, RunKind::Scheduled)));
+                    next_slot = config.wellbeing.schedule.next_after(slot.max(Utc::now()));
+                }
+            }
             _ = sleep_until(alert_due), if alert_due.is_some() => {
-                job!(None, None);
+                job!(Work::Deliver);
             }
             Some(sig) = sigs.recv() => {
                 info!(signal = sig, "stopping");
                 return Ok(Exit::Clean);
             }
         }
+    }
+}
+
+/// What a job on the blocking pool does.
+enum Work {
+    Sweep(SweepKind, Option<Duration>),
+    Wellbeing(RunId),
+    /// Deliver the outbox alone (a retry fell due between sweeps).
+    Deliver,
+}
+
+/// How long to sleep towards a wall-clock time: at most a minute, so that
+/// the wall clock is looked at again (the monotonic clock the sleep runs on
+/// stops while the host is suspended).
+fn until_wall(at: Option<chrono::DateTime<Utc>>) -> Duration {
+    at.map(|t| (t - Utc::now()).to_std().unwrap_or_default())
+        .unwrap_or_default()
+        .min(Duration::from_secs(60))
+}
+
+/// One wellbeing run, logged; a failure is logged and the next slot tries
+/// again.
+fn wellbeing_run(config: &Config, st: &State, run: &RunId) {
+    match wellbeing::run(config, st.executor.as_ref(), &st.log, run) {
+        Ok(r) => match &r.filed {
+            wellbeing::Filed::AlreadyRecorded { started_at, .. } => {
+                info!(run_id = %r.run_id, recorded_at = %started_at, "wellbeing: this slot was already run; nothing filed")
+            }
+            wellbeing::Filed::Recorded {
+                initiative_id: Some(id),
+            } => warn!(
+                run_id = %r.run_id,
+                initiative_id = id,
+                issues = r.issues,
+                title = %r.initiative.as_ref().map(|i| i.title.as_str()).unwrap_or(""),
+                "wellbeing: filed an initiative"
+            ),
+            _ => info!(run_id = %r.run_id, "wellbeing: all well, nothing filed"),
+        },
+        Err(e) => error!(run_id = %run.id, error = %format!("{e:#}"), "wellbeing run failed"),
     }
 }
 
@@ -201,7 +281,7 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// One round of the outbox; when the next queued alert is due.
 fn deliver_alerts(config: &Config, log: &ActivityLog) -> Option<Instant> {
-    if !config.alerts.is_empty() {
+    if !config.alerts.is_empty() || !config.wellbeing.sinks.is_empty() {
         match outbox::deliver_due(config, log, outbox::budget(config)) {
             Ok(round) if round != outbox::Round::default() => info!(
                 delivered = round.delivered,

@@ -141,6 +141,7 @@ impl PolicyInputs {
             on_hung: self.on_hung,
             on_stray: crate::model::OnStray::Report,
             kill_grace: d(self.kill_grace_ms),
+            enabled: true,
         }
     }
 }

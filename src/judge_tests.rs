@@ -74,6 +74,7 @@ fn policy() -> Policy {
         on_hung: OnHung::Terminate,
         on_stray: crate::model::OnStray::Report,
         kill_grace: std::time::Duration::from_secs(10),
+        enabled: true,
     }
 }
 
@@ -107,6 +108,7 @@ fn task() -> Task {
         finished_at: None,
         error: None,
         pid_start_ticks: None,
+        created_at: None,
     }
 }
 

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Command::Explain(a) => app::explain(&path, a),
         Command::Log(a) => app::log(&path, a),
         Command::Twin(a) => Ok(app::twin(&path, a)),
+        Command::Wellbeing(a) => app::wellbeing(&path, a),
         Command::Demo => foreman::demo::run(),
     };
     match result {

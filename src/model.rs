@@ -46,6 +46,9 @@ pub struct Task {
     pub finished_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
     pub pid_start_ticks: Option<u64>,
+    /// When the task was filed (optional in the contract): how long a
+    /// PENDING task has waited for dispatch.
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// A row that could not be parsed. It becomes an `unverifiable` finding and

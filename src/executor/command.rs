@@ -2,20 +2,23 @@
 //! (`{"tasks": [ … ]}`), the other marks a task failed. Arguments are passed
 //! as separate argv items, never through a shell.
 
-use super::{parse_row, Executor, Marked};
+use super::{parse_enabled, parse_row, Executor, History, Marked};
 use crate::config::{ExecutorConfig, ExecutorTz};
 use crate::model::{Snapshot, Task};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use tracing::warn;
 use wait_timeout::ChildExt;
 
 pub struct CommandExecutor {
     snapshot: Vec<String>,
     mark: Vec<String>,
     timeout: Duration,
+    history: Duration,
     tz: ExecutorTz,
 }
 
@@ -25,16 +28,22 @@ impl CommandExecutor {
             snapshot: cfg.snapshot_command.clone(),
             mark: cfg.mark_failed_command.clone(),
             timeout: cfg.timeout,
+            history: cfg.history_window,
             tz: cfg.timezone,
         }
     }
 }
 
 /// Run argv with a deadline; returns (exit code, stdout, stderr).
-fn run(argv: &[String], timeout: Duration) -> Result<(Option<i32>, String, String)> {
+fn run(
+    argv: &[String],
+    timeout: Duration,
+    env: &[(&str, String)],
+) -> Result<(Option<i32>, String, String)> {
     let (prog, args) = argv.split_first().context("empty command")?;
     let mut child = Command::new(prog)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -69,9 +78,12 @@ fn run(argv: &[String], timeout: Duration) -> Result<(Option<i32>, String, Strin
     Ok((status.code(), stdout, stderr))
 }
 
-impl Executor for CommandExecutor {
-    fn snapshot(&self) -> Result<Snapshot> {
-        let (code, stdout, stderr) = run(&self.snapshot, self.timeout)?;
+impl CommandExecutor {
+    /// Run the snapshot command, asking for `history` of finished tasks
+    /// (`FOREMAN_HISTORY_SECONDS`).
+    fn fetch(&self, history: Duration) -> Result<History> {
+        let env = [("FOREMAN_HISTORY_SECONDS", history.as_secs().to_string())];
+        let (code, stdout, stderr) = run(&self.snapshot, self.timeout, &env)?;
         if code != Some(0) {
             bail!(
                 "snapshot command {:?} exited with {:?}: {}",
@@ -93,7 +105,43 @@ impl Executor for CommandExecutor {
                 None => parse_row(&serde_json::Map::new(), self.tz),
             })
             .collect();
-        Ok(Snapshot { rows })
+        // Optional: `"droid_types": [{"name": "builder", "enabled": true}]`.
+        let droid_types = match doc.get("droid_types") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(types) => {
+                let types = types
+                    .as_array()
+                    .context("the snapshot command's \"droid_types\" is not an array")?;
+                let mut out = BTreeMap::new();
+                for t in types {
+                    let name = t.get("name").and_then(|n| n.as_str());
+                    let enabled = t.get("enabled").and_then(parse_enabled);
+                    match (name, enabled) {
+                        (Some(name), Some(on)) => {
+                            out.insert(name.to_string(), on);
+                        }
+                        _ => {
+                            warn!(row = %t, "droid_types entry left out: its name or enabled is unreadable")
+                        }
+                    }
+                }
+                Some(out)
+            }
+        };
+        Ok(History {
+            snapshot: Snapshot { rows },
+            droid_types,
+        })
+    }
+}
+
+impl Executor for CommandExecutor {
+    fn snapshot(&self) -> Result<Snapshot> {
+        Ok(self.fetch(self.history)?.snapshot)
+    }
+
+    fn history(&self, window: Duration) -> Result<History> {
+        self.fetch(window)
     }
 
     fn mark_failed(&self, task: &Task, reason: &str, _at: DateTime<Utc>) -> Result<Marked> {
@@ -114,7 +162,7 @@ impl Executor for CommandExecutor {
                 )
             })
             .collect();
-        let (code, _, stderr) = run(&argv, self.timeout)?;
+        let (code, _, stderr) = run(&argv, self.timeout, &[])?;
         match code {
             Some(0) => Ok(Marked::Failed),
             Some(3) => Ok(Marked::NotRunning),
@@ -125,7 +173,7 @@ impl Executor for CommandExecutor {
 
 /// Fill placeholders in one pass: an inserted value is never scanned again,
 /// so a task id holding `{reason}` stays that id.
-fn substitute(arg: &str, values: &[(&str, &str)]) -> String {
+pub(crate) fn substitute(arg: &str, values: &[(&str, &str)]) -> String {
     let mut out = String::with_capacity(arg.len());
     let mut rest = arg;
     'scan: while !rest.is_empty() {

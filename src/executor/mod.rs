@@ -11,6 +11,8 @@ use crate::model::{BadRow, Row, Snapshot, Task, TaskState};
 use anyhow::Result;
 use chrono::{DateTime, Local, NaiveDateTime, TimeZone, Utc};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// What a compare-and-set mark did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,10 +23,31 @@ pub enum Marked {
     NotRunning,
 }
 
+/// A longer look back, for the wellbeing sweep.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    /// RUNNING and PENDING tasks, and those finished within the asked window.
+    pub snapshot: Snapshot,
+    /// The executor's own view of its droid types (`name` → `enabled`), when
+    /// it keeps one (a `droid_types` table, or `droid_types` in the
+    /// command's JSON).
+    pub droid_types: Option<BTreeMap<String, bool>>,
+}
+
 pub trait Executor: Send + Sync {
     /// The executor's tasks now: RUNNING and PENDING, and those finished
     /// within the history window.
     fn snapshot(&self) -> Result<Snapshot>;
+    /// The same with tasks finished within `window`, and the executor's
+    /// droid types. A source that cannot look further back gives its
+    /// snapshot.
+    fn history(&self, window: Duration) -> Result<History> {
+        let _ = window;
+        Ok(History {
+            snapshot: self.snapshot()?,
+            droid_types: None,
+        })
+    }
     /// Compare-and-set: only a task still RUNNING with this pid and attempt.
     fn mark_failed(&self, task: &Task, reason: &str, at: DateTime<Utc>) -> Result<Marked>;
 }
@@ -55,6 +78,20 @@ pub fn parse_row(row: &Map<String, Value>, tz: ExecutorTz) -> Row {
                     .filter(|p| *p > 1),
             })
         }
+    }
+}
+
+/// An `enabled` value as executors write it: a boolean, 0/1, or text.
+pub fn parse_enabled(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => n.as_i64().map(|i| i != 0),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" | "enabled" => Some(true),
+            "0" | "false" | "no" | "off" | "disabled" => Some(false),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -124,6 +161,7 @@ fn parse_task(row: &Map<String, Value>, tz: ExecutorTz) -> Result<Task, String> 
         finished_at: time("finished_at")?,
         error: text(row.get("error")),
         pid_start_ticks,
+        created_at: time("created_at")?,
     })
 }
 

@@ -1,15 +1,17 @@
 //! The executor's own SQLite database (the contract's `tasks` table, or any
 //! schema through `snapshot_query` / `mark_failed_query`).
 
-use super::{parse_row, Executor, Marked};
+use super::{parse_enabled, parse_row, Executor, History, Marked};
 use crate::config::{ExecutorConfig, ExecutorTz};
 use crate::model::{Snapshot, Task};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use rusqlite::{named_params, types::ValueRef, Connection, OpenFlags};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
+use tracing::warn;
 
 pub const DEFAULT_SNAPSHOT_QUERY: &str = "SELECT id, plan_id, droid_type, state, pid, host, attempt, \
      started_at, last_progress_at, finished_at, error, * FROM tasks \
@@ -73,14 +75,13 @@ fn json_of(v: ValueRef<'_>) -> Value {
     }
 }
 
-impl Executor for SqliteExecutor {
-    fn snapshot(&self) -> Result<Snapshot> {
-        let conn = self.connect(false)?;
+impl SqliteExecutor {
+    fn snapshot_with(&self, conn: &Connection, history: Duration) -> Result<Snapshot> {
         let mut stmt = conn
             .prepare(&self.snapshot_query)
             .with_context(|| format!("preparing the snapshot query on {}", self.path.display()))?;
         let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
-        let days = self.history.as_secs_f64() / 86400.0;
+        let days = history.as_secs_f64() / 86400.0;
         let wants_history = stmt.parameter_index(":history_days")?.is_some();
         let mut rows = if wants_history {
             stmt.query(named_params! {":history_days": days})?
@@ -99,6 +100,62 @@ impl Executor for SqliteExecutor {
             out.push(parse_row(&map, self.tz));
         }
         Ok(Snapshot { rows: out })
+    }
+
+    /// `droid_types (name, enabled)`, when the executor has that table.
+    /// A row whose `enabled` is unreadable is left out, with a warning.
+    fn droid_types(&self, conn: &Connection) -> Result<Option<BTreeMap<String, bool>>> {
+        let exists: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'droid_types')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            return Ok(None);
+        }
+        let mut stmt = conn
+            .prepare("SELECT name, enabled FROM droid_types")
+            .with_context(|| {
+                format!(
+                    "reading droid_types (name, enabled) in {}",
+                    self.path.display()
+                )
+            })?;
+        let mut rows = stmt.query([])?;
+        let mut out = BTreeMap::new();
+        while let Some(r) = rows.next()? {
+            let name = json_of(r.get_ref(0)?);
+            let enabled = json_of(r.get_ref(1)?);
+            match (name.as_str(), parse_enabled(&enabled)) {
+                (Some(name), Some(on)) => {
+                    out.insert(name.to_string(), on);
+                }
+                _ => {
+                    warn!(name = %name, enabled = %enabled, "droid_types row left out: its name or enabled is unreadable")
+                }
+            }
+        }
+        Ok(Some(out))
+    }
+}
+
+impl Executor for SqliteExecutor {
+    fn snapshot(&self) -> Result<Snapshot> {
+        let conn = self.connect(false)?;
+        self.snapshot_with(&conn, self.history)
+    }
+
+    fn history(&self, window: Duration) -> Result<History> {
+        let conn = self.connect(false)?;
+        // One read transaction: the tasks and the types are of one moment.
+        let tx = conn.unchecked_transaction()?;
+        let snapshot = self.snapshot_with(&tx, window)?;
+        let droid_types = self.droid_types(&tx)?;
+        drop(tx);
+        Ok(History {
+            snapshot,
+            droid_types,
+        })
     }
 
     fn mark_failed(&self, task: &Task, reason: &str, at: DateTime<Utc>) -> Result<Marked> {

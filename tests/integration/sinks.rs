@@ -4,11 +4,16 @@
 use crate::common::{cmdline, proc_state, wait_for, PATIENCE};
 use crate::receiver::Receiver;
 use chrono::{TimeZone, Utc};
-use foreman::alert::{deliver, next_step, NextStep, Payload, PAYLOAD_VERSION};
+use foreman::alert::{next_step, Message, NextStep, Payload, PAYLOAD_VERSION};
 use foreman::config::{Sink, SinkTarget};
 use foreman::model::{Action, Kind, Outcome};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+/// One delivery of an alert's payload, as the outbox makes it.
+fn deliver(sink: &Sink, p: &Payload) -> Result<(), String> {
+    foreman::alert::deliver(sink, &Message::alert(p)?)
+}
 
 fn payload() -> Payload {
     Payload {
