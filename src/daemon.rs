@@ -102,6 +102,7 @@ async fn main_loop(config: Arc<Config>, state: State, on_sweep: Option<OnSweep>)
             let cfg = config.clone();
             let hook = on_sweep.clone();
             let work: Work = $work;
+            let what = work.name();
             let mut job = tokio::task::spawn_blocking(move || {
                 let mut st = st;
                 let report = match work {
@@ -136,11 +137,11 @@ async fn main_loop(config: Arc<Config>, state: State, on_sweep: Option<OnSweep>)
                     done = &mut job => break done.context("the sweep thread panicked")?,
                     Some(sig) = sigs.recv() => {
                         if stopping {
-                            warn!(signal = sig, "second signal: exiting without waiting for the job in flight");
+                            warn!(signal = sig, "second signal: exiting without waiting for the {what} in flight");
                             return Ok(Exit::Immediate);
                         }
                         stopping = true;
-                        info!(signal = sig, "stopping after the job in flight (send again to exit at once)");
+                        info!(signal = sig, "stopping after the {what} in flight (send again to exit at once)");
                     }
                 }
             };
@@ -239,6 +240,16 @@ enum Work {
     Wellbeing(RunId),
     /// Deliver the outbox alone (a retry fell due between sweeps).
     Deliver,
+}
+
+impl Work {
+    fn name(&self) -> &'static str {
+        match self {
+            Work::Sweep(..) => "sweep",
+            Work::Wellbeing(_) => "wellbeing run",
+            Work::Deliver => "alert delivery",
+        }
+    }
 }
 
 /// How long to sleep towards a wall-clock time: at most a minute, so that

@@ -82,10 +82,10 @@ fn send(pid: i32, signal: libc::c_int) {
 }
 
 /// A long-lived helper process (`sleep`), killed and reaped on drop.
-struct Sleeper(Child);
+pub(crate) struct Sleeper(Child);
 
 impl Sleeper {
-    fn start() -> Sleeper {
+    pub(crate) fn start() -> Sleeper {
         Sleeper(
             Command::new("sleep")
                 .arg("600")
@@ -97,7 +97,7 @@ impl Sleeper {
         )
     }
 
-    fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.0.id() as i32
     }
 }
