@@ -27,6 +27,8 @@
 //! Every process started is killed and reaped at the end, also on error (a
 //! Drop guard) and if this bench dies (PR_SET_PDEATHSIG).
 
+// `Stats` is the other benches'.
+#[allow(dead_code)]
 mod common;
 
 use anyhow::{bail, ensure, Context, Result};

@@ -17,7 +17,7 @@ mod common;
 
 use anyhow::{bail, ensure, Context, Result};
 use chrono::{SecondsFormat, Utc};
-use common::{check_binary, floor, Limits, Sleepers, BINARY};
+use common::{check_binary, floor, Limits, Sleepers, Stats, BINARY};
 use foreman::demo::SCHEMA;
 use rusqlite::{params, Connection};
 use std::fs::File;
@@ -47,22 +47,6 @@ fn main() {
     if let Err(e) = run() {
         eprintln!("twin bench failed: {e:#}");
         std::process::exit(1);
-    }
-}
-
-/// min, median, max of one series (ms).
-struct Stats(f64, f64, f64);
-
-impl Stats {
-    fn of(mut v: Vec<f64>) -> Stats {
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        let med = if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        };
-        Stats(v[0], med, v[n - 1])
     }
 }
 

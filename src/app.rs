@@ -312,6 +312,13 @@ pub fn wellbeing(path: &Path, args: &WellbeingArgs) -> Result<u8, Failure> {
                 .schedule
                 .parse_slot(slot)
                 .map_err(|e| Failure::Usage(format!("--slot: {e}")))?;
+            // Run now, a slot to come would be filed before its time and
+            // then skipped by the daemon when it comes.
+            if at > now {
+                return Err(Failure::Usage(format!(
+                    "--slot: {slot} is still to come; the daemon runs it then (give a past slot, or no --slot for a run now)"
+                )));
+            }
             RunId::slot(&config, at, RunKind::Scheduled)
         }
         None => RunId::manual(now),

@@ -109,11 +109,12 @@ impl Schedule {
     }
 
     /// A slot's id: its wall-clock time in the schedule's zone, to the
-    /// minute (to the second when the schedule has seconds), e.g.
-    /// `2026-11-23T06:00`.
+    /// minute (to the second when the schedule's seconds field is not a
+    /// plain 0), e.g. `2026-11-23T06:00`.
     pub fn slot_id(&self, slot: DateTime<Utc>) -> String {
+        let minutes = self.text.split_whitespace().next() == Some("0");
         let fmt = |t: NaiveDateTime| {
-            if t.and_utc().timestamp() % 60 == 0 {
+            if minutes {
                 t.format("%Y-%m-%dT%H:%M").to_string()
             } else {
                 t.format("%Y-%m-%dT%H:%M:%S").to_string()
@@ -255,6 +256,12 @@ mod tests {
         assert_eq!(
             secs.slot_id(utc("2026-11-23T06:00:30Z")),
             "2026-11-23T06:00:30"
+        );
+        // Every id of a schedule with seconds has them, :00 included.
+        let even = Schedule::parse("*/2 * * * * *", Zone::parse("UTC").unwrap()).unwrap();
+        assert_eq!(
+            even.slot_id(utc("2026-11-23T06:00:00Z")),
+            "2026-11-23T06:00:00"
         );
     }
 

@@ -246,3 +246,19 @@ pub fn floor(pids: &[i32], path: &mut String, buf: &mut Vec<u8>) -> Result<usize
     }
     Ok(total)
 }
+
+/// min, median, max of one series.
+pub struct Stats(pub f64, pub f64, pub f64);
+
+impl Stats {
+    pub fn of(mut v: Vec<f64>) -> Stats {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let med = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Stats(v[0], med, v[n - 1])
+    }
+}

@@ -221,22 +221,12 @@ pub fn run(
     run: &RunId,
 ) -> Result<Report> {
     if let Some(before) = store::recorded(log.conn(), &run.id)? {
-        return Ok(Report {
-            run_id: run.id.clone(),
-            kind: run.kind,
-            host: config.host.clone(),
-            started_at: Utc::now(),
-            finished_at: Utc::now(),
-            window_start: Utc::now(),
-            outcome: "already_recorded",
-            issues: 0,
-            checks: Vec::new(),
-            initiative: None,
-            filed: Filed::AlreadyRecorded {
-                started_at: before.started_at,
-                initiative_id: before.initiative_id,
-            },
-        });
+        return Ok(already(
+            config,
+            run,
+            before.started_at,
+            before.initiative_id,
+        ));
     }
     let mut report = assess_now(config, executor, Some(log), run)?;
     let checks = serde_json::to_value(&report.checks).context("encoding the checks")?;
@@ -266,17 +256,37 @@ pub fn run(
     report.filed = match store::record(log, &new)? {
         store::Outcome::Recorded { initiative_id } => Filed::Recorded { initiative_id },
         // Another process recorded the slot between our check and our
-        // write: its record stands, ours is dropped.
+        // write: its record stands, ours is dropped, and this run reports
+        // what any run of a recorded slot reports.
         store::Outcome::AlreadyRecorded {
             started_at,
             initiative_id,
-        } => Filed::AlreadyRecorded {
-            started_at,
-            initiative_id,
-        },
+        } => return Ok(already(config, run, started_at, initiative_id)),
     };
     fail::fail_point!("wellbeing::after_record");
     Ok(report)
+}
+
+/// The report of a run whose id was recorded before: nothing assessed or
+/// filed by this one.
+fn already(config: &Config, run: &RunId, started_at: String, initiative_id: Option<i64>) -> Report {
+    let now = Utc::now();
+    Report {
+        run_id: run.id.clone(),
+        kind: run.kind,
+        host: config.host.clone(),
+        started_at: now,
+        finished_at: now,
+        window_start: now,
+        outcome: "already_recorded",
+        issues: 0,
+        checks: Vec::new(),
+        initiative: None,
+        filed: Filed::AlreadyRecorded {
+            started_at,
+            initiative_id,
+        },
+    }
 }
 
 /// Deliver one initiative's queued rows now (the on-demand command), each

@@ -13,6 +13,7 @@ mod receiver;
 mod sinks;
 mod strays;
 mod twin;
+mod wellbeing;
 
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
