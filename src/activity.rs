@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_finding_inputs.sql"),
     include_str!("../migrations/0004_strays.sql"),
     include_str!("../migrations/0005_wellbeing.sql"),
+    include_str!("../migrations/0006_review.sql"),
 ];
 
 pub fn ts(t: DateTime<Utc>) -> String {

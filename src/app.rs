@@ -2,7 +2,7 @@
 //! `error`, 2 usage or configuration error, 3 runtime error.
 
 use crate::activity::ActivityLog;
-use crate::cli::{ActArgs, ExplainArgs, LogArgs, TwinArgs, WellbeingArgs};
+use crate::cli::{ActArgs, ExplainArgs, LogArgs, ReviewArgs, TwinArgs, WellbeingArgs};
 use crate::config::{Config, ConfigError, DEFAULT_PATH};
 use crate::daemon;
 use crate::executor;
@@ -355,4 +355,79 @@ pub fn wellbeing(path: &Path, args: &WellbeingArgs) -> Result<u8, Failure> {
         print!("{}", wellbeing::show::text(&report, delivery.as_ref()));
     }
     Ok(if report.issues > 0 { ACTION_ERROR } else { OK })
+}
+
+/// `review`: 0 nothing failed, 1 a check failed, 2 usage or configuration
+/// error, 3 the sandbox could not be built, 130 interrupted (every process
+/// it started is stopped first).
+///
+/// The sandbox needs no configuration: without one (none given, none at the
+/// default path) the results are printed and recorded nowhere, which is how
+/// CI runs it. With one, they are recorded in its activity log unless
+/// `--sandbox-only`.
+pub fn review(path: &Path, explicit: bool, args: &ReviewArgs) -> Result<u8, Failure> {
+    use crate::review;
+    let config = if explicit || path.exists() || args.live {
+        Some(load(path)?)
+    } else {
+        None
+    };
+    crate::sandbox::catch_interrupts();
+    let started = chrono::Utc::now();
+    let (kind, checks) = if args.live {
+        let config = config.as_ref().ok_or_else(|| {
+            Failure::Usage("--live needs the deployment's configuration (--config)".into())
+        })?;
+        let mut checks = review::live::run(config);
+        if let Some(only) = &args.only {
+            checks.retain(|c| &c.name == only);
+            if checks.is_empty() {
+                return Err(Failure::Usage(format!("no live check named {only:?}")));
+            }
+        }
+        ("live", checks)
+    } else {
+        let opts = review::sandbox::Options {
+            only: args.only.clone(),
+            keep: args.keep,
+            judge: crate::judge::judge,
+        };
+        if let Some(only) = &opts.only {
+            if !review::sandbox::CHECKS.contains(&only.as_str()) {
+                return Err(Failure::Usage(format!(
+                    "no review check named {only:?}; the checks are: {}",
+                    review::sandbox::CHECKS.join(", ")
+                )));
+            }
+        }
+        match review::sandbox::run(&opts) {
+            Ok(checks) => ("sandbox", checks),
+            Err(_) if crate::sandbox::interrupted() => {
+                eprintln!("foreman: review interrupted; every process it started was stopped");
+                return Ok(130);
+            }
+            Err(e) => return Err(Failure::Runtime(e.context("building the review's sandbox"))),
+        }
+    };
+    let report = review::Report::new(kind, started, checks);
+    match (&config, args.sandbox_only) {
+        (Some(config), false) => {
+            let log = ActivityLog::open(&config.activity.path)?;
+            review::record(&log, &config.host, &report)?;
+        }
+        (None, _) => eprintln!(
+            "foreman: no configuration at {}: this review is not recorded in an activity log",
+            path.display()
+        ),
+        (Some(_), true) => {}
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?
+        );
+    } else {
+        print!("{}", review::text(&report));
+    }
+    Ok(if report.passed { OK } else { ACTION_ERROR })
 }

@@ -42,6 +42,9 @@ pub enum Command {
     /// The wellbeing sweep now: every droid type and Foreman itself; files
     /// one initiative when something is wrong (exit 1), none when all is well
     Wellbeing(WellbeingArgs),
+    /// Self-test: run the real detection against a sandbox of real
+    /// processes (or, with --live, check this deployment); exit 1 if a check fails
+    Review(ReviewArgs),
     /// Watch a scratch executor with real processes for a few seconds
     Demo,
 }
@@ -117,4 +120,23 @@ pub struct WellbeingArgs {
     /// that was missed: a slot already recorded is never filed twice
     #[arg(long, value_name = "SLOT")]
     pub slot: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReviewArgs {
+    /// One JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Keep the sandbox's temp directory (executors, logs) and print its path
+    #[arg(long, conflicts_with = "live")]
+    pub keep: bool,
+    /// Run one check only (by its name, e.g. pid-reuse-detected)
+    #[arg(long, value_name = "NAME")]
+    pub only: Option<String>,
+    /// Record nothing in the configured activity log (the sandbox's own logs only)
+    #[arg(long)]
+    pub sandbox_only: bool,
+    /// Read-only checks of the real deployment instead of the sandbox
+    #[arg(long)]
+    pub live: bool,
 }

@@ -107,7 +107,7 @@ async fn main_loop(config: Arc<Config>, state: State, on_sweep: Option<OnSweep>)
                 let mut st = st;
                 let report = match work {
                     Work::Sweep(kind, lateness) => {
-                        let opts = SweepOptions { lateness };
+                        let opts = SweepOptions { lateness, ..SweepOptions::default() };
                         match sweep(&cfg, st.executor.as_ref(), LogAccess::Write(&mut st.log), kind, &opts) {
                             Ok(report) => {
                                 if let Some(h) = &hook {

@@ -9,14 +9,12 @@ use crate::app::{Failure, OK};
 use crate::config::Config;
 use crate::executor;
 use crate::model::{Outcome, SweepKind};
+use crate::sandbox::{self, now_text, Droids};
 use crate::sweep::{sweep, LogAccess, SweepOptions, SweepReport};
-use anyhow::{Context, Result};
-use chrono::{SecondsFormat, Utc};
+use anyhow::Result;
+use chrono::SecondsFormat;
 use rusqlite::{params, Connection};
 use std::collections::HashSet;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub const SCHEMA: &str = "CREATE TABLE tasks (
@@ -55,69 +53,12 @@ progress = ["heartbeat"]
 
 const SWEEPS: usize = 9;
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_interrupt(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// The processes the demo started; all are killed and reaped on drop.
-struct Droids(Vec<(String, Child)>);
-
-impl Drop for Droids {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.0 {
-            // SAFETY: signalling our own child's process group (it leads one).
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Droids {
-    fn spawn(&mut self, task: &str, argv: &[&str]) -> Result<i32> {
-        let child = Command::new(argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            // Own process group: Foreman never signals its own group.
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting {argv:?}"))?;
-        let pid = child.id() as i32;
-        self.0.push((task.to_string(), child));
-        Ok(pid)
-    }
-
-    /// Reap children that exited, as the executor would.
-    fn reap(&mut self) {
-        for (_, child) in &mut self.0 {
-            let _ = child.try_wait();
-        }
-    }
-}
-
 pub fn run() -> Result<u8, Failure> {
     Ok(demo().map(|_| OK)?)
 }
 
-fn now() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
 fn demo() -> Result<()> {
-    // SAFETY: the handler only stores to an atomic.
-    unsafe {
-        libc::signal(
-            libc::SIGINT,
-            on_interrupt as *const () as libc::sighandler_t,
-        );
-        libc::signal(
-            libc::SIGTERM,
-            on_interrupt as *const () as libc::sighandler_t,
-        );
-    }
+    sandbox::catch_interrupts();
     let dir = tempfile::Builder::new().prefix("foreman-demo-").tempdir()?;
     let config_path = dir.path().join("foreman.toml");
     std::fs::write(&config_path, CONFIG)?;
@@ -132,7 +73,7 @@ fn demo() -> Result<()> {
         dir.path().display()
     );
     println!("droid types: builder (heartbeat, cpu, io) and scribe (heartbeat only); timeout 4s, interval 1s\n");
-    let mut droids = Droids(Vec::new());
+    let mut droids = Droids::default();
     let boot = crate::probe::boot_facts()?;
     let long_ago =
         (boot.boot_time - chrono::Duration::hours(1)).to_rfc3339_opts(SecondsFormat::Secs, true);
@@ -149,7 +90,7 @@ fn demo() -> Result<()> {
         )?;
         Ok(())
     };
-    let t = now();
+    let t = now_text();
     let healthy = droids.spawn("build-1", &["sleep", "300"])?;
     insert("build-1", "plan-a", "builder", healthy, &t, Some(&t))?;
     let busy = droids.spawn("build-2", &["sh", "-c", "while :; do :; done"])?;
@@ -187,7 +128,7 @@ fn demo() -> Result<()> {
     let mut printed = HashSet::new();
     let started = Instant::now();
     for n in 0..SWEEPS {
-        if INTERRUPTED.load(Ordering::SeqCst) {
+        if sandbox::interrupted() {
             println!("interrupted: cleaning up");
             break;
         }
@@ -195,7 +136,7 @@ fn demo() -> Result<()> {
         // The executor records heartbeats from its healthy droids.
         db.execute(
             "UPDATE tasks SET last_progress_at = ?1 WHERE id IN ('build-1', 'scribe-1') AND state = 'RUNNING'",
-            [now()],
+            [now_text()],
         )?;
         let kind = if n == 0 {
             SweepKind::Startup

@@ -25,6 +25,8 @@ pub mod probe;
 pub mod query;
 pub mod recovery;
 pub mod report;
+pub mod review;
+pub mod sandbox;
 pub mod schedule;
 pub mod strays;
 pub mod sweep;

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         cli.quiet
     };
     foreman::logging::init(cli.verbose, quiet);
+    let explicit = cli.config.is_some();
     let path = app::config_path(cli.config);
     let result = match &cli.command {
         Command::Run => app::run(&path),
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
         Command::Log(a) => app::log(&path, a),
         Command::Twin(a) => Ok(app::twin(&path, a)),
         Command::Wellbeing(a) => app::wellbeing(&path, a),
+        Command::Review(a) => app::review(&path, explicit, a),
         Command::Demo => foreman::demo::run(),
     };
     match result {

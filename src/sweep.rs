@@ -37,10 +37,25 @@ pub enum LogAccess<'a> {
     ReadOnly(Option<&'a ActivityLog>),
 }
 
-#[derive(Debug, Clone, Default)]
+/// The judge a sweep uses: `judge::judge`, except where `foreman review`'s
+/// own tests hand it a deliberately broken one to prove the review fails.
+pub type JudgeFn =
+    fn(&Task, Option<&Probe>, Option<&Observation>, &crate::config::Policy, &Facts) -> Judgement;
+
+#[derive(Debug, Clone)]
 pub struct SweepOptions {
     /// How late the daemon's tick fired against its schedule.
     pub lateness: Option<Duration>,
+    pub judge: JudgeFn,
+}
+
+impl Default for SweepOptions {
+    fn default() -> SweepOptions {
+        SweepOptions {
+            lateness: None,
+            judge,
+        }
+    }
 }
 
 /// One finding as reported to the user.
@@ -268,7 +283,7 @@ pub fn sweep(
             .zip(&probes)
             .zip(&priors)
             .map(|((task, probe), prior)| {
-                judge(
+                (opts.judge)(
                     task,
                     probe.as_ref(),
                     prior.as_ref(),
