@@ -218,7 +218,11 @@ pub fn log(path: &Path, args: &LogArgs) -> Result<u8, Failure> {
                 }
             }
             Some(log) => {
-                let printed = if args.sweeps {
+                let printed = if args.reviews {
+                    let rows = query::reviews(&log, filter.since, after)?;
+                    print_lines(&mut out, &rows, args.json, query::review_text)?;
+                    rows.last().map(|r| r.rowid)
+                } else if args.sweeps {
                     let rows = query::sweeps(&log, filter.since, after)?;
                     print_lines(&mut out, &rows, args.json, query::sweep_text)?;
                     rows.last().map(|r| r.id)
@@ -415,11 +419,11 @@ pub fn review(path: &Path, explicit: bool, args: &ReviewArgs) -> Result<u8, Fail
             let log = ActivityLog::open(&config.activity.path)?;
             review::record(&log, &config.host, &report)?;
         }
-        (None, _) => eprintln!(
+        (None, false) => eprintln!(
             "foreman: no configuration at {}: this review is not recorded in an activity log",
             path.display()
         ),
-        (Some(_), true) => {}
+        (_, true) => {}
     }
     if args.json {
         println!(

@@ -86,6 +86,9 @@ pub struct LogArgs {
     /// List sweeps instead of findings
     #[arg(long, conflicts_with_all = ["kind", "task", "droid_type"])]
     pub sweeps: bool,
+    /// List `foreman review` runs instead of findings
+    #[arg(long, conflicts_with_all = ["kind", "task", "droid_type", "sweeps"])]
+    pub reviews: bool,
     /// One JSON object per line
     #[arg(long)]
     pub json: bool,

@@ -49,6 +49,29 @@ struct RawConfig {
     twin: RawTwin,
     #[serde(default)]
     wellbeing: RawWellbeing,
+    #[serde(default)]
+    review: RawReview,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReview {
+    schedule: Option<String>,
+    timezone: Option<String>,
+    ping_url: Option<String>,
+    #[serde(default, with = "humantime_serde::option")]
+    ping_timeout: Option<Duration>,
+}
+
+/// `[review]`: the sandbox self-test inside `foreman run`.
+#[derive(Debug, Clone)]
+pub struct ReviewConfig {
+    /// When the daemon runs `foreman review`; `None`: never.
+    pub schedule: Option<Schedule>,
+    /// Requested (GET) after each passing scheduled review, so that an
+    /// outside dead-man's switch notices when Foreman stops proving itself.
+    pub ping_url: Option<String>,
+    pub ping_timeout: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -315,6 +338,7 @@ pub struct Config {
     pub alerts: Vec<Sink>,
     pub twin: TwinConfig,
     pub wellbeing: WellbeingConfig,
+    pub review: ReviewConfig,
 }
 
 /// `[wellbeing]`: the daily check-up of every droid type and of Foreman.
@@ -538,6 +562,21 @@ impl Config {
         for sink in &w.sinks {
             sink_toml(&mut out, SinkList::Wellbeing, sink);
         }
+        out.push_str("\n[review]\n");
+        match &self.review.schedule {
+            Some(s) => {
+                out.push_str(&format!("schedule = {:?}\n", s.text()));
+                out.push_str(&format!("timezone = {:?}\n", s.zone().name()));
+            }
+            None => out.push_str("# schedule: none (reviews run only on demand)\n"),
+        }
+        if let Some(url) = &self.review.ping_url {
+            out.push_str(&format!("ping_url = {url:?}\n"));
+        }
+        out.push_str(&format!(
+            "ping_timeout = {:?}\n",
+            d(self.review.ping_timeout)
+        ));
         out
     }
 }
@@ -718,6 +757,7 @@ fn resolve(
     }
     let wellbeing = resolve_wellbeing(raw.wellbeing, base)?;
     unique_sink_names(&alerts, &wellbeing.sinks, locate)?;
+    let review = resolve_review(raw.review)?;
     Ok(Config {
         source: PathBuf::new(),
         fingerprint: String::new(),
@@ -735,6 +775,45 @@ fn resolve(
             warn_failures: raw.twin.warn_failures.unwrap_or(0),
         },
         wellbeing,
+        review,
+    })
+}
+
+fn resolve_review(raw: RawReview) -> Result<ReviewConfig, KeyError> {
+    let zone = Zone::parse(raw.timezone.as_deref().unwrap_or("local"))
+        .map_err(|e| ("review.timezone".to_string(), e))?;
+    let schedule = raw
+        .schedule
+        .as_deref()
+        .map(|s| Schedule::parse(s, zone))
+        .transpose()
+        .map_err(|e| ("review.schedule".to_string(), e))?;
+    if let Some(url) = &raw.ping_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err((
+                "review.ping_url".into(),
+                format!("{url:?} is not an http:// or https:// URL"),
+            ));
+        }
+        if schedule.is_none() {
+            return Err((
+                "review.ping_url".into(),
+                "a ping needs scheduled reviews: set `schedule` too (e.g. \"0 0 * * * *\", hourly)"
+                    .into(),
+            ));
+        }
+    }
+    let ping_timeout = raw.ping_timeout.unwrap_or(Duration::from_secs(10));
+    if ping_timeout.is_zero() || ping_timeout > Duration::from_secs(60) {
+        return Err((
+            "review.ping_timeout".into(),
+            "give more than 0 and at most 60s".into(),
+        ));
+    }
+    Ok(ReviewConfig {
+        schedule,
+        ping_url: raw.ping_url,
+        ping_timeout,
     })
 }
 

@@ -2124,3 +2124,55 @@ fn wellbeing_round_trips_through_effective_toml() {
     );
     assert_eq!(parse(&effective).wellbeing.limits, default_limits());
 }
+
+#[test]
+fn review_schedule_and_ping() {
+    let r = |body: &str| format!("{MINIMAL}[review]\n{body}");
+    let none = Config::parse(&r(""), Path::new(ETC)).expect("valid");
+    assert!(none.review.schedule.is_none(), "no schedule by default");
+    assert_eq!(none.review.ping_url, None);
+    let hourly = Config::parse(
+        &r("schedule = \"0 0 * * * *\"\ntimezone = \"UTC\"\nping_url = \"https://hc.example/ping/abc\"\n"),
+        Path::new(ETC),
+    )
+    .expect("valid");
+    let s = hourly.review.schedule.as_ref().expect("scheduled");
+    assert_eq!(s.text(), "0 0 * * * *");
+    assert_eq!(hourly.review.ping_timeout, Duration::from_secs(10));
+    // The effective configuration reads back the same.
+    let again = Config::parse(&hourly.effective_toml(), Path::new(ETC)).expect("round trip");
+    assert_eq!(again.review.ping_url, hourly.review.ping_url);
+    assert_eq!(
+        again.review.schedule.as_ref().map(|s| s.text().to_string()),
+        Some("0 0 * * * *".to_string())
+    );
+    let cases: [(String, usize, &str, &str); 4] = [
+        (
+            r("schedule = \"0 * * * *\"\n"),
+            5,
+            "review.schedule",
+            "six fields",
+        ),
+        (
+            r("ping_url = \"https://hc.example/ping\"\n"),
+            5,
+            "review.ping_url",
+            "set `schedule` too",
+        ),
+        (
+            r("schedule = \"0 0 * * * *\"\nping_url = \"hc.example/ping\"\n"),
+            6,
+            "review.ping_url",
+            "not an http:// or https:// URL",
+        ),
+        (
+            r("schedule = \"0 0 * * * *\"\nping_timeout = \"5m\"\n"),
+            6,
+            "review.ping_timeout",
+            "at most 60s",
+        ),
+    ];
+    for (text, line, key, fragment) in cases {
+        assert_invalid(&text, line, 1, key, fragment);
+    }
+}

@@ -7,8 +7,10 @@
 //!    sweeps, deliver the alert outbox (bounded: see `outbox`);
 //! 5. the wellbeing sweep on its schedule (`[wellbeing] schedule`), and
 //!    once at startup for a slot missed while the daemon was down;
-//! 6. prune the activity log daily;
-//! 7. on SIGTERM/SIGINT, let the sweep in flight finish and return; on a
+//! 6. the sandbox review on its schedule (`[review] schedule`), pinging
+//!    `ping_url` after each pass;
+//! 7. prune the activity log daily;
+//! 8. on SIGTERM/SIGINT, let the sweep in flight finish and return; on a
 //!    second signal, return at once.
 //!
 //! The executor being unreachable never stops it: the sweep records
@@ -20,6 +22,7 @@ use crate::executor::{self, Executor};
 use crate::lock;
 use crate::model::SweepKind;
 use crate::outbox;
+use crate::review;
 use crate::sweep::{sweep, LogAccess, SweepOptions, SweepReport};
 use crate::wellbeing::{self, RunId, RunKind};
 use anyhow::{Context, Result};
@@ -126,6 +129,10 @@ async fn main_loop(config: Arc<Config>, state: State, on_sweep: Option<OnSweep>)
                         wellbeing_run(&cfg, &st, &run);
                         None
                     }
+                    Work::Review => {
+                        review_run(&cfg, &st);
+                        None
+                    }
                     Work::Deliver => None,
                 };
                 let due = deliver_alerts(&cfg, &st.log);
@@ -202,6 +209,11 @@ async fn main_loop(config: Arc<Config>, state: State, on_sweep: Option<OnSweep>)
         )));
     }
     let mut next_slot = config.wellbeing.schedule.next_after(checked);
+    let mut next_review = config
+        .review
+        .schedule
+        .as_ref()
+        .and_then(|s| s.next_after(checked));
 
     // Skip, not Burst: after a long sweep or a stall the daemon resumes on
     // the schedule instead of running the missed sweeps back to back.
@@ -223,6 +235,12 @@ async fn main_loop(config: Arc<Config>, state: State, on_sweep: Option<OnSweep>)
                     next_slot = config.wellbeing.schedule.next_after(slot.max(Utc::now()));
                 }
             }
+            _ = tokio::time::sleep(until_wall(next_review)), if next_review.is_some() => {
+                if let Some(slot) = next_review.filter(|s| *s <= Utc::now()) {
+                    job!(Work::Review);
+                    next_review = config.review.schedule.as_ref().and_then(|s| s.next_after(slot.max(Utc::now())));
+                }
+            }
             _ = sleep_until(alert_due), if alert_due.is_some() => {
                 job!(Work::Deliver);
             }
@@ -238,6 +256,8 @@ async fn main_loop(config: Arc<Config>, state: State, on_sweep: Option<OnSweep>)
 enum Work {
     Sweep(SweepKind, Option<Duration>),
     Wellbeing(RunId),
+    /// The sandbox self-test (`[review] schedule`).
+    Review,
     /// Deliver the outbox alone (a retry fell due between sweeps).
     Deliver,
 }
@@ -247,6 +267,7 @@ impl Work {
         match self {
             Work::Sweep(..) => "sweep",
             Work::Wellbeing(_) => "wellbeing run",
+            Work::Review => "review",
             Work::Deliver => "alert delivery",
         }
     }
@@ -281,6 +302,45 @@ fn wellbeing_run(config: &Config, st: &State, run: &RunId) {
             _ => info!(run_id = %r.run_id, "wellbeing: all well, nothing filed"),
         },
         Err(e) => error!(run_id = %run.id, error = %format!("{e:#}"), "wellbeing run failed"),
+    }
+}
+
+/// The sandbox review, recorded; after a pass, the dead-man's switch is
+/// pinged. A failure is logged at ERROR with each failed check.
+fn review_run(config: &Config, st: &State) {
+    let started = Utc::now();
+    let opts = review::sandbox::Options {
+        only: None,
+        keep: false,
+        judge: crate::judge::judge,
+    };
+    let checks = match review::sandbox::run(&opts) {
+        Ok(c) => c,
+        Err(e) => {
+            error!(error = %format!("{e:#}"), "review could not build its sandbox");
+            return;
+        }
+    };
+    let report = review::Report::new("sandbox", started, checks);
+    if let Err(e) = review::record(&st.log, &config.host, &report) {
+        error!(error = %format!("{e:#}"), "recording the review failed");
+    }
+    if !report.passed {
+        for c in report
+            .checks
+            .iter()
+            .filter(|c| c.status == review::Status::Fail)
+        {
+            error!(run_id = %report.run_id, check = %c.name, reason = %c.reason, "review check failed");
+        }
+        return;
+    }
+    info!(run_id = %report.run_id, checks = report.checks.len(), "review passed");
+    if let Some(url) = &config.review.ping_url {
+        match review::ping(url, config.review.ping_timeout) {
+            Ok(()) => info!("review: pinged ping_url"),
+            Err(e) => warn!(error = %e, "review: ping_url failed"),
+        }
     }
 }
 

@@ -175,3 +175,72 @@ pub fn sweep_text(s: &SweepLine) -> String {
     }
     line
 }
+
+/// One `foreman review` run, as `log --reviews` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReviewLine {
+    /// The cursor `--follow` continues from.
+    #[serde(skip)]
+    pub rowid: i64,
+    pub run_id: String,
+    pub kind: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub passed: bool,
+    /// Names of the checks that failed.
+    pub failed: Vec<String>,
+    pub skipped: i64,
+}
+
+pub fn reviews(
+    log: &ActivityLog,
+    since: Option<DateTime<Utc>>,
+    after: i64,
+) -> Result<Vec<ReviewLine>> {
+    let conn = log.conn();
+    let mut stmt = conn.prepare(
+        "SELECT rowid, id, kind, started_at, finished_at, passed, skipped FROM review_runs
+         WHERE rowid > ?1 AND started_at >= ?2 ORDER BY rowid",
+    )?;
+    let since = since.map_or_else(|| "0".to_string(), ts);
+    let mut lines = stmt
+        .query_map(rusqlite::params![after, since], |r| {
+            Ok(ReviewLine {
+                rowid: r.get(0)?,
+                run_id: r.get(1)?,
+                kind: r.get(2)?,
+                started_at: r.get(3)?,
+                finished_at: r.get(4)?,
+                passed: r.get(5)?,
+                failed: Vec::new(),
+                skipped: r.get(6)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut failed = conn.prepare(
+        "SELECT name FROM review_checks WHERE run_id = ?1 AND status = 'fail' ORDER BY name",
+    )?;
+    for line in &mut lines {
+        line.failed = failed
+            .query_map([&line.run_id], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+    }
+    Ok(lines)
+}
+
+pub fn review_text(r: &ReviewLine) -> String {
+    let mut line = format!(
+        "{}  review {} {:<7} {}",
+        r.started_at,
+        r.run_id,
+        r.kind,
+        if r.passed { "passed" } else { "FAILED" }
+    );
+    if !r.failed.is_empty() {
+        line.push_str(&format!("  failed: {}", r.failed.join(", ")));
+    }
+    if r.skipped > 0 {
+        line.push_str(&format!("  ({} skipped)", r.skipped));
+    }
+    line
+}

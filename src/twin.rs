@@ -103,6 +103,17 @@ pub struct Daemon {
     pub last_sweep_findings: Option<i64>,
     /// Older than twice the interval (or none at all).
     pub stale: bool,
+    /// The latest `foreman review`, when one has run.
+    pub last_review: Option<LastReview>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastReview {
+    pub run_id: String,
+    pub at: String,
+    pub passed: bool,
+    /// The checks that failed.
+    pub failed: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -336,6 +347,14 @@ pub fn take(config: &Config, window: std::time::Duration) -> Result<Twin> {
         };
         raise(&mut twin, State::Critical, why);
     }
+    if let Some(r) = twin.daemon.last_review.as_ref().filter(|r| !r.passed) {
+        let why = format!(
+            "the latest review ({}) failed: {}",
+            r.at,
+            r.failed.join(", ")
+        );
+        raise(&mut twin, State::Warning, why);
+    }
     let hung = twin
         .executing
         .iter()
@@ -388,10 +407,20 @@ fn daemon(config: &Config, log: Option<&ActivityLog>, now: DateTime<Utc>) -> Res
             }),
         None => true,
     };
+    let last_review = match log {
+        Some(l) => crate::wellbeing::store::review(l.conn())?,
+        None => None,
+    };
     Ok(Daemon {
         last_sweep_at: last.as_ref().map(|l| l.0.clone()),
         last_sweep_findings: last.map(|l| l.1),
         stale,
+        last_review: last_review.map(|r| LastReview {
+            run_id: r.id,
+            at: ts(r.at),
+            passed: r.passed,
+            failed: r.failed,
+        }),
     })
 }
 
@@ -469,9 +498,14 @@ pub fn text(t: &Twin, width: usize, color: bool) -> String {
     let _ = writeln!(out, "FOREMAN {state} - {summary}");
     let _ = writeln!(
         out,
-        "generated {}; daemon's last sweep {}",
+        "generated {}; daemon's last sweep {}; last review {}",
         t.generated_at,
-        t.daemon.last_sweep_at.as_deref().unwrap_or("never")
+        t.daemon.last_sweep_at.as_deref().unwrap_or("never"),
+        match &t.daemon.last_review {
+            None => "never".to_string(),
+            Some(r) if r.passed => format!("{} passed", r.at),
+            Some(r) => format!("{} FAILED ({})", r.at, r.failed.join(", ")),
+        }
     );
 
     let counts: Vec<String> = t

@@ -180,3 +180,23 @@ pub fn text(r: &Report) -> String {
     ));
     out
 }
+
+/// GET the dead-man's switch; any 2xx is a ping. The error names the host
+/// only (such URLs carry their secret in the path).
+pub fn ping(url: &str, timeout: std::time::Duration) -> Result<(), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let host = url
+        .parse::<ureq::http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::to_string))
+        .unwrap_or_else(|| "the ping_url host".into());
+    match agent.get(url).call() {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("{host} answered HTTP {}", r.status().as_u16())),
+        Err(e) => Err(format!("{host}: {e}")),
+    }
+}

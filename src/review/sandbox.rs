@@ -74,7 +74,12 @@ pub fn run(opts: &Options) -> Result<Vec<CheckResult>> {
     if opts.keep {
         eprintln!("foreman review: sandbox kept in {}", root.display());
     }
-    let result = scenario(&root, opts, &wanted);
+    // The sandbox's own findings are not the deployment's: they stay out of
+    // the log stream (the daemon's journal, the command's stderr).
+    let result =
+        tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+            scenario(&root, opts, &wanted)
+        });
     if opts.keep {
         // Leave it for inspection.
         let _ = dir.keep();
