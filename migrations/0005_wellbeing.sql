@@ -47,7 +47,10 @@ CREATE TABLE alerts_v5 (
 INSERT INTO alerts_v5 (id, finding_id, sink, state, queued_at, next_attempt_at, attempts,
                        last_attempt_at, last_error, closed_at, close_reason)
     SELECT id, finding_id, sink, state, queued_at, next_attempt_at, attempts,
-           last_attempt_at, last_error, closed_at, close_reason FROM alerts;
+           last_attempt_at, last_error, closed_at, close_reason FROM alerts
+    -- A finding deleted by hand (sqlite3 runs without foreign keys) leaves
+    -- its alerts behind: they had nothing to deliver.
+    WHERE finding_id IN (SELECT id FROM findings);
 DROP TABLE alerts;
 ALTER TABLE alerts_v5 RENAME TO alerts;
 CREATE INDEX alerts_due ON alerts(state, next_attempt_at);

@@ -827,7 +827,7 @@ impl ActivityLog {
         next: DateTime<Utc>,
     ) -> Result<()> {
         self.conn.execute(
-            "UPDATE alerts SET attempts = attempts + 1, last_attempt_at = ?2, last_error = ?3, next_attempt_at = ?4 WHERE id = ?1",
+            "UPDATE alerts SET attempts = attempts + 1, last_attempt_at = ?2, last_error = ?3, next_attempt_at = ?4 WHERE id = ?1 AND state = 'queued'",
             params![id, ts(at), error, ts(next)],
         )?;
         Ok(())
@@ -847,7 +847,7 @@ impl ActivityLog {
     /// Hold one alert until `until` without counting an attempt.
     pub fn alert_hold(&self, id: i64, until: DateTime<Utc>, why: &str) -> Result<()> {
         self.conn.execute(
-            "UPDATE alerts SET next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
+            "UPDATE alerts SET next_attempt_at = ?2, last_error = ?3 WHERE id = ?1 AND state = 'queued'",
             params![id, ts(until), why],
         )?;
         Ok(())
@@ -874,7 +874,7 @@ impl ActivityLog {
         self.conn.execute(
             "UPDATE alerts SET state = ?2, closed_at = ?3, close_reason = ?4,
                     attempts = attempts + ?5, last_attempt_at = CASE WHEN ?5 = 1 THEN ?3 ELSE last_attempt_at END
-             WHERE id = ?1",
+             WHERE id = ?1 AND state = 'queued'",
             params![id, end.as_str(), ts(at), reason, attempted as i64],
         )?;
         Ok(())

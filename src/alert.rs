@@ -146,11 +146,32 @@ fn write_file(dir: &std::path::Path, message: &Message) -> Result<(), String> {
         .map_err(|e| format!("cannot create the directory {}: {e}", dir.display()))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .map_err(|e| format!("cannot write into {}: {e}", dir.display()))?;
+    // Readable as any file this user writes (tempfile makes 0600).
+    // The umask is read from /proc (setting it to read it would race the
+    // daemon's other threads); 022 when unreadable.
+    let mask = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|m| u32::from_str_radix(m.trim(), 8).ok())
+        })
+        .unwrap_or(0o022);
+    let mode = 0o666 & !mask;
     tmp.write_all(content)
+        .and_then(|_| {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(mode))
+        })
         .and_then(|_| tmp.as_file().sync_all())
         .map_err(|e| format!("cannot write into {}: {e}", dir.display()))?;
     tmp.persist(dir.join(name))
         .map_err(|e| format!("cannot write {}: {}", dir.join(name).display(), e.error))?;
+    // The rename is durable only once the directory is.
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("cannot sync the directory {}: {e}", dir.display()))?;
     Ok(())
 }
 

@@ -91,7 +91,7 @@ pub fn one_sweep(path: &Path, args: &ActArgs, kind: SweepKind) -> Result<u8, Fai
         // A one-shot sweep (from cron, say) delivers its alerts too; what
         // fails stays queued for the next command or the daemon, and never
         // changes the exit code.
-        if !config.alerts.is_empty() {
+        if !config.alerts.is_empty() || !config.wellbeing.sinks.is_empty() {
             match outbox::deliver_due(&config, &log, outbox::budget(&config)) {
                 Ok(round) if round.failed + round.left > 0 => eprintln!(
                     "foreman: {} alert(s) not delivered yet; they stay queued and are retried",
@@ -345,6 +345,11 @@ pub fn wellbeing(path: &Path, args: &WellbeingArgs) -> Result<u8, Failure> {
         let delivery = initiative
             .map(|id| wellbeing::deliver(&config, &log, id))
             .transpose()?;
+        // Then whatever else is due (an earlier initiative a sink refused),
+        // so that without a daemon a retry still happens when this runs.
+        if let Err(e) = outbox::deliver_due(&config, &log, outbox::budget(&config)) {
+            eprintln!("foreman: delivering the outbox: {e:#}; it stays queued");
+        }
         (report, delivery)
     };
     if args.json {

@@ -230,7 +230,10 @@ async fn main_loop(config: Arc<Config>, state: State, on_sweep: Option<OnSweep>)
                 // The wall clock decides, re-read after every wake: a
                 // suspended host or a stepped clock does not fire a slot
                 // early, and a late wake still runs its slot once.
-                if let Some(slot) = next_slot.filter(|s| *s <= Utc::now()) {
+                if let Some(due) = next_slot.filter(|s| *s <= Utc::now()) {
+                    // Woken after several slots (a suspend, a clock step):
+                    // the latest is the one to run, never the oldest.
+                    let slot = config.wellbeing.schedule.latest_at_or_before(Utc::now()).filter(|l| *l >= due).unwrap_or(due);
                     job!(Work::Wellbeing(RunId::slot(&config, slot, RunKind::Scheduled)));
                     next_slot = config.wellbeing.schedule.next_after(slot.max(Utc::now()));
                 }

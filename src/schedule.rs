@@ -61,6 +61,9 @@ impl Schedule {
     /// write it.
     pub fn parse(text: &str, zone: Zone) -> Result<Schedule, String> {
         let fields = text.split_whitespace().count();
+        if text.trim_start().starts_with('@') {
+            return Err(format!("{text:?}: nicknames like @daily are not accepted; give six fields, seconds first, e.g. \"0 0 6 * * *\" for 06:00 every day"));
+        }
         let cron = parser().parse(text).map_err(|e| {
             let hint = if fields == 5 {
                 format!(" It has five fields: the first is seconds here, so classic cron's \"{}\" is \"0 {}\".", text.trim(), text.trim())
@@ -78,7 +81,7 @@ impl Schedule {
         };
         if schedule.next_after(Utc::now()).is_none() {
             return Err(format!(
-                "{text:?} never fires (day-of-month and day-of-week must both match); give a schedule with a next run, e.g. \"0 0 6 * * *\""
+                "{text:?} never fires again (a year in the past, or a day-of-month and day-of-week that never both match); give a schedule with a next run, e.g. \"0 0 6 * * *\""
             ));
         }
         Ok(schedule)
@@ -101,10 +104,17 @@ impl Schedule {
     }
 
     /// The latest occurrence at or before `t`: the slot a run at `t` is for.
+    /// It is always one `next_after` gives too: in a DST gap croner's
+    /// backward search lands on the gap's last second, where its forward
+    /// search (the daemon's) moves the slot to the gap's end.
     pub fn latest_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        match self.zone {
+        let back = match self.zone {
             Zone::Local => previous(&self.cron, t.with_timezone(&Local)),
             Zone::Named(tz) => previous(&self.cron, t.with_timezone(&tz)),
+        }?;
+        match self.next_after(back - chrono::Duration::seconds(1)) {
+            Some(forward) if forward <= t => Some(forward),
+            _ => Some(back),
         }
     }
 
@@ -226,6 +236,22 @@ mod tests {
         assert_eq!(s.next_after(now), Some(utc("2026-11-23T06:00:03Z")));
         let just_before = utc("2026-11-23T06:00:02.999Z");
         assert_eq!(s.next_after(just_before), Some(utc("2026-11-23T06:00:03Z")));
+    }
+
+    #[test]
+    fn a_slot_in_a_dst_gap_is_the_one_the_daemon_runs() {
+        // 02:30 does not exist in Paris on 2026-03-29 (02:00 -> 03:00).
+        let s = Schedule::parse("0 30 2 * * *", Zone::parse("Europe/Paris").unwrap()).unwrap();
+        let forward = s.next_after(utc("2026-03-28T12:00:00Z")).unwrap();
+        let later = utc("2026-03-29T10:00:00Z");
+        assert_eq!(s.latest_at_or_before(later), Some(forward));
+        assert_eq!(s.parse_slot(&s.slot_id(forward)), Ok(forward));
+        // An ordinary day is untouched.
+        assert_eq!(
+            s.latest_at_or_before(utc("2026-03-30T10:00:00Z")),
+            Some(utc("2026-03-30T00:30:00Z"))
+        );
+        assert!(Schedule::parse("@daily", Zone::Local).is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tracing::warn;
@@ -44,6 +45,10 @@ fn run(
     let mut child = Command::new(prog)
         .args(args)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        // Its own process group: a signal to Foreman's group (systemd's
+        // stop, Ctrl-C) lets the command finish instead of turning a stop
+        // into a failed snapshot.
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -75,7 +80,14 @@ fn run(
     };
     let stdout = out_t.join().unwrap_or_default();
     let stderr = err_t.join().unwrap_or_default();
-    Ok((status.code(), stdout, stderr))
+    Ok((
+        status.code(),
+        stdout,
+        match status.signal() {
+            Some(sig) => format!("killed by signal {sig}; {stderr}"),
+            None => stderr,
+        },
+    ))
 }
 
 impl CommandExecutor {

@@ -76,6 +76,8 @@ pub struct OutboxFact {
     pub about: String,
     pub attempts: i64,
     pub last_error: Option<String>,
+    /// When it expired undelivered (lost); `None` while still queued.
+    pub expired_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]
@@ -337,7 +339,9 @@ fn droid_type(
         "started_in_window": started.len(),
     });
     let enabled = match theirs {
-        Some(Some(theirs)) if theirs != ours => {
+        // A type foreman.toml does not name, disabled in the executor and
+        // idle, is retired there: not a mismatch.
+        Some(Some(theirs)) if theirs != ours && (in_config || busy) => {
             let table = "the executor's droid_types table".to_string();
             let file = format!("foreman.toml ({where_ours})");
             let (off, on) = if ours { (table, file) } else { (file, table) };
@@ -405,12 +409,14 @@ fn droid_type(
         "median_runtime",
         "dispatch",
     ];
-    if !enabled {
+    // A type disabled somewhere but still running is judged all the same:
+    // its work is real.
+    if !enabled && !busy {
         for check in rest {
             out.push(Check::skipped(
                 subject(),
                 check,
-                "not judged: the droid type is not enabled in both places".into(),
+                "not judged: the droid type is disabled and idle".into(),
             ));
         }
         return;
@@ -471,9 +477,10 @@ fn droid_type(
     } else {
         failed.len() as f64 / finished.len() as f64
     };
-    let sample: Vec<Value> = failed
+    let mut newest = failed.clone();
+    newest.sort_by_key(|t| std::cmp::Reverse(t.finished_at));
+    let sample: Vec<Value> = newest
         .iter()
-        .rev()
         .take(SAMPLE)
         .map(|t| json!({"task_id": t.id, "plan_id": t.plan_id, "finished_at": t.finished_at, "error": t.error}))
         .collect();
@@ -744,9 +751,13 @@ fn plans(out: &mut Vec<Check>, facts: &Facts, ex: &ExecutorFacts, cfg: &Wellbein
             .iter()
             .filter(|t| t.state == TaskState::Failed)
             .count();
-        let failed: Vec<Value> = tasks
+        let mut failed_tasks: Vec<&&Task> = tasks
             .iter()
             .filter(|t| t.state == TaskState::Failed)
+            .collect();
+        failed_tasks.sort_by_key(|t| std::cmp::Reverse(t.finished_at));
+        let failed: Vec<Value> = failed_tasks
+            .iter()
             .take(SAMPLE)
             .map(|t| json!({"task_id": t.id, "droid_type": t.droid_type, "finished_at": t.finished_at, "error": t.error}))
             .collect();
@@ -783,7 +794,11 @@ fn plans(out: &mut Vec<Check>, facts: &Facts, ex: &ExecutorFacts, cfg: &Wellbein
                     "{} task(s) PENDING, none RUNNING, nothing started or finished {quiet}{after}",
                     pending.len()
                 ),
-                format!("Nobody picks up plan {plan}: in the executor, retry or skip its failed task(s) so the rest can run, or cancel the plan."),
+                if failed_count > 0 {
+                    format!("Nobody picks up plan {plan}: in the executor, retry or skip its failed task(s) so the rest can run, or cancel the plan.")
+                } else {
+                    format!("Plan {plan}'s PENDING tasks are not being dispatched: check the executor's dispatcher and what they wait on, or cancel the plan.")
+                },
             )
         } else {
             Check::ok(
@@ -928,20 +943,65 @@ fn sweep_errors(facts: &Facts, cfg: &WellbeingConfig) -> Check {
 
 fn outbox(facts: &Facts, cfg: &WellbeingConfig) -> Check {
     let old_since = ago(facts.now, cfg.max_outbox_age);
-    let mut old: Vec<&OutboxFact> = facts
+    let queued: Vec<&OutboxFact> = facts
         .outbox
         .iter()
+        .filter(|o| o.expired_at.is_none())
+        .collect();
+    let lost: Vec<&OutboxFact> = facts
+        .outbox
+        .iter()
+        .filter(|o| o.expired_at.is_some())
+        .collect();
+    let mut old: Vec<&OutboxFact> = queued
+        .iter()
+        .copied()
         .filter(|o| o.queued_at < old_since)
         .collect();
     old.sort_by_key(|o| o.queued_at);
-    let sinks: BTreeSet<&str> = old.iter().map(|o| o.sink.as_str()).collect();
+    let sinks: BTreeSet<&str> = old.iter().chain(&lost).map(|o| o.sink.as_str()).collect();
+    let row = |o: &&OutboxFact| json!({"id": o.id, "about": o.about, "sink": o.sink, "queued_at": o.queued_at, "attempts": o.attempts, "last_error": o.last_error, "expired_at": o.expired_at});
     let evidence = json!({
-        "queued": facts.outbox.len(),
+        "queued": queued.len(),
         "older_than_limit": old.len(),
+        "expired_in_window": lost.len(),
         "max_outbox_age_s": cfg.max_outbox_age.as_secs(),
         "sinks": sinks,
-        "oldest": old.iter().take(SAMPLE).map(|o| json!({"id": o.id, "about": o.about, "sink": o.sink, "queued_at": o.queued_at, "attempts": o.attempts, "last_error": o.last_error})).collect::<Vec<_>>(),
+        "oldest": old.iter().take(SAMPLE).map(row).collect::<Vec<_>>(),
+        "expired": lost.iter().take(SAMPLE).map(row).collect::<Vec<_>>(),
     });
+    let fix = format!(
+        "Fix the sink(s) {} (the last error is below): until then recovery is not told what Foreman found.",
+        sinks
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some(o) = lost.first() {
+        return Check::issue(
+            Subject::Foreman,
+            "outbox",
+            Severity::Critical,
+            format!(
+                "{} alert(s) or initiative(s) expired undelivered in the window (sink {:?}: {}){}",
+                lost.len(),
+                o.sink,
+                o.last_error.as_deref().unwrap_or("never tried"),
+                if old.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; {} more queued for longer than {}",
+                        old.len(),
+                        human(cfg.max_outbox_age)
+                    )
+                }
+            ),
+            fix,
+        )
+        .with(evidence);
+    }
     match old.first() {
         Some(o) => Check::issue(
             Subject::Foreman,
@@ -955,13 +1015,17 @@ fn outbox(facts: &Facts, cfg: &WellbeingConfig) -> Check {
                 o.sink,
                 o.last_error.as_deref().unwrap_or("not tried yet")
             ),
-            format!("Fix the sink(s) {} (the last error is below): until then recovery is not told what Foreman found.", sinks.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")),
+            fix,
         )
         .with(evidence),
         None => Check::ok(
             Subject::Foreman,
             "outbox",
-            format!("{} queued, none older than {}", facts.outbox.len(), human(cfg.max_outbox_age)),
+            format!(
+                "{} queued, none older than {}",
+                queued.len(),
+                human(cfg.max_outbox_age)
+            ),
         )
         .with(evidence),
     }

@@ -11,6 +11,13 @@ use std::time::Duration;
 /// Bump when a field changes meaning or goes away (adding one does not).
 pub const INITIATIVE_VERSION: u32 = 1;
 
+/// Issues of one check listed in full; the rest are counted. A day when
+/// everything is wrong (a dispatcher down: two thousand stuck plans) must
+/// still file an initiative a tracker accepts (GitHub: 65,536 characters).
+const LISTED_PER_CHECK: usize = 10;
+/// Issues carried in the payload; `issues_total` says how many there were.
+const PAYLOAD_ISSUES: usize = 100;
+
 /// What the run was, as the initiative tells it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunHeader {
@@ -47,7 +54,8 @@ pub fn compose(run: &RunHeader, checks: &[Check]) -> Option<Initiative> {
         "severity": severity,
         "started_at": run.started_at,
         "window_start": run.window_start,
-        "issues": issues,
+        "issues": issues.iter().take(PAYLOAD_ISSUES).collect::<Vec<_>>(),
+        "issues_total": issues.len(),
         "body": body,
         "foreman_version": env!("CARGO_PKG_VERSION"),
     });
@@ -102,7 +110,13 @@ fn body(run: &RunHeader, title: &str, severity: Severity, issues: &[&Check]) -> 
         severity.as_str()
     ));
     let mut subject: Option<&Subject> = None;
+    let mut listed: std::collections::BTreeMap<&str, usize> = Default::default();
     for c in issues {
+        let n = listed.entry(c.check).or_default();
+        *n += 1;
+        if *n > LISTED_PER_CHECK {
+            continue;
+        }
         if subject != Some(&c.subject) {
             md.push_str(&format!("\n## {}\n", capitalised(&c.subject.label())));
             subject = Some(&c.subject);
@@ -122,6 +136,21 @@ fn body(run: &RunHeader, title: &str, severity: Severity, issues: &[&Check]) -> 
             md.push_str(&format!("\nEvidence:\n\n```json\n{evidence}\n```\n"));
         }
     }
+    let more: Vec<String> = listed
+        .iter()
+        .filter(|(_, n)| **n > LISTED_PER_CHECK)
+        .map(|(check, n)| format!("{} more `{check}`", n - LISTED_PER_CHECK))
+        .collect();
+    if !more.is_empty() {
+        md.push_str(&format!(
+            "\n## Not listed here\n\n{} issue(s) of the same kinds as above: {}. Every one is in the activity log with this run's checks.\n",
+            listed
+                .values()
+                .map(|n| n.saturating_sub(LISTED_PER_CHECK))
+                .sum::<usize>(),
+            more.join(", ")
+        ));
+    }
     md.push_str(&format!(
         "\n---\nFiled by Foreman {} (`foreman wellbeing`); this run's checks are in the activity log under run id `{}`.\n",
         env!("CARGO_PKG_VERSION"),
@@ -135,5 +164,58 @@ fn capitalised(s: &str) -> String {
     match c.next() {
         Some(first) => first.to_uppercase().chain(c).collect(),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wellbeing::assess::Status;
+
+    fn stuck(plan: usize) -> Check {
+        Check {
+            subject: Subject::Plan(format!("p{plan}")),
+            check: "stuck_plan",
+            status: Status::Issue,
+            severity: Some(Severity::Critical),
+            summary: format!("plan p{plan} is stuck"),
+            evidence: serde_json::json!({"pending": 1}),
+            action: Some("unstick it".into()),
+            droid_types: vec!["builder".into()],
+        }
+    }
+
+    fn header() -> RunHeader {
+        RunHeader {
+            run_id: "2026-11-23T06:00".into(),
+            kind: "scheduled",
+            host: "h".into(),
+            started_at: DateTime::UNIX_EPOCH + chrono::Duration::days(2),
+            window_start: DateTime::UNIX_EPOCH + chrono::Duration::days(1),
+        }
+    }
+
+    #[test]
+    fn a_flood_of_issues_is_listed_in_part_and_counted_in_full() {
+        let checks: Vec<Check> = (0..2000).map(stuck).collect();
+        let i = compose(&header(), &checks).expect("issues file an initiative");
+        assert_eq!(i.title, "Wellbeing: 2000 issues in 1 droid type on h");
+        assert!(
+            i.body.contains("plan p9 is stuck"),
+            "the first ten are listed"
+        );
+        assert!(!i.body.contains("plan p10 is stuck"), "the eleventh is not");
+        assert!(i.body.contains("1990 more `stuck_plan`"), "{}", i.body);
+        assert!(i.body.len() < 65_536, "{} characters", i.body.len());
+        assert_eq!(i.payload["issues_total"], 2000);
+        assert_eq!(i.payload["issues"].as_array().map(Vec::len), Some(100));
+    }
+
+    #[test]
+    fn no_issue_files_nothing() {
+        let mut ok = stuck(1);
+        ok.status = Status::Ok;
+        ok.severity = None;
+        assert!(compose(&header(), &[ok]).is_none());
     }
 }

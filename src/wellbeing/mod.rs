@@ -153,7 +153,7 @@ pub fn gather(
             (
                 store::findings(&tx, longest).context("reading findings")?,
                 store::sweeps(&tx, window_start).context("reading sweeps")?,
-                store::outbox(&tx).context("reading the outbox")?,
+                store::outbox(&tx, window_start).context("reading the outbox")?,
                 store::review(&tx)?,
             )
         }

@@ -88,7 +88,7 @@ fn push_delivery(out: &mut String, delivery: Option<&Delivery>) {
     }
     if !d.failed.is_empty() {
         out.push_str(&format!(
-            "Not delivered to {} yet: queued in the outbox and retried by the daemon (see its log).\n",
+            "Not delivered to {} yet: queued in the outbox, retried by the daemon or the next `foreman wellbeing` or `foreman sweep`.\n",
             names(&d.failed)
         ));
     }

@@ -21,7 +21,10 @@ fn parse(s: &str) -> rusqlite::Result<DateTime<Utc>> {
 pub fn findings(conn: &Connection, since: DateTime<Utc>) -> Result<Vec<FindingFact>> {
     let mut stmt = conn.prepare(
         "SELECT id, droid_type, kind, task_id, first_seen_at FROM findings
-         WHERE first_seen_at >= ?1 AND kind IN ('dead', 'hung', 'zombie', 'pid_reused', 'orphan')
+         WHERE last_seen_at >= ?1 AND first_seen_at >= ?1
+           AND kind IN ('dead', 'hung', 'zombie', 'pid_reused', 'orphan')
+           -- Withdrawn: the task finished by itself, or recovered.
+           AND outcome NOT IN ('already_finished', 'cleared')
          ORDER BY id",
     )?;
     let rows = stmt.query_map([ts(since)], |r| {
@@ -61,13 +64,16 @@ pub fn sweeps(conn: &Connection, since: DateTime<Utc>) -> Result<SweepFacts> {
     })
 }
 
-/// Every outbox row still queued.
-pub fn outbox(conn: &Connection) -> Result<Vec<OutboxFact>> {
+/// Every outbox row still queued, and those that expired undelivered
+/// since `since`.
+pub fn outbox(conn: &Connection, since: DateTime<Utc>) -> Result<Vec<OutboxFact>> {
     let mut stmt = conn.prepare(
-        "SELECT id, sink, queued_at, attempts, last_error, finding_id, initiative_id FROM alerts
-         WHERE state = 'queued' ORDER BY id",
+        "SELECT id, sink, queued_at, attempts, last_error, finding_id, initiative_id,
+                CASE WHEN state = 'expired' THEN closed_at END
+         FROM alerts
+         WHERE state = 'queued' OR (state = 'expired' AND closed_at >= ?1) ORDER BY id",
     )?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map([ts(since)], |r| {
         let about = match (r.get::<_, Option<i64>>(5)?, r.get::<_, Option<i64>>(6)?) {
             (Some(f), _) => format!("finding {f}"),
             (None, Some(i)) => format!("initiative {i}"),
@@ -80,6 +86,11 @@ pub fn outbox(conn: &Connection) -> Result<Vec<OutboxFact>> {
             attempts: r.get(3)?,
             last_error: r.get(4)?,
             about,
+            expired_at: r
+                .get::<_, Option<String>>(7)?
+                .as_deref()
+                .map(parse)
+                .transpose()?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -123,7 +134,7 @@ pub fn review(conn: &Connection) -> Result<Option<ReviewFact>> {
             s.query_map([&id], |r| r.get::<_, String>(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })
-        .unwrap_or_default();
+        .context("reading the latest review's failed checks")?;
     let id = match id {
         rusqlite::types::Value::Integer(i) => i.to_string(),
         rusqlite::types::Value::Text(t) => t,
@@ -217,6 +228,10 @@ pub enum Outcome {
 /// commit leaves nothing (the slot runs again); after it, everything, and
 /// the outbox delivers what is queued.
 pub fn record(log: &ActivityLog, run: &NewRun<'_>) -> Result<Outcome> {
+    write(log, run).with_context(|| format!("recording wellbeing run {}", run.id))
+}
+
+fn write(log: &ActivityLog, run: &NewRun<'_>) -> Result<Outcome> {
     let conn = log.conn();
     let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
         .context("starting the wellbeing run's transaction")?;
