@@ -387,12 +387,17 @@ pub fn review(path: &Path, explicit: bool, args: &ReviewArgs) -> Result<u8, Fail
         let config = config.as_ref().ok_or_else(|| {
             Failure::Usage("--live needs the deployment's configuration (--config)".into())
         })?;
+        if let Some(only) = &args.only {
+            if !review::live::CHECKS.contains(&only.as_str()) {
+                return Err(Failure::Usage(format!(
+                    "no live check named {only:?}; the checks are: {}",
+                    review::live::CHECKS.join(", ")
+                )));
+            }
+        }
         let mut checks = review::live::run(config);
         if let Some(only) = &args.only {
             checks.retain(|c| &c.name == only);
-            if checks.is_empty() {
-                return Err(Failure::Usage(format!("no live check named {only:?}")));
-            }
         }
         ("live", checks)
     } else {
@@ -420,6 +425,20 @@ pub fn review(path: &Path, explicit: bool, args: &ReviewArgs) -> Result<u8, Fail
     };
     let report = review::Report::new(kind, started, checks);
     match (&config, args.sandbox_only) {
+        // A live review is read-only: it records into a log that is there
+        // and current, and never creates or migrates one.
+        (Some(config), false)
+            if args.live
+                && !matches!(
+                    ActivityLog::open_read_only(&config.activity.path),
+                    Ok(Some(_))
+                ) =>
+        {
+            eprintln!(
+                "foreman: the activity log {} is missing or not current: this live review is not recorded",
+                config.activity.path.display()
+            );
+        }
         (Some(config), false) => {
             let log = ActivityLog::open(&config.activity.path)?;
             review::record(&log, &config.host, &report)?;

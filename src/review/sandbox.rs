@@ -549,12 +549,10 @@ fn enforce_tasks(droids: &mut Droids, w: &World) -> Result<Pids> {
     )?;
     p.hung = droids.spawn("hung", &["sleep", "300"])?;
     w.insert("hung", Some(p.hung), fresh())?;
-    // `sleep` never reaps: the backgrounded child stays a zombie.
-    let (_, zombie) =
-        droids.spawn_reading("zombie", &["sh", "-c", "sleep 0 & echo $!; exec sleep 300"])?;
-    let zombie: i32 = zombie
-        .parse()
-        .with_context(|| format!("the zombie maker printed {zombie:?}"))?;
+    // The review itself is the parent that never reaps: deterministic,
+    // unlike a shell that may reap its own background child before it
+    // execs something that would not.
+    let zombie = droids.spawn_unreaped("zombie", &["sh", "-c", "exit 0"])?;
     let deadline = Instant::now() + Duration::from_secs(5);
     while read_stat(Path::new("/proc"), zombie)
         .ok()

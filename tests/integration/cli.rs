@@ -357,7 +357,7 @@ impl World {
 }
 
 /// The binary with nothing inherited that would change what it does.
-fn bare_foreman() -> Command {
+pub(crate) fn bare_foreman() -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_remove("FOREMAN_CONFIG")
         .env_remove("RUST_LOG")
