@@ -367,3 +367,53 @@ fn twin_works_while_the_daemon_sweeps() {
     daemon.signal(libc::SIGTERM);
     assert_eq!(daemon.finish(PATIENCE).code, Some(0));
 }
+
+/// The latest `foreman review` is in the snapshot; a failed one is WARNING
+/// naming its failed checks, a passing one after it clears that.
+#[test]
+fn twin_shows_the_latest_review_and_a_failed_one_warns() {
+    let w = world("foreman-twin-review-none");
+    assert_eq!(run(&mut w.foreman(&["sweep"])).code, Some(0));
+    let (out, v) = twin(&w);
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    assert_eq!(v["daemon"]["last_review"], Value::Null, "no review yet");
+    let log = Connection::open(w.activity_path()).expect("log");
+    let record = |id: &str, at: &str, passed: i64, failed: &[&str]| {
+        log.execute(
+            "INSERT INTO review_runs (id, kind, host, started_at, finished_at, passed, failed, skipped)
+             VALUES (?1, 'sandbox', 'h', ?2, ?2, ?3, ?4, 0)",
+            rusqlite::params![id, at, passed, failed.len() as i64],
+        )
+        .expect("run");
+        for name in failed {
+            log.execute(
+                "INSERT INTO review_checks (run_id, name, status, reason, duration_ms)
+                 VALUES (?1, ?2, 'fail', 'broken', 1)",
+                rusqlite::params![id, name],
+            )
+            .expect("check");
+        }
+    };
+    let a_minute_ago = (chrono::Utc::now() - chrono::Duration::minutes(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    record("r1", &a_minute_ago, 0, &["pid-reuse-detected"]);
+    let (out, v) = twin(&w);
+    assert_eq!(out.code, Some(1), "WARNING: {out:#?}");
+    assert_eq!(v["daemon"]["last_review"]["passed"], false);
+    assert_eq!(
+        v["daemon"]["last_review"]["failed"],
+        serde_json::json!(["pid-reuse-detected"])
+    );
+    assert!(
+        v["reasons"].as_array().is_some_and(|r| r
+            .iter()
+            .any(|r| r.as_str().is_some_and(|r| r.contains("pid-reuse-detected")))),
+        "{v:#}"
+    );
+    let text = run(&mut w.foreman(&["twin"]));
+    assert!(text.stdout.contains("last review"), "{}", text.stdout);
+    record("r2", &now_text(), 1, &[]);
+    let (out, v) = twin(&w);
+    assert_eq!(out.code, Some(0), "a passing review after it: {out:#?}");
+    assert_eq!(v["daemon"]["last_review"]["run_id"], "r2");
+}
