@@ -376,12 +376,13 @@ pub fn wellbeing(path: &Path, args: &WellbeingArgs) -> Result<u8, Failure> {
 /// `--sandbox-only`.
 pub fn review(path: &Path, explicit: bool, args: &ReviewArgs) -> Result<u8, Failure> {
     use crate::review;
-    let config = if explicit || path.exists() || args.live {
+    // A sandbox review recording nowhere needs no configuration: a broken
+    // one at the default path must not stop it.
+    let config = if explicit || args.live || (path.exists() && !args.sandbox_only) {
         Some(load(path)?)
     } else {
         None
     };
-    crate::sandbox::catch_interrupts();
     let started = chrono::Utc::now();
     let (kind, checks) = if args.live {
         let config = config.as_ref().ok_or_else(|| {
@@ -405,6 +406,7 @@ pub fn review(path: &Path, explicit: bool, args: &ReviewArgs) -> Result<u8, Fail
             only: args.only.clone(),
             keep: args.keep,
             judge: crate::judge::judge,
+            force_pid_reuse: true,
         };
         if let Some(only) = &opts.only {
             if !review::sandbox::CHECKS.contains(&only.as_str()) {
@@ -414,12 +416,15 @@ pub fn review(path: &Path, explicit: bool, args: &ReviewArgs) -> Result<u8, Fail
                 )));
             }
         }
+        crate::sandbox::catch_interrupts();
         match review::sandbox::run(&opts) {
-            Ok(checks) => ("sandbox", checks),
-            Err(_) if crate::sandbox::interrupted() => {
+            // Interrupted during the setup or the checks: the droids are
+            // gone (dropped), the result is not a verdict.
+            Ok(_) | Err(_) if crate::sandbox::interrupted() => {
                 eprintln!("foreman: review interrupted; every process it started was stopped");
                 return Ok(130);
             }
+            Ok(checks) => ("sandbox", checks),
             Err(e) => return Err(Failure::Runtime(e.context("building the review's sandbox"))),
         }
     };

@@ -316,6 +316,7 @@ fn review_run(config: &Config, st: &State) {
         only: None,
         keep: false,
         judge: crate::judge::judge,
+        force_pid_reuse: false,
     };
     let checks = match review::sandbox::run(&opts) {
         Ok(c) => c,
@@ -339,11 +340,13 @@ fn review_run(config: &Config, st: &State) {
         return;
     }
     info!(run_id = %report.run_id, checks = report.checks.len(), "review passed");
-    if let Some(url) = &config.review.ping_url {
-        match review::ping(url, config.review.ping_timeout) {
+    if let Some(url) = config.review.ping_url.clone() {
+        // On its own thread: a slow endpoint must not hold up the sweeps.
+        let timeout = config.review.ping_timeout;
+        std::thread::spawn(move || match review::ping(&url, timeout) {
             Ok(()) => info!("review: pinged ping_url"),
             Err(e) => warn!(error = %e, "review: ping_url failed"),
-        }
+        });
     }
 }
 

@@ -65,8 +65,14 @@ pub struct Droids(pub Vec<(String, Child)>, Vec<u32>);
 impl Drop for Droids {
     fn drop(&mut self) {
         for (_, child) in &mut self.0 {
-            // SAFETY: signalling our own child's process group (it leads one).
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            // Only a child not yet reaped: a reaped one's pid (and group id)
+            // may already be another process's. An unreaped child cannot be
+            // reused even if it exits right after this check: only we can
+            // reap it.
+            if matches!(child.try_wait(), Ok(None)) {
+                // SAFETY: signalling the group our live child leads.
+                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            }
             let _ = child.wait();
         }
     }
@@ -83,6 +89,21 @@ impl Droids {
             // Own process group: Foreman never signals its own group, and
             // the drop kills what each one started.
             .process_group(0);
+        // SAFETY: prctl and getppid are async-signal-safe; nothing else runs
+        // between fork and exec. A sandbox that dies without its drop (a
+        // kill -9, the daemon's second signal) takes its droids with it.
+        unsafe {
+            c.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may already be gone.
+                if libc::getppid() == 1 {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
         Ok(c)
     }
 

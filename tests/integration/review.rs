@@ -234,9 +234,8 @@ fn sandbox_like(cmd: &str) -> bool {
     matches!(
         cmd,
         "sleep 300"
-            | "sh -c while :; do :; done"
-            | "sh -c (while :; do :; done) & wait"
-            | "sh -c sleep 0 & echo $!; exec sleep 300"
+            | "sh -c while kill -0 $PPID 2>/dev/null; do :; done"
+            | "sh -c (while kill -0 $PPID 2>/dev/null; do :; done) & wait"
     )
 }
 
@@ -370,6 +369,7 @@ fn review_with(what: &str, judge: JudgeFn) -> Reviewed {
         only: None,
         keep: false,
         judge,
+        force_pid_reuse: true,
     });
     let took = t.elapsed();
     let seen = procs.all_gone(what);
@@ -384,8 +384,8 @@ fn review_with(what: &str, judge: JudgeFn) -> Reviewed {
         "{what}: the review's sleepers seen: {seen:#?}"
     );
     for busy in [
-        "sh -c while :; do :; done",
-        "sh -c (while :; do :; done) & wait",
+        "sh -c while kill -0 $PPID 2>/dev/null; do :; done",
+        "sh -c (while kill -0 $PPID 2>/dev/null; do :; done) & wait",
     ] {
         assert!(
             seen.iter().any(|s| s.cmdline == busy),
@@ -583,6 +583,7 @@ fn an_unknown_check_is_refused_before_anything_is_built() {
         only: Some("no-such-check".into()),
         keep: false,
         judge: judge::judge,
+        force_pid_reuse: true,
     }) {
         Ok(checks) => panic!("ran: {}", shown(&checks)),
         Err(e) => format!("{e:#}"),
