@@ -180,29 +180,7 @@ fn main() {
 }
 
 fn run() -> Result<()> {
-    // `cargo bench` passes `--bench`; numbers are task counts.
-    let mut ns = Vec::new();
-    let mut reps = DEFAULT_REPS;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        if a == "--reps" {
-            let v = args.next().context("--reps needs a number")?;
-            reps = v.parse().with_context(|| format!("--reps {v:?}"))?;
-        } else if let Some(v) = a.strip_prefix("--reps=") {
-            reps = v.parse().with_context(|| format!("--reps {v:?}"))?;
-        } else if a.starts_with('-') {
-            continue;
-        } else {
-            ns.push(
-                a.parse::<usize>()
-                    .with_context(|| format!("task count {a:?} is not a number"))?,
-            );
-        }
-    }
-    if ns.is_empty() {
-        ns = DEFAULT_NS.to_vec();
-    }
-    ensure!(reps > 0, "--reps must be at least 1");
+    let (ns, reps) = common::args(&DEFAULT_NS, DEFAULT_REPS)?;
     let binary = check_binary()?;
 
     println!("sweep bench: N = {ns:?}, {reps} repetitions each");

@@ -119,26 +119,7 @@ struct Row {
 }
 
 fn run() -> Result<()> {
-    // `cargo bench` passes `--bench`; numbers are task counts.
-    let (mut ns, mut reps) = (Vec::new(), DEFAULT_REPS);
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        if a == "--reps" {
-            let v = args.next().context("--reps needs a number")?;
-            reps = v.parse().with_context(|| format!("--reps {v:?}"))?;
-        } else if let Some(v) = a.strip_prefix("--reps=") {
-            reps = v.parse().with_context(|| format!("--reps {v:?}"))?;
-        } else if !a.starts_with('-') {
-            ns.push(
-                a.parse::<usize>()
-                    .with_context(|| format!("task count {a:?}"))?,
-            );
-        }
-    }
-    if ns.is_empty() {
-        ns = DEFAULT_NS.to_vec();
-    }
-    ensure!(reps > 0, "--reps must be at least 1");
+    let (ns, reps) = common::args(&DEFAULT_NS, DEFAULT_REPS)?;
     let binary = check_binary()?;
     println!(
         "wellbeing bench: N = {ns:?} finished tasks, {reps} repetitions each; binary {BINARY}"

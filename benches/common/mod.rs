@@ -262,3 +262,28 @@ impl Stats {
         Stats(v[0], med, v[n - 1])
     }
 }
+
+/// The bench's arguments: task counts (else `default_ns`) and `--reps R`
+/// (else `default_reps`). `cargo bench` adds `--bench`, which is skipped.
+pub fn args(default_ns: &[usize], default_reps: usize) -> Result<(Vec<usize>, usize)> {
+    let (mut ns, mut reps) = (Vec::new(), default_reps);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--reps" {
+            let v = args.next().context("--reps needs a number")?;
+            reps = v.parse().with_context(|| format!("--reps {v:?}"))?;
+        } else if let Some(v) = a.strip_prefix("--reps=") {
+            reps = v.parse().with_context(|| format!("--reps {v:?}"))?;
+        } else if !a.starts_with('-') {
+            ns.push(
+                a.parse::<usize>()
+                    .with_context(|| format!("task count {a:?} is not a number"))?,
+            );
+        }
+    }
+    if ns.is_empty() {
+        ns = default_ns.to_vec();
+    }
+    anyhow::ensure!(reps > 0, "--reps must be at least 1");
+    Ok((ns, reps))
+}
