@@ -23,6 +23,7 @@ use crate::lock;
 use crate::model::SweepKind;
 use crate::outbox;
 use crate::review;
+use crate::schedule::Schedule;
 use crate::sweep::{sweep, LogAccess, SweepOptions, SweepReport};
 use crate::wellbeing::{self, RunId, RunKind};
 use anyhow::{Context, Result};
@@ -208,12 +209,8 @@ async fn main_loop(config: Arc<Config>, state: State, on_sweep: Option<OnSweep>)
             RunKind::CatchUp
         )));
     }
-    let mut next_slot = config.wellbeing.schedule.next_after(checked);
-    let mut next_review = config
-        .review
-        .schedule
-        .as_ref()
-        .and_then(|s| s.next_after(checked));
+    let mut wellbeing_slots = Slots::new(Some(&config.wellbeing.schedule), checked);
+    let mut review_slots = Slots::new(config.review.schedule.as_ref(), checked);
 
     // Skip, not Burst: after a long sweep or a stall the daemon resumes on
     // the schedule instead of running the missed sweeps back to back.
@@ -226,22 +223,14 @@ async fn main_loop(config: Arc<Config>, state: State, on_sweep: Option<OnSweep>)
                 sweep_now!(SweepKind::Scheduled, Some(lateness));
                 prune(state.as_ref(), &config, &mut last_prune);
             }
-            _ = tokio::time::sleep(until_wall(next_slot)), if next_slot.is_some() => {
-                // The wall clock decides, re-read after every wake: a
-                // suspended host or a stepped clock does not fire a slot
-                // early, and a late wake still runs its slot once.
-                if let Some(due) = next_slot.filter(|s| *s <= Utc::now()) {
-                    // Woken after several slots (a suspend, a clock step):
-                    // the latest is the one to run, never the oldest.
-                    let slot = config.wellbeing.schedule.latest_at_or_before(Utc::now()).filter(|l| *l >= due).unwrap_or(due);
+            _ = tokio::time::sleep(wellbeing_slots.wait()), if wellbeing_slots.armed() => {
+                if let Some(slot) = wellbeing_slots.take_due() {
                     job!(Work::Wellbeing(RunId::slot(&config, slot, RunKind::Scheduled)));
-                    next_slot = config.wellbeing.schedule.next_after(slot.max(Utc::now()));
                 }
             }
-            _ = tokio::time::sleep(until_wall(next_review)), if next_review.is_some() => {
-                if let Some(slot) = next_review.filter(|s| *s <= Utc::now()) {
+            _ = tokio::time::sleep(review_slots.wait()), if review_slots.armed() => {
+                if review_slots.take_due().is_some() {
                     job!(Work::Review);
-                    next_review = config.review.schedule.as_ref().and_then(|s| s.next_after(slot.max(Utc::now())));
                 }
             }
             _ = sleep_until(alert_due), if alert_due.is_some() => {
@@ -276,13 +265,49 @@ impl Work {
     }
 }
 
-/// How long to sleep towards a wall-clock time: at most a minute, so that
-/// the wall clock is looked at again (the monotonic clock the sleep runs on
-/// stops while the host is suspended).
-fn until_wall(at: Option<chrono::DateTime<Utc>>) -> Duration {
-    at.map(|t| (t - Utc::now()).to_std().unwrap_or_default())
-        .unwrap_or_default()
-        .min(Duration::from_secs(60))
+/// The upcoming slots of a schedule, on the wall clock. The daemon sleeps
+/// towards the next one at most a minute at a time (the monotonic clock a
+/// sleep runs on stops while the host is suspended) and looks at the wall
+/// clock again on every wake, so a stepped clock never fires a slot early
+/// and a late wake still runs one.
+struct Slots<'a> {
+    schedule: Option<&'a Schedule>,
+    next: Option<chrono::DateTime<Utc>>,
+}
+
+impl<'a> Slots<'a> {
+    fn new(schedule: Option<&'a Schedule>, after: chrono::DateTime<Utc>) -> Slots<'a> {
+        Slots {
+            schedule,
+            next: schedule.and_then(|s| s.next_after(after)),
+        }
+    }
+
+    fn armed(&self) -> bool {
+        self.next.is_some()
+    }
+
+    fn wait(&self) -> Duration {
+        self.next
+            .map(|t| (t - Utc::now()).to_std().unwrap_or_default())
+            .unwrap_or_default()
+            .min(Duration::from_secs(60))
+    }
+
+    /// The slot to run now, if one is due: after several slots went by
+    /// (a suspend, a clock step) the latest, never the oldest. The next one
+    /// is then the first after it.
+    fn take_due(&mut self) -> Option<chrono::DateTime<Utc>> {
+        let schedule = self.schedule?;
+        let now = Utc::now();
+        let due = self.next.filter(|s| *s <= now)?;
+        let slot = schedule
+            .latest_at_or_before(now)
+            .filter(|l| *l >= due)
+            .unwrap_or(due);
+        self.next = schedule.next_after(slot.max(now));
+        Some(slot)
+    }
 }
 
 /// One wellbeing run, logged; a failure is logged and the next slot tries
