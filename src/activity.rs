@@ -21,13 +21,14 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_strays.sql"),
     include_str!("../migrations/0005_wellbeing.sql"),
     include_str!("../migrations/0006_review.sql"),
+    include_str!("../migrations/0007_monitor.sql"),
 ];
 
 pub fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
+pub fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
     Ok(DateTime::parse_from_rfc3339(s)
         .with_context(|| format!("bad timestamp {s:?} in the activity log"))?
         .with_timezone(&Utc))
@@ -250,12 +251,25 @@ pub struct ActivityLog {
 
 /// One sweep's transaction: nothing in it is visible, and nothing acts,
 /// until `commit`.
+/// A committed sweep: its id, each finding's id, and whether each finding
+/// was recorded for the first time.
+pub struct Committed {
+    pub sweep_id: i64,
+    pub ids: Vec<i64>,
+    pub first_seen: Vec<bool>,
+}
+
 pub struct SweepTx<'a> {
     tx: rusqlite::Transaction<'a>,
     sweep_id: i64,
 }
 
 impl SweepTx<'_> {
+    /// The open transaction, for the monitor's pull (`monitor::store`).
+    pub fn conn(&self) -> &Connection {
+        &self.tx
+    }
+
     /// The prior observation; reads what this transaction has not yet
     /// overwritten, i.e. the last sweep's.
     pub fn prior(&self, task_id: &str, attempt: i64, pid: i32) -> Result<Option<Observation>> {
@@ -325,6 +339,12 @@ impl SweepTx<'_> {
     /// Write `rec`'s counts, observations, findings and closes, and commit.
     /// Returns the sweep id and each finding's id.
     pub fn commit(self, rec: &SweepRecord) -> Result<(i64, Vec<i64>)> {
+        let c = self.commit_new(rec)?;
+        Ok((c.sweep_id, c.ids))
+    }
+
+    /// `commit`, also saying which findings were new (first seen now).
+    pub fn commit_new(self, rec: &SweepRecord) -> Result<Committed> {
         let sweep_id = self.sweep_id;
         for o in &rec.observations {
             self.observe(o)?;
@@ -340,6 +360,7 @@ impl SweepTx<'_> {
             ],
         )?;
         let mut ids = Vec::with_capacity(rec.findings.len());
+        let mut first = Vec::with_capacity(rec.findings.len());
         {
             let now = ts(rec.started_at);
             let mut stmt = tx.prepare_cached(
@@ -356,10 +377,10 @@ impl SweepTx<'_> {
                     outcome = excluded.outcome, outcome_detail = excluded.outcome_detail,
                     last_sweep_id = excluded.last_sweep_id, last_seen_at = excluded.last_seen_at,
                     times_seen = times_seen + 1
-                 RETURNING id",
+                 RETURNING id, times_seen = 1",
             )?;
             for f in &rec.findings {
-                let id: i64 = stmt.query_row(
+                let (id, new): (i64, bool) = stmt.query_row(
                     params![
                         f.task_id,
                         f.attempt,
@@ -376,8 +397,9 @@ impl SweepTx<'_> {
                         now,
                         (!f.inputs.is_null()).then(|| f.inputs.to_string()),
                     ],
-                    |r| r.get(0),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )?;
+                first.push(new);
                 ids.push(id);
             }
             let mut close = tx.prepare_cached(
@@ -425,7 +447,11 @@ impl SweepTx<'_> {
         self.tx
             .commit()
             .context("committing the sweep to the activity log")?;
-        Ok((sweep_id, ids))
+        Ok(Committed {
+            sweep_id,
+            ids,
+            first_seen: first,
+        })
     }
 }
 
@@ -577,6 +603,12 @@ impl ActivityLog {
 
     pub fn conn(&self) -> &Connection {
         &self.conn
+    }
+
+    /// The connection alone, for a thread that writes its own rows (the
+    /// monitor's consumer).
+    pub fn into_conn(self) -> Connection {
+        self.conn
     }
 
     fn migrate(&mut self) -> Result<()> {

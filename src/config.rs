@@ -51,6 +51,67 @@ struct RawConfig {
     wellbeing: RawWellbeing,
     #[serde(default)]
     review: RawReview,
+    #[serde(default)]
+    http: RawHttp,
+    #[serde(default)]
+    monitor: RawMonitor,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<String>,
+    max_body_bytes: Option<usize>,
+    #[serde(default, with = "humantime_serde::option")]
+    request_timeout: Option<Duration>,
+    max_connections: Option<usize>,
+    token_env: Option<String>,
+    protect_reads: Option<bool>,
+}
+
+/// A bearer token, kept out of `Debug` output and logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// `[http]`: the daemon's listener (`/metrics`, `/healthz`, `/twin`,
+/// `/plans/{id}`, `POST /events`).
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// `None`: no listener (`listen = ""`).
+    pub listen: Option<std::net::SocketAddr>,
+    /// `listen` was given: failing to bind it stops the daemon. The
+    /// default address, when taken, only costs the listener.
+    pub listen_explicit: bool,
+    pub max_body_bytes: usize,
+    /// The whole request, body included; also how long a connection may
+    /// take to send its headers.
+    pub request_timeout: Duration,
+    pub max_connections: usize,
+    /// The environment variable the bearer token is read from.
+    pub token_env: String,
+    /// Read from `token_env` when the configuration is loaded.
+    pub token: Option<Secret>,
+    /// GET endpoints also need the token (`/healthz` never does).
+    pub protect_reads: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMonitor {
+    queue_capacity: Option<usize>,
+}
+
+/// `[monitor]`: the execution monitor's queue.
+#[derive(Debug, Clone)]
+pub struct MonitorConfig {
+    /// Batches the queue holds (a pushed request is one batch).
+    pub queue_capacity: usize,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -339,6 +400,8 @@ pub struct Config {
     pub twin: TwinConfig,
     pub wellbeing: WellbeingConfig,
     pub review: ReviewConfig,
+    pub http: HttpConfig,
+    pub monitor: MonitorConfig,
 }
 
 /// `[wellbeing]`: the daily check-up of every droid type and of Foreman.
@@ -577,6 +640,26 @@ impl Config {
             "ping_timeout = {:?}\n",
             d(self.review.ping_timeout)
         ));
+        let h = &self.http;
+        out.push_str("\n[http]\n");
+        out.push_str(&format!(
+            "listen = {:?}\n",
+            h.listen.map(|a| a.to_string()).unwrap_or_default()
+        ));
+        out.push_str(&format!("max_body_bytes = {}\n", h.max_body_bytes));
+        out.push_str(&format!("request_timeout = {:?}\n", d(h.request_timeout)));
+        out.push_str(&format!("max_connections = {}\n", h.max_connections));
+        out.push_str(&format!(
+            "token_env = {:?} # {}\n",
+            h.token_env,
+            if h.token.is_some() { "set" } else { "not set" }
+        ));
+        out.push_str(&format!("protect_reads = {}\n", h.protect_reads));
+        out.push_str("\n[monitor]\n");
+        out.push_str(&format!(
+            "queue_capacity = {}\n",
+            self.monitor.queue_capacity
+        ));
         out
     }
 }
@@ -758,6 +841,14 @@ fn resolve(
     let wellbeing = resolve_wellbeing(raw.wellbeing, base)?;
     unique_sink_names(&alerts, &wellbeing.sinks, locate)?;
     let review = resolve_review(raw.review)?;
+    let http = resolve_http(raw.http)?;
+    let queue_capacity = raw.monitor.queue_capacity.unwrap_or(1024);
+    if !(1..=1_000_000).contains(&queue_capacity) {
+        return Err((
+            "monitor.queue_capacity".into(),
+            format!("{queue_capacity} is out of range; give 1 to 1000000"),
+        ));
+    }
     Ok(Config {
         source: PathBuf::new(),
         fingerprint: String::new(),
@@ -776,6 +867,79 @@ fn resolve(
         },
         wellbeing,
         review,
+        http,
+        monitor: MonitorConfig { queue_capacity },
+    })
+}
+
+fn resolve_http(raw: RawHttp) -> Result<HttpConfig, KeyError> {
+    let key = |k: &str| format!("http.{k}");
+    let listen = match raw.listen.as_deref().map(str::trim) {
+        None => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))),
+        Some("") => None,
+        Some(text) => Some(text.parse::<std::net::SocketAddr>().map_err(|_| {
+            (
+                key("listen"),
+                format!("{text:?} is not an IP address and port (e.g. \"127.0.0.1:9464\" or \"[::1]:9464\"); give \"\" to disable the listener"),
+            )
+        })?),
+    };
+    let token_env = raw.token_env.unwrap_or_else(|| "FOREMAN_HTTP_TOKEN".into());
+    if token_env.is_empty() || token_env.contains('=') || token_env.contains('\0') {
+        return Err((
+            key("token_env"),
+            format!("{token_env:?} is not an environment variable name"),
+        ));
+    }
+    let token = std::env::var(&token_env)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .map(Secret);
+    let protect_reads = raw.protect_reads.unwrap_or(false);
+    if let Some(addr) = listen.filter(|a| !a.ip().is_loopback()) {
+        if token.is_none() {
+            return Err((
+                key("listen"),
+                format!("{addr} is not a loopback address: anyone who can reach it could push events; set a bearer token in the environment variable {token_env} (`token_env`), or listen on 127.0.0.1"),
+            ));
+        }
+    }
+    if protect_reads && token.is_none() {
+        return Err((
+            key("protect_reads"),
+            format!("protecting reads needs a token: set the environment variable {token_env} (`token_env`)"),
+        ));
+    }
+    let max_body_bytes = raw.max_body_bytes.unwrap_or(1 << 20);
+    if !(1024..=64 << 20).contains(&max_body_bytes) {
+        return Err((
+            key("max_body_bytes"),
+            format!("{max_body_bytes} is out of range; give 1024 to 67108864 (64 MiB)"),
+        ));
+    }
+    let request_timeout = raw.request_timeout.unwrap_or(Duration::from_secs(10));
+    if request_timeout.is_zero() || request_timeout > Duration::from_secs(300) {
+        return Err((
+            key("request_timeout"),
+            "give more than 0 and at most 5m".into(),
+        ));
+    }
+    let max_connections = raw.max_connections.unwrap_or(64);
+    if !(1..=10_000).contains(&max_connections) {
+        return Err((
+            key("max_connections"),
+            format!("{max_connections} is out of range; give 1 to 10000"),
+        ));
+    }
+    Ok(HttpConfig {
+        listen_explicit: raw.listen.is_some(),
+        listen,
+        max_body_bytes,
+        request_timeout,
+        max_connections,
+        token_env,
+        token,
+        protect_reads,
     })
 }
 

@@ -2176,3 +2176,95 @@ fn review_schedule_and_ping() {
         assert_invalid(&text, line, 1, key, fragment);
     }
 }
+
+#[test]
+fn http_listener_and_monitor_queue() {
+    let h = |body: &str| format!("{MINIMAL}[http]\n{body}");
+    let default = parse(MINIMAL);
+    assert_eq!(
+        default.http.listen,
+        Some("127.0.0.1:9464".parse().expect("addr")),
+        "on loopback by default"
+    );
+    assert!(!default.http.listen_explicit);
+    assert_eq!(default.http.max_body_bytes, 1 << 20);
+    assert_eq!(default.http.request_timeout, Duration::from_secs(10));
+    assert_eq!(default.http.token_env, "FOREMAN_HTTP_TOKEN");
+    assert!(!default.http.protect_reads);
+    assert_eq!(default.monitor.queue_capacity, 1024);
+    let off = parse(&h("listen = \"\"\n"));
+    assert_eq!(
+        off.http.listen, None,
+        "an empty listen disables the listener"
+    );
+    let v6 = parse(&h("listen = \"[::1]:9999\"\n"));
+    assert!(v6.http.listen_explicit);
+    assert_eq!(v6.http.listen, Some("[::1]:9999".parse().expect("addr")));
+    // The token comes from the environment: PATH is always set, this name never.
+    let open = parse(&h(
+        "listen = \"0.0.0.0:9464\"\ntoken_env = \"PATH\"\nprotect_reads = true\n",
+    ));
+    assert!(open.http.token.is_some());
+    assert!(open.http.protect_reads);
+    assert!(
+        !format!("{:?}", open.http).contains(&std::env::var("PATH").unwrap_or_default()),
+        "the token never appears in Debug output"
+    );
+    let again = Config::parse(&open.effective_toml(), Path::new(ETC)).expect("round trip");
+    assert_eq!(again.http.listen, open.http.listen);
+    assert_eq!(again.http.token_env, "PATH");
+    let unset = "token_env = \"FOREMAN_TEST_NEVER_SET_7F3A\"\n";
+    let cases: Vec<(String, usize, &str, &str)> = vec![
+        (
+            h("listen = \"localhost:9464\"\n"),
+            5,
+            "http.listen",
+            "not an IP address and port",
+        ),
+        (
+            h(&format!("listen = \"0.0.0.0:9464\"\n{unset}")),
+            5,
+            "http.listen",
+            "not a loopback address",
+        ),
+        (
+            h(&format!("{unset}protect_reads = true\n")),
+            6,
+            "http.protect_reads",
+            "needs a token",
+        ),
+        (
+            h("token_env = \"\"\n"),
+            5,
+            "http.token_env",
+            "not an environment variable",
+        ),
+        (
+            h("max_body_bytes = 10\n"),
+            5,
+            "http.max_body_bytes",
+            "out of range",
+        ),
+        (
+            h("request_timeout = \"0s\"\n"),
+            5,
+            "http.request_timeout",
+            "more than 0",
+        ),
+        (
+            h("max_connections = 0\n"),
+            5,
+            "http.max_connections",
+            "out of range",
+        ),
+        (
+            format!("{MINIMAL}[monitor]\nqueue_capacity = 0\n"),
+            5,
+            "monitor.queue_capacity",
+            "out of range",
+        ),
+    ];
+    for (text, line, key, fragment) in cases {
+        assert_invalid(&text, line, 1, key, fragment);
+    }
+}

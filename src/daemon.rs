@@ -10,7 +10,10 @@
 //! 6. the sandbox review on its schedule (`[review] schedule`), pinging
 //!    `ping_url` after each pass;
 //! 7. prune the activity log daily;
-//! 8. on SIGTERM/SIGINT, let the sweep in flight finish and return; on a
+//! 8. the execution monitor: each sweep's pulled events fed from the inbox
+//!    into the monitor's queue (again each second while it is full), its
+//!    consumer thread recording them; the HTTP listener (`[http]`).
+//! 9. on SIGTERM/SIGINT, let the sweep in flight finish and return; on a
 //!    second signal, return at once.
 //!
 //! The executor being unreachable never stops it: the sweep records
@@ -19,8 +22,12 @@
 use crate::activity::ActivityLog;
 use crate::config::Config;
 use crate::executor::{self, Executor};
+use crate::http::{self, Liveness, Shared};
 use crate::lock;
+use crate::metrics::Metrics;
 use crate::model::SweepKind;
+use crate::monitor::queue::{self, Cursor};
+use crate::monitor::Batch;
 use crate::outbox;
 use crate::review;
 use crate::schedule::Schedule;
@@ -49,6 +56,15 @@ struct State {
     executor: Box<dyn Executor>,
 }
 
+/// The execution monitor's side of the daemon, shared with the jobs.
+#[derive(Clone)]
+struct Monitor {
+    queue: mpsc::Sender<Batch>,
+    cursor: Cursor,
+    metrics: Arc<Metrics>,
+    liveness: Arc<Liveness>,
+}
+
 /// Hook for each finished sweep (the demo prints them; the daemon logs).
 pub type OnSweep = Arc<dyn Fn(&SweepReport) + Send + Sync>;
 
@@ -60,13 +76,37 @@ pub fn run(config: Config, on_sweep: Option<OnSweep>) -> Result<Exit> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let metrics = Arc::new(Metrics::new(&config));
+    let (queue, rx) = mpsc::channel(config.monitor.queue_capacity);
+    let cursor = Cursor::default();
+    let on_new = {
+        let metrics = metrics.clone();
+        Box::new(move |events: &[crate::monitor::Event]| metrics.on_events(events))
+    };
+    let consumer = queue::spawn_consumer(config.activity.path.clone(), rx, cursor.clone(), on_new)?;
+    let monitor = Monitor {
+        queue,
+        cursor,
+        metrics,
+        liveness: Arc::new(Liveness::default()),
+    };
     let result = runtime.block_on(main_loop(
         Arc::new(config),
         State { log, executor },
+        monitor,
         on_sweep,
     ));
     // A sweep still in flight after a second signal is abandoned, not awaited.
+    // The listener's tasks go with the runtime, and with them the last
+    // senders: the consumer records what is queued, then ends.
     runtime.shutdown_background();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !consumer.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !consumer.is_finished() {
+        warn!("the monitor's queue was not drained within 5s; pulled events stay in the inbox");
+    }
     result
 }
 
@@ -90,10 +130,25 @@ fn signals() -> Result<mpsc::UnboundedReceiver<&'static str>> {
     Ok(rx)
 }
 
-async fn main_loop(config: Arc<Config>, state: State, on_sweep: Option<OnSweep>) -> Result<Exit> {
+async fn main_loop(
+    config: Arc<Config>,
+    state: State,
+    monitor: Monitor,
+    on_sweep: Option<OnSweep>,
+) -> Result<Exit> {
     let mut sigs = signals()?;
     let mut state = Some(state);
     let mut last_prune = None;
+    // Listening before the startup scan: /healthz says it is running.
+    http::start(Shared {
+        config: config.clone(),
+        metrics: monitor.metrics.clone(),
+        queue: monitor.queue.clone(),
+        liveness: monitor.liveness.clone(),
+    })
+    .await?;
+    // When the inbox should be fed again (the queue was full).
+    let mut feed_due: Option<Instant>;
 
     // When the earliest queued alert is due (retries between sweeps).
     let mut alert_due: Option<Instant>;
@@ -105,6 +160,7 @@ async fn main_loop(config: Arc<Config>, state: State, on_sweep: Option<OnSweep>)
             let st = state.take().context("daemon state lost")?;
             let cfg = config.clone();
             let hook = on_sweep.clone();
+            let mon = monitor.clone();
             let work: Work = $work;
             let what = work.name();
             let mut job = tokio::task::spawn_blocking(move || {
@@ -112,8 +168,12 @@ async fn main_loop(config: Arc<Config>, state: State, on_sweep: Option<OnSweep>)
                 let report = match work {
                     Work::Sweep(kind, lateness) => {
                         let opts = SweepOptions { lateness, ..SweepOptions::default() };
-                        match sweep(&cfg, st.executor.as_ref(), LogAccess::Write(&mut st.log), kind, &opts) {
+                        let started = std::time::Instant::now();
+                        let result = sweep(&cfg, st.executor.as_ref(), LogAccess::Write(&mut st.log), kind, &opts);
+                        mon.metrics.on_sweep(kind.as_str(), result.as_ref().ok(), started.elapsed());
+                        match result {
                             Ok(report) => {
+                                mon.liveness.swept(summary(&report));
                                 if let Some(h) = &hook {
                                     h(&report);
                                 }
@@ -126,6 +186,7 @@ async fn main_loop(config: Arc<Config>, state: State, on_sweep: Option<OnSweep>)
                             }
                         }
                     }
+                    Work::Feed => None,
                     Work::Wellbeing(run) => {
                         wellbeing_run(&cfg, &st, &run);
                         None
@@ -137,7 +198,8 @@ async fn main_loop(config: Arc<Config>, state: State, on_sweep: Option<OnSweep>)
                     Work::Deliver => None,
                 };
                 let due = deliver_alerts(&cfg, &st.log);
-                (st, report, due)
+                let fed = feed(&st.log, &mon);
+                (st, report, due, fed)
             });
             let mut stopping = false;
             let outcome = loop {
@@ -155,6 +217,7 @@ async fn main_loop(config: Arc<Config>, state: State, on_sweep: Option<OnSweep>)
             };
             state = Some(outcome.0);
             alert_due = outcome.2;
+            feed_due = outcome.3;
             if stopping {
                 return Ok(Exit::Clean);
             }
@@ -236,6 +299,9 @@ async fn main_loop(config: Arc<Config>, state: State, on_sweep: Option<OnSweep>)
             _ = sleep_until(alert_due), if alert_due.is_some() => {
                 job!(Work::Deliver);
             }
+            _ = sleep_until(feed_due), if feed_due.is_some() => {
+                job!(Work::Feed);
+            }
             Some(sig) = sigs.recv() => {
                 info!(signal = sig, "stopping");
                 return Ok(Exit::Clean);
@@ -252,6 +318,8 @@ enum Work {
     Review,
     /// Deliver the outbox alone (a retry fell due between sweeps).
     Deliver,
+    /// Feed the monitor's queue from the inbox (it was full).
+    Feed,
 }
 
 impl Work {
@@ -261,6 +329,7 @@ impl Work {
             Work::Wellbeing(_) => "wellbeing run",
             Work::Review => "review",
             Work::Deliver => "alert delivery",
+            Work::Feed => "event feed",
         }
     }
 }
@@ -375,6 +444,37 @@ fn review_run(config: &Config, st: &State) {
     }
 }
 
+/// One line on a finished sweep, for `/healthz`.
+fn summary(r: &SweepReport) -> String {
+    let mut s = format!(
+        "{} sweep{} at {}: {} tasks seen, {} running checked, {} findings",
+        r.kind.as_str(),
+        r.sweep_id.map(|i| format!(" #{i}")).unwrap_or_default(),
+        r.finished_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        r.tasks_seen,
+        r.tasks_checked,
+        r.findings.len()
+    );
+    if let Some(e) = &r.snapshot_error {
+        s.push_str(&format!("; snapshot_error: {e}"));
+    }
+    s
+}
+
+/// Move pulled events into the monitor's queue; when to try again if it
+/// filled up first.
+fn feed(log: &ActivityLog, mon: &Monitor) -> Option<Instant> {
+    match queue::feed(log.conn(), &mon.queue, &mon.cursor) {
+        Ok(true) => None,
+        Ok(false) => Some(Instant::now() + Duration::from_secs(1)),
+        Err(e) => {
+            error!(error = %format!("{e:#}"), "feeding the monitor's queue failed");
+            Some(Instant::now() + Duration::from_secs(1))
+        }
+    }
+}
+
 async fn sleep_until(at: Option<Instant>) {
     if let Some(at) = at {
         tokio::time::sleep_until(at).await;
@@ -418,7 +518,16 @@ fn prune(state: Option<&State>, config: &Config, last: &mut Option<chrono::DateT
     }
     *last = Some(now);
     if let Some(st) = state {
-        match st.log.prune(config.activity.retention, now) {
+        let keep =
+            chrono::Duration::from_std(config.activity.retention).unwrap_or(chrono::Duration::MAX);
+        let cutoff = now
+            .checked_sub_signed(keep)
+            .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+        let pruned = st
+            .log
+            .prune(config.activity.retention, now)
+            .and_then(|n| Ok(n + crate::monitor::store::prune(st.log.conn(), cutoff)?));
+        match pruned {
             Ok(n) => info!(rows = n, "pruned the activity log"),
             Err(e) => error!(error = %format!("{e:#}"), "pruning the activity log failed"),
         }

@@ -40,6 +40,8 @@ kind = "sqlite"
 path = "executor.db"
 [activity]
 path = "foreman.db"
+[http]
+listen = ""
 [defaults]
 timeout = "4s"
 startup_grace = "1s"

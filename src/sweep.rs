@@ -5,7 +5,9 @@
 //! `pending` by a crash is re-verified by the next sweep: the task is judged
 //! afresh, and the open finding is either acted on (same key) or closed.
 
-use crate::activity::{ActivityLog, NewAlert, NewFinding, StrayHistory, SweepRecord, SweepTx};
+use crate::activity::{
+    ActivityLog, Committed, NewAlert, NewFinding, StrayHistory, SweepRecord, SweepTx,
+};
 use crate::config::Config;
 use crate::decide::{decide, Case, Decision, SweepFacts};
 use crate::executor::{Executor, Marked};
@@ -75,6 +77,9 @@ pub struct FindingReport {
     pub outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Recorded for the first time by this sweep (not a finding seen again).
+    #[serde(skip)]
+    pub first_seen: bool,
 }
 
 /// What a sweep did.
@@ -96,6 +101,9 @@ pub struct SweepReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deferral: Option<String>,
     pub findings: Vec<FindingReport>,
+    /// What the execution monitor's pull found (absent in a dry run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<crate::monitor::Pulled>,
 }
 
 impl SweepReport {
@@ -207,6 +215,7 @@ pub fn sweep(
         snapshot_error: None,
         deferral: deferral.clone(),
         findings: Vec::new(),
+        monitor: None,
     };
 
     let snapshot = match executor.snapshot() {
@@ -644,12 +653,28 @@ pub fn sweep(
             }
         }
     }
-    let ids: Vec<Option<i64>> = match memory.commit(&record)? {
-        Some((sweep_id, ids)) => {
-            report.sweep_id = Some(sweep_id);
-            ids.into_iter().map(Some).collect()
+    // The monitor's pull is part of the sweep's record: the new state and
+    // its events commit together, so a restart neither replays nor loses a
+    // transition.
+    if let Memory::Writing(tx) = &memory {
+        let hung: HashSet<&str> = judged
+            .iter()
+            .filter(|(_, j, _, _)| j.kind == Kind::Hung)
+            .map(|(t, _, _, _)| t.id.as_str())
+            .collect();
+        report.monitor = Some(crate::monitor::store::pull(
+            tx.conn(),
+            &snapshot,
+            &hung,
+            started_at,
+        )?);
+    }
+    let (ids, first_seen): (Vec<Option<i64>>, Vec<bool>) = match memory.commit(&record)? {
+        Some(c) => {
+            report.sweep_id = Some(c.sweep_id);
+            (c.ids.into_iter().map(Some).collect(), c.first_seen)
         }
-        None => vec![None; planned.len()],
+        None => (vec![None; planned.len()], vec![true; planned.len()]),
     };
     for (p, id) in planned.iter().zip(&ids) {
         let f = &p.finding;
@@ -787,8 +812,10 @@ pub fn sweep(
         .into_iter()
         .zip(ids)
         .zip(outcomes)
-        .map(|((p, id), (outcome, detail))| FindingReport {
+        .zip(first_seen)
+        .map(|(((p, id), (outcome, detail)), first_seen)| FindingReport {
             id,
+            first_seen,
             task_id: p.finding.task_id,
             attempt: p.finding.attempt,
             droid_type: p.finding.droid_type,
@@ -871,9 +898,9 @@ impl Memory<'_> {
     }
 
     /// Commit a real sweep: its id and its findings' ids. `None` in a dry run.
-    fn commit(self, record: &SweepRecord) -> Result<Option<(i64, Vec<i64>)>> {
+    fn commit(self, record: &SweepRecord) -> Result<Option<Committed>> {
         match self {
-            Memory::Writing(tx) => tx.commit(record).map(Some),
+            Memory::Writing(tx) => tx.commit_new(record).map(Some),
             Memory::Reading(_) => Ok(None),
         }
     }

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::executor;
 use crate::judge::{judge, Facts};
 use crate::model::{Kind, Row, SweepKind, TaskState};
+use crate::monitor::MonitorView;
 use crate::probe::{boot_facts, rss_bytes, Probe, ProcTable};
 use crate::strays;
 use anyhow::{Context, Result};
@@ -128,6 +129,9 @@ pub struct Twin {
     pub failures: Failures,
     pub crashed: Vec<Crashed>,
     pub daemon: Daemon,
+    /// The execution monitor's plans: not complete, or completed within
+    /// the last hour (as of the daemon's last sweep and pushed events).
+    pub plans: Vec<MonitorView>,
 }
 
 /// The snapshot now. An unreachable executor is `UNKNOWN`, not an error.
@@ -136,6 +140,10 @@ pub fn take(config: &Config, window: std::time::Duration) -> Result<Twin> {
     let since = now - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
     let log = ActivityLog::open_read_only(&config.activity.path)?;
     let daemon = daemon(config, log.as_ref(), now)?;
+    let plans = match &log {
+        Some(l) => crate::monitor::store::views(l.conn(), now)?,
+        None => Vec::new(),
+    };
     let mut twin = Twin {
         state: State::Ok,
         reasons: Vec::new(),
@@ -151,6 +159,7 @@ pub fn take(config: &Config, window: std::time::Duration) -> Result<Twin> {
         },
         crashed: Vec::new(),
         daemon,
+        plans,
     };
     let snapshot = match executor::open(config).and_then(|e| e.snapshot()) {
         Ok(s) => s,
@@ -554,6 +563,46 @@ pub fn text(t: &Twin, width: usize, color: bool) -> String {
         &rows,
         width,
     );
+
+    let complete = t.plans.iter().filter(|p| p.is_complete).count();
+    let _ = writeln!(out, "\nPlans ({}, {complete} complete)", t.plans.len());
+    let rows: Vec<Vec<String>> = t
+        .plans
+        .iter()
+        .map(|p| {
+            let c = &p.counts;
+            vec![
+                p.plan_id.clone(),
+                format!("{:.2}", p.health_score),
+                format!(
+                    "{}/{}/{}/{}/{}",
+                    c.pending, c.running, c.success, c.failed, c.skipped
+                ),
+                if p.stalled.is_empty() {
+                    "-".into()
+                } else {
+                    p.stalled.join(",")
+                },
+                if p.is_complete { "complete" } else { "running" }.into(),
+                ts(p.updated_at),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        table(
+            &mut out,
+            &[
+                "PLAN",
+                "HEALTH",
+                "PEND/RUN/OK/FAIL/SKIP",
+                "STALLED",
+                "STATE",
+                "UPDATED",
+            ],
+            &rows,
+            width,
+        );
+    }
 
     let _ = writeln!(
         out,

@@ -276,15 +276,17 @@ impl World {
         p
     }
 
-    /// `foreman.toml`: the scratch SQLite executor; `top` goes before the
-    /// first table (e.g. `interval = "1s"`).
+    /// `foreman.toml`: the scratch SQLite executor and no HTTP listener;
+    /// `top` goes before the first table (e.g. `interval = "1s"`).
     pub(crate) fn config(&self, top: &str) {
         self.write(
             "foreman.toml",
             &format!(
                 "host = \"{HOST}\"\nmax_cpu_pressure = 100.0\n{top}\n\
                  [executor]\nkind = \"sqlite\"\npath = \"executor.db\"\n\n\
-                 [activity]\npath = \"foreman.db\"\n"
+                 [activity]\npath = \"foreman.db\"\n\n\
+                 # Tests run side by side; the default port is one port.\n\
+                 [http]\nlisten = \"\"\n"
             ),
         );
     }

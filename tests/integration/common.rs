@@ -37,6 +37,9 @@ pub struct Cfg<'a> {
     pub executor: Option<String>,
     pub defaults: &'a str,
     pub tail: &'a str,
+    /// The `[http]` body; no listener when `None` (tests run side by side,
+    /// and the default port is one port).
+    pub http: Option<&'a str>,
 }
 
 impl Cfg<'_> {
@@ -65,10 +68,13 @@ pid_start_tolerance = "1h"
 progress = ["heartbeat"]
 [droid_types.cruncher]
 progress = ["cpu"]
+[http]
+{http}
 {tail}
 "#,
             top = self.top,
             defaults = self.defaults,
+            http = self.http.unwrap_or("listen = \"\""),
             tail = self.tail
         )
     }

@@ -417,3 +417,36 @@ fn twin_shows_the_latest_review_and_a_failed_one_warns() {
     assert_eq!(out.code, Some(0), "a passing review after it: {out:#?}");
     assert_eq!(v["daemon"]["last_review"]["run_id"], "r2");
 }
+
+#[test]
+fn twin_shows_the_monitors_plans_with_their_health() {
+    let _g = crate::spawning();
+    let w = world("no-such-marker-plans");
+    let db = w.executor();
+    db.execute_batch(
+        "INSERT INTO tasks (id, plan_id, droid_type, state, attempt) VALUES
+            ('a', 'diamond', 'builder', 'SUCCESS', 1),
+            ('b', 'diamond', 'builder', 'FAILED', 1),
+            ('c', 'diamond', 'builder', 'PENDING', 1),
+            ('x', 'done', 'builder', 'SUCCESS', 1);",
+    )
+    .expect("tasks");
+    let (_, v) = twin(&w);
+    assert_eq!(v["plans"], Value::Array(vec![]), "no sweep yet: no views");
+    // The first sweep is the silent baseline: views, but no event.
+    assert_eq!(run(&mut w.foreman(&["sweep"])).code, Some(0));
+    let (_, v) = twin(&w);
+    let plans = v["plans"].as_array().expect("plans[]");
+    assert_eq!(plans.len(), 2, "{plans:#?}");
+    let diamond = &plans[0];
+    assert_eq!(diamond["plan_id"], "diamond");
+    assert_eq!(diamond["health_score"], 0.5, "1 success / (1 + 1 failed)");
+    assert_eq!(diamond["counts"]["pending"], 1);
+    assert_eq!(diamond["is_complete"], false);
+    assert_eq!(plans[1]["plan_id"], "done");
+    assert_eq!(plans[1]["is_complete"], true);
+    assert_eq!(w.log_i64("SELECT COUNT(*) FROM events"), Some(0));
+    let text = run(&mut w.foreman(&["twin"])).stdout;
+    assert!(text.contains("Plans (2, 1 complete)"), "{text}");
+    assert!(text.contains("diamond"), "{text}");
+}

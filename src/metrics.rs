@@ -1,0 +1,280 @@
+//! `GET /metrics`: the monitor's and Foreman's own metrics, in the
+//! OpenMetrics text format (prometheus-client). Counters and histograms
+//! are kept in memory as things happen; gauges are read from the activity
+//! log at each scrape, so they are true whoever wrote the rows.
+
+use crate::config::Config;
+use crate::monitor::{store, Event, EventType};
+use crate::sweep::SweepReport;
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+use rusqlite::Connection;
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// The content type of the exposition.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels = Vec<(&'static str, String)>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+pub struct Metrics {
+    registry: Registry,
+    events: Family<Labels, Counter>,
+    stalls: Counter,
+    plans_tracked: Gauge,
+    health: Family<Labels, FloatGauge>,
+    plan_tasks: Family<Labels, Gauge>,
+    view_latency: Histogram,
+    queue_depth: Gauge,
+    queue_rejected: Counter,
+    sweeps: Family<Labels, Counter>,
+    sweep_duration: Histogram,
+    findings: Family<Labels, Counter>,
+    tasks: Family<Labels, Gauge>,
+    last_sweep: Family<Labels, FloatGauge>,
+    alerts_pending: Option<Gauge>,
+    /// One scrape at a time: a scrape clears and refills the gauge families.
+    scrape: Mutex<()>,
+}
+
+impl Metrics {
+    pub fn new(config: &Config) -> Metrics {
+        let mut r = Registry::default();
+        let events = Family::<Labels, Counter>::default();
+        r.register(
+            "execmon_events",
+            "State-transition events recorded, each transition once (pulled and pushed)",
+            events.clone(),
+        );
+        for t in EventType::ALL {
+            let _ = events.get_or_create(&vec![("event_type", t.as_str().to_string())]);
+        }
+        let stalls = Counter::default();
+        r.register(
+            "execmon_stalls_detected",
+            "RUNNING tasks found hung (no progress past their droid type's timeout), each once per attempt",
+            stalls.clone(),
+        );
+        let plans_tracked = Gauge::default();
+        r.register(
+            "execmon_plans_tracked",
+            "Plans with a view: not complete, or completed within the last hour",
+            plans_tracked.clone(),
+        );
+        let health = Family::<Labels, FloatGauge>::default();
+        r.register(
+            "execmon_health_score",
+            "Per plan: SUCCESS / (SUCCESS + FAILED + RUNNING); 1 when nothing counts yet",
+            health.clone(),
+        );
+        let plan_tasks = Family::<Labels, Gauge>::default();
+        r.register(
+            "execmon_plan_tasks",
+            "Per plan: its tasks by state (for the failure ratio FAILED / (SUCCESS + FAILED))",
+            plan_tasks.clone(),
+        );
+        let view_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        r.register_with_unit(
+            "execmon_view_latency",
+            "Time to compute the plan views from the activity log",
+            Unit::Seconds,
+            view_latency.clone(),
+        );
+        let queue_depth = Gauge::default();
+        r.register(
+            "execmon_queue_depth",
+            "Batches waiting in the monitor's queue",
+            queue_depth.clone(),
+        );
+        let queue_rejected = Counter::default();
+        r.register(
+            "execmon_queue_rejected",
+            "POST /events requests refused with 503 because the queue was full",
+            queue_rejected.clone(),
+        );
+        let sweeps = Family::<Labels, Counter>::default();
+        r.register(
+            "foreman_sweeps",
+            "Sweeps run by this daemon, by kind (startup, scheduled) and outcome (ok, snapshot_error, error)",
+            sweeps.clone(),
+        );
+        let sweep_duration = Histogram::new(exponential_buckets(0.01, 2.0, 14));
+        r.register_with_unit(
+            "foreman_sweep_duration",
+            "How long each sweep took, snapshot to last action",
+            Unit::Seconds,
+            sweep_duration.clone(),
+        );
+        let findings = Family::<Labels, Counter>::default();
+        r.register(
+            "foreman_findings",
+            "Findings recorded for the first time, by kind and droid type",
+            findings.clone(),
+        );
+        let tasks = Family::<Labels, Gauge>::default();
+        r.register(
+            "foreman_tasks",
+            "Tasks in the executor's latest snapshot, by state and droid type",
+            tasks.clone(),
+        );
+        let last_sweep = Family::<Labels, FloatGauge>::default();
+        r.register(
+            "foreman_last_sweep_timestamp_seconds",
+            "When the latest sweep recorded in the activity log finished (Unix time); absent before the first",
+            last_sweep.clone(),
+        );
+        let interval = FloatGauge::default();
+        interval.set(config.interval.as_secs_f64());
+        r.register(
+            "foreman_sweep_interval_seconds",
+            "The configured sweep interval",
+            interval,
+        );
+        let alerts_pending = (!config.alerts.is_empty() || !config.wellbeing.sinks.is_empty())
+            .then(|| {
+                let g = Gauge::default();
+                r.register(
+                    "foreman_alerts_pending",
+                    "Alerts and initiatives queued in the outbox, not yet delivered",
+                    g.clone(),
+                );
+                g
+            });
+        let build = Family::<Labels, Gauge>::default();
+        build
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
+            .set(1);
+        r.register("foreman_build_info", "Foreman's version; always 1", build);
+        Metrics {
+            registry: r,
+            events,
+            stalls,
+            plans_tracked,
+            health,
+            plan_tasks,
+            view_latency,
+            queue_depth,
+            queue_rejected,
+            sweeps,
+            sweep_duration,
+            findings,
+            tasks,
+            last_sweep,
+            alerts_pending,
+            scrape: Mutex::new(()),
+        }
+    }
+
+    /// Events recorded for the first time.
+    pub fn on_events(&self, events: &[Event]) {
+        for e in events {
+            self.events
+                .get_or_create(&vec![("event_type", e.kind.as_str().to_string())])
+                .inc();
+        }
+    }
+
+    pub fn on_rejected(&self) {
+        self.queue_rejected.inc();
+    }
+
+    /// A sweep the daemon ran: `None` when it failed outright.
+    pub fn on_sweep(&self, kind: &str, report: Option<&SweepReport>, took: std::time::Duration) {
+        let outcome = match report {
+            None => "error",
+            Some(r) if r.snapshot_error.is_some() => "snapshot_error",
+            Some(_) => "ok",
+        };
+        self.sweeps
+            .get_or_create(&vec![
+                ("kind", kind.to_string()),
+                ("outcome", outcome.to_string()),
+            ])
+            .inc();
+        self.sweep_duration.observe(took.as_secs_f64());
+        let Some(r) = report else { return };
+        for f in r.findings.iter().filter(|f| f.first_seen) {
+            self.findings
+                .get_or_create(&vec![
+                    ("kind", f.kind.as_str().to_string()),
+                    ("droid_type", f.droid_type.clone().unwrap_or_default()),
+                ])
+                .inc();
+        }
+        if let Some(m) = &r.monitor {
+            self.stalls.inc_by(m.newly_stalled as u64);
+        }
+    }
+
+    /// The exposition: the gauges read from `conn` now, then everything
+    /// encoded. `queue_depth` is the monitor queue's length.
+    pub fn scrape(
+        &self,
+        conn: &Connection,
+        queue_depth: usize,
+        now: DateTime<Utc>,
+    ) -> Result<String> {
+        let _one = self
+            .scrape
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a scrape panicked"))?;
+        let started = Instant::now();
+        let views = store::views(conn, now)?;
+        self.view_latency.observe(started.elapsed().as_secs_f64());
+        self.plans_tracked.set(views.len() as i64);
+        // Plans that left the views (an hour after completing) lose their series.
+        self.health.clear();
+        self.plan_tasks.clear();
+        for v in &views {
+            self.health
+                .get_or_create(&vec![("plan_id", v.plan_id.clone())])
+                .set(v.health_score);
+            for (state, n) in v.counts.by_state() {
+                self.plan_tasks
+                    .get_or_create(&vec![
+                        ("plan_id", v.plan_id.clone()),
+                        ("state", state.to_string()),
+                    ])
+                    .set(n as i64);
+            }
+        }
+        self.tasks.clear();
+        for (state, droid_type, n) in store::task_counts(conn)? {
+            self.tasks
+                .get_or_create(&vec![("state", state), ("droid_type", droid_type)])
+                .set(n as i64);
+        }
+        let last: Option<String> = conn
+            .query_row("SELECT MAX(finished_at) FROM sweeps", [], |r| r.get(0))
+            .context("reading the latest sweep")?;
+        self.last_sweep.clear();
+        if let Some(t) = last {
+            let t = crate::activity::parse_ts(&t)?;
+            self.last_sweep
+                .get_or_create(&vec![])
+                .set(t.timestamp_millis() as f64 / 1000.0);
+        }
+        if let Some(g) = &self.alerts_pending {
+            let n: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM alerts WHERE state = 'queued'",
+                    [],
+                    |r| r.get(0),
+                )
+                .context("counting queued alerts")?;
+            g.set(n);
+        }
+        self.queue_depth.set(queue_depth as i64);
+        let mut out = String::new();
+        encode(&mut out, &self.registry).context("encoding the metrics")?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,484 @@
+//! The monitor's rows in the activity log: the pull diff applied inside the
+//! sweep's transaction, events recorded once, the inbox of pulled events
+//! waiting for the queue, the views read back, pruning.
+
+use super::diff::{self, is_finished, Known, PlanFacts, PlanMark, PlanStep};
+use super::event::{Event, EventType, Source};
+use super::view::{self, MonitorView};
+use crate::activity::{parse_ts, ts};
+use crate::model::{Row, Snapshot, TaskState};
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+/// What a sweep's pull found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Pulled {
+    /// This sweep took the silent baseline: no event was emitted.
+    pub baseline: bool,
+    /// Events put in the inbox for the monitor.
+    pub events: usize,
+    pub newly_stalled: usize,
+}
+
+/// A plan's `plan_id` series stay this long after it completes.
+pub const TRACK_AFTER_COMPLETION: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+fn state_str(s: TaskState) -> &'static str {
+    match s {
+        TaskState::Pending => "PENDING",
+        TaskState::Running => "RUNNING",
+        TaskState::Success => "SUCCESS",
+        TaskState::Failed => "FAILED",
+        TaskState::Skipped => "SKIPPED",
+    }
+}
+
+fn parse_state(s: &str) -> Result<TaskState> {
+    TaskState::parse(s).with_context(|| format!("bad task state {s:?} in monitor_tasks"))
+}
+
+fn read_known(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, Known)> {
+    let state: String = r.get(3)?;
+    Ok((
+        r.get(0)?,
+        state,
+        Known {
+            plan_id: r.get(1)?,
+            droid_type: r.get(2)?,
+            state: TaskState::Pending,
+            attempt: r.get(4)?,
+            stalled: r.get(5)?,
+            current: r.get(6)?,
+        },
+    ))
+}
+
+const KNOWN: &str =
+    "SELECT task_id, plan_id, droid_type, state, attempt, stalled, current FROM monitor_tasks";
+
+/// Diff `snapshot` against the monitor's tasks and write the result, in
+/// the sweep's transaction: the new state, the plans' completion, and the
+/// events, into the inbox (the queue takes them from there). The first
+/// time, the snapshot is the silent baseline.
+pub fn pull(
+    conn: &Connection,
+    snapshot: &Snapshot,
+    hung: &HashSet<&str>,
+    now: DateTime<Utc>,
+) -> Result<Pulled> {
+    let baseline = conn
+        .query_row("SELECT 1 FROM monitor_baseline", [], |_| Ok(()))
+        .optional()?
+        .is_none();
+    let mut known: HashMap<String, Known> = HashMap::new();
+    {
+        let mut stmt = conn.prepare_cached(&format!("{KNOWN} WHERE current = 1"))?;
+        for r in stmt.query_map([], read_known)? {
+            let (id, state, mut k) = r?;
+            k.state = parse_state(&state)?;
+            known.insert(id, k);
+        }
+    }
+    let mut tasks = Vec::new();
+    let mut unreadable = HashSet::new();
+    {
+        // A task the monitor remembers but no longer counted current (it
+        // left the snapshot finished, and is back): looked up one by one.
+        let mut one = conn.prepare_cached(&format!("{KNOWN} WHERE task_id = ?1"))?;
+        for row in &snapshot.rows {
+            match row {
+                Row::Task(t) => {
+                    if !known.contains_key(&t.id) {
+                        if let Some((id, state, mut k)) =
+                            one.query_row([&t.id], read_known).optional()?
+                        {
+                            k.state = parse_state(&state)?;
+                            known.insert(id, k);
+                        }
+                    }
+                    tasks.push(t);
+                }
+                Row::Bad(b) => {
+                    unreadable.insert(b.id.as_str());
+                }
+            }
+        }
+    }
+    let d = diff::diff(&known, &tasks, &unreadable, hung, now, baseline);
+    {
+        let mut upsert = conn.prepare_cached(
+            "INSERT INTO monitor_tasks (task_id, plan_id, droid_type, state, attempt, stalled, current, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7)
+             ON CONFLICT (task_id) DO UPDATE SET plan_id = excluded.plan_id, droid_type = excluded.droid_type,
+                state = excluded.state, attempt = excluded.attempt, stalled = excluded.stalled, current = 1,
+                updated_at = CASE WHEN ?8 THEN excluded.updated_at ELSE monitor_tasks.updated_at END",
+        )?;
+        let now_s = ts(now);
+        for (id, k, changed) in &d.upserts {
+            upsert.execute(params![
+                id,
+                k.plan_id,
+                k.droid_type,
+                state_str(k.state),
+                k.attempt,
+                k.stalled,
+                now_s,
+                changed
+            ])?;
+        }
+        let mut gone = conn.prepare_cached("DELETE FROM monitor_tasks WHERE task_id = ?1")?;
+        for id in &d.gone {
+            gone.execute([id])?;
+        }
+        let mut retire = conn.prepare_cached(
+            "UPDATE monitor_tasks SET current = 0, stalled = 0 WHERE task_id = ?1",
+        )?;
+        for id in &d.retired {
+            retire.execute([id])?;
+        }
+    }
+    let mut events = d.events;
+    events.extend(plans(conn, &d.plans, now, baseline)?);
+    {
+        let mut inbox = conn.prepare_cached("INSERT INTO event_inbox (event) VALUES (?1)")?;
+        for e in &events {
+            inbox.execute([serde_json::to_string(e)?])?;
+        }
+    }
+    if baseline {
+        conn.execute(
+            "INSERT INTO monitor_baseline (id, taken_at) VALUES (1, ?1)",
+            [ts(now)],
+        )?;
+    }
+    Ok(Pulled {
+        baseline,
+        events: events.len(),
+        newly_stalled: d.newly_stalled,
+    })
+}
+
+/// Look at each plan's tasks again: mark it complete (and return its
+/// PLAN_COMPLETED) or reopen it.
+fn plans(
+    conn: &Connection,
+    ids: &BTreeSet<String>,
+    now: DateTime<Utc>,
+    silent: bool,
+) -> Result<Vec<Event>> {
+    let mut facts = conn.prepare_cached(
+        "SELECT COUNT(*), COUNT(*) FILTER (WHERE state IN ('PENDING', 'RUNNING'))
+         FROM monitor_tasks WHERE plan_id = ?1",
+    )?;
+    let mut mark = conn.prepare_cached(
+        "SELECT completed_at IS NOT NULL, generation FROM monitor_plans WHERE plan_id = ?1",
+    )?;
+    let mut events = Vec::new();
+    for id in ids {
+        let (tasks, unfinished): (i64, i64) =
+            facts.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let prior = mark
+            .query_row([id], |r| {
+                Ok(PlanMark {
+                    completed: r.get(0)?,
+                    generation: r.get(1)?,
+                })
+            })
+            .optional()?;
+        let facts = PlanFacts {
+            tasks: tasks as usize,
+            unfinished: unfinished as usize,
+        };
+        let step = diff::plan_step(facts, prior.unwrap_or_default());
+        let completed_at = match step {
+            PlanStep::Complete(_) => Some(ts(now)),
+            PlanStep::Reopen => None,
+            PlanStep::Nothing if prior.is_some() => continue,
+            PlanStep::Nothing => None,
+        };
+        let generation = match step {
+            PlanStep::Complete(g) => g,
+            _ => prior.map_or(0, |p| p.generation),
+        };
+        conn.prepare_cached(
+            "INSERT INTO monitor_plans (plan_id, completed_at, generation, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (plan_id) DO UPDATE SET completed_at = excluded.completed_at,
+                generation = excluded.generation, updated_at = excluded.updated_at",
+        )?
+        .execute(params![id, completed_at, generation, ts(now)])?;
+        if let (PlanStep::Complete(g), false) = (step, silent) {
+            events.push(Event {
+                kind: EventType::PlanCompleted,
+                task_id: None,
+                plan_id: Some(id.clone()),
+                droid_type: None,
+                attempt: g,
+                at: now,
+            });
+        }
+    }
+    Ok(events)
+}
+
+/// Pulled events waiting for the queue, oldest first, after inbox id `after`.
+pub fn inbox(conn: &Connection, after: i64, limit: usize) -> Result<Vec<(i64, Event)>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT id, event FROM event_inbox WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+    let rows = stmt
+        .query_map(params![after, limit as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter()
+        .map(|(id, json)| {
+            let e: Event = serde_json::from_str(&json)
+                .with_context(|| format!("event_inbox row {id} is not an event"))?;
+            Ok((id, e))
+        })
+        .collect()
+}
+
+/// What the monitor's queue carries: pulled events (with their inbox ids,
+/// removed once recorded) or a pushed batch.
+#[derive(Debug, Clone)]
+pub enum Batch {
+    Pulled(Vec<(i64, Event)>),
+    Pushed(Vec<Event>),
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        match self {
+            Batch::Pulled(e) => e.len(),
+            Batch::Pushed(e) => e.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Record a batch, in one transaction. Returns the events recorded for the
+/// first time (a duplicate of a transition already recorded, from either
+/// source, is not). A pushed event also moves its task on (never back: an
+/// older attempt, or RUNNING after the same attempt finished, is recorded
+/// but changes nothing), and a plan whose last task it finished completes.
+pub fn ingest(conn: &mut Connection, batch: &Batch, now: DateTime<Utc>) -> Result<Vec<Event>> {
+    let tx = conn.transaction()?;
+    let mut new = Vec::new();
+    match batch {
+        Batch::Pulled(events) => {
+            for (id, e) in events {
+                if record(&tx, e, Source::Pull, now)? {
+                    new.push(e.clone());
+                }
+                tx.prepare_cached("DELETE FROM event_inbox WHERE id = ?1")?
+                    .execute([id])?;
+            }
+        }
+        Batch::Pushed(events) => {
+            let mut touched = BTreeSet::new();
+            for e in events {
+                let mut e = e.clone();
+                if e.kind == EventType::PlanCompleted && e.attempt == 0 {
+                    e.attempt = plan_generation(&tx, e.plan_id.as_deref().unwrap_or(""))?;
+                }
+                if !record(&tx, &e, Source::Push, now)? {
+                    continue;
+                }
+                if let Some(plan) = apply(&tx, &e, now)? {
+                    touched.insert(plan);
+                }
+                new.push(e);
+            }
+            for e in plans(&tx, &touched, now, false)? {
+                if record(&tx, &e, Source::Monitor, now)? {
+                    new.push(e);
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(new)
+}
+
+/// The generation a pushed PLAN_COMPLETED without one refers to: the
+/// current completion if the plan is complete, else the next.
+fn plan_generation(conn: &Connection, plan_id: &str) -> Result<i64> {
+    let mark: Option<(bool, i64)> = conn
+        .query_row(
+            "SELECT completed_at IS NOT NULL, generation FROM monitor_plans WHERE plan_id = ?1",
+            [plan_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(match mark {
+        Some((true, g)) => g,
+        Some((false, g)) => g + 1,
+        None => 1,
+    })
+}
+
+/// Insert the event unless its transition is recorded; true if it was new.
+fn record(conn: &Connection, e: &Event, source: Source, now: DateTime<Utc>) -> Result<bool> {
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO events (type, task_id, plan_id, droid_type, attempt, at, source, received_at, dedupe_key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (dedupe_key) DO NOTHING",
+        )?
+        .execute(params![
+            e.kind.as_str(),
+            e.task_id,
+            e.plan_id,
+            e.droid_type,
+            e.attempt,
+            ts(e.at),
+            source.as_str(),
+            ts(now),
+            e.dedupe_key()
+        ])?;
+    Ok(n == 1)
+}
+
+/// Move a pushed task event's task on; returns its plan, if the state moved.
+fn apply(conn: &Connection, e: &Event, now: DateTime<Utc>) -> Result<Option<String>> {
+    let (Some(target), Some(task_id)) = (e.kind.target(), e.task_id.as_deref()) else {
+        return Ok(None);
+    };
+    let prior = conn
+        .prepare_cached(&format!("{KNOWN} WHERE task_id = ?1"))?
+        .query_row([task_id], read_known)
+        .optional()?;
+    let (plan_id, droid_type) = match &prior {
+        Some((_, state, k)) => {
+            let state = parse_state(state)?;
+            let older = e.attempt < k.attempt;
+            let back = e.attempt == k.attempt && is_finished(state) && !is_finished(target);
+            if older || back || (e.attempt == k.attempt && state == target) {
+                return Ok(None);
+            }
+            (
+                e.plan_id.clone().or(k.plan_id.clone()),
+                e.droid_type.clone().or(k.droid_type.clone()),
+            )
+        }
+        None => (e.plan_id.clone(), e.droid_type.clone()),
+    };
+    // A task first heard of by push is current: if the next snapshot does
+    // not have it unfinished, the sweep drops it.
+    conn.prepare_cached(
+        "INSERT INTO monitor_tasks (task_id, plan_id, droid_type, state, attempt, stalled, current, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 0, 1, ?6)
+         ON CONFLICT (task_id) DO UPDATE SET plan_id = excluded.plan_id, droid_type = excluded.droid_type,
+            state = excluded.state, attempt = excluded.attempt, stalled = 0, updated_at = excluded.updated_at",
+    )?
+    .execute(params![task_id, plan_id, droid_type, state_str(target), e.attempt, ts(now)])?;
+    Ok(plan_id)
+}
+
+/// Plans to show: every plan not complete, and those completed within the
+/// last hour. Sorted by plan id.
+pub fn views(conn: &Connection, now: DateTime<Utc>) -> Result<Vec<MonitorView>> {
+    read_views(
+        conn,
+        "WHERE p.completed_at IS NULL OR p.completed_at >= ?1",
+        &ts(now - TRACK_AFTER_COMPLETION),
+    )
+}
+
+/// One plan's view, whatever its age (until pruned).
+pub fn view(conn: &Connection, plan_id: &str) -> Result<Option<MonitorView>> {
+    Ok(read_views(conn, "WHERE p.plan_id = ?1", plan_id)?.pop())
+}
+
+fn read_views(conn: &Connection, filter: &str, arg: &str) -> Result<Vec<MonitorView>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT p.plan_id, p.completed_at, t.task_id, t.state, t.stalled, t.updated_at
+         FROM monitor_plans p JOIN monitor_tasks t ON t.plan_id = p.plan_id
+         {filter} ORDER BY p.plan_id"
+    ))?;
+    let mut rows = stmt.query([arg])?;
+    let mut out = Vec::new();
+    let mut plan: Option<(String, Option<String>, Vec<view::Row>)> = None;
+    while let Some(r) = rows.next()? {
+        let id: String = r.get(0)?;
+        if plan.as_ref().is_none_or(|(p, _, _)| *p != id) {
+            if let Some((p, done, rows)) = plan.take() {
+                out.push(view::build(
+                    &p,
+                    &rows,
+                    done.as_deref().map(parse_ts).transpose()?,
+                ));
+            }
+            plan = Some((id, r.get(1)?, Vec::new()));
+        }
+        let state: String = r.get(3)?;
+        let updated: String = r.get(5)?;
+        if let Some((_, _, rows)) = plan.as_mut() {
+            rows.push(view::Row {
+                task_id: r.get(2)?,
+                state: parse_state(&state)?,
+                stalled: r.get(4)?,
+                updated_at: parse_ts(&updated)?,
+            });
+        }
+    }
+    if let Some((p, done, rows)) = plan {
+        out.push(view::build(
+            &p,
+            &rows,
+            done.as_deref().map(parse_ts).transpose()?,
+        ));
+    }
+    Ok(out)
+}
+
+/// The current tasks by (state, droid type), for `foreman_tasks`.
+pub fn task_counts(conn: &Connection) -> Result<Vec<(String, String, u64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT state, COALESCE(droid_type, ''), COUNT(*) FROM monitor_tasks WHERE current = 1
+         GROUP BY state, droid_type ORDER BY state, droid_type",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get(1)?,
+                r.get::<_, i64>(2)? as u64,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows
+        .into_iter()
+        .map(|(s, d, n)| (s.to_lowercase(), d, n))
+        .collect())
+}
+
+/// Forget events, and plans completed (with their tasks), before `cutoff`.
+pub fn prune(conn: &Connection, cutoff: DateTime<Utc>) -> Result<usize> {
+    let cutoff = ts(cutoff);
+    let mut n = conn.execute("DELETE FROM events WHERE received_at < ?1", [&cutoff])?;
+    n += conn.execute(
+        "DELETE FROM monitor_tasks WHERE plan_id IN (SELECT plan_id FROM monitor_plans WHERE completed_at < ?1)",
+        [&cutoff],
+    )?;
+    // Finished tasks of no plan, out of the snapshot.
+    n += conn.execute(
+        "DELETE FROM monitor_tasks WHERE plan_id IS NULL AND current = 0 AND updated_at < ?1",
+        [&cutoff],
+    )?;
+    n += conn.execute(
+        "DELETE FROM monitor_plans WHERE (completed_at < ?1)
+            OR (updated_at < ?1 AND plan_id NOT IN (SELECT plan_id FROM monitor_tasks WHERE plan_id IS NOT NULL))",
+        [&cutoff],
+    )?;
+    Ok(n)
+}
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;
