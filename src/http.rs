@@ -6,7 +6,7 @@
 
 use crate::activity::ActivityLog;
 use crate::config::Config;
-use crate::metrics::{Metrics, CONTENT_TYPE};
+use crate::metrics::{self, Metrics};
 use crate::monitor::{event, store, Batch};
 use crate::twin;
 use anyhow::{Context, Result};
@@ -202,13 +202,21 @@ async fn metrics(State(st): State<St>, headers: HeaderMap) -> Response {
     }
     let depth = st.queue.max_capacity() - st.queue.capacity();
     let shared = st.clone();
+    // Prometheus asks for OpenMetrics; curl, promtool and older scrapers
+    // get the classic text format.
+    let om = metrics::wants_openmetrics(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     match blocking(move || {
         let log = read_log(&shared.config)?;
         shared.metrics.scrape(log.conn(), depth, Utc::now())
     })
     .await
     {
-        Ok(body) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
+        Ok(body) if om => ([(header::CONTENT_TYPE, metrics::OPENMETRICS)], body).into_response(),
+        Ok(body) => (
+            [(header::CONTENT_TYPE, metrics::TEXT)],
+            metrics::to_classic_text(&body),
+        )
+            .into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &format!("{e:#}")),
     }
 }

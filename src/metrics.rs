@@ -19,8 +19,56 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// The content type of the exposition.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The OpenMetrics exposition's content type (what Prometheus asks for).
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The classic text format's, for every other client (curl, promtool).
+pub const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Whether an `Accept` header asks for OpenMetrics.
+pub fn wants_openmetrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| {
+        a.split(',').any(|part| {
+            let mut fields = part.split(';').map(str::trim);
+            let is_om = fields.next() == Some("application/openmetrics-text");
+            // `q=0` means "not this".
+            is_om && !fields.any(|f| f.replace(' ', "") == "q=0")
+        })
+    })
+}
+
+/// The classic Prometheus text format (0.0.4) from prometheus-client's
+/// OpenMetrics: a counter's HELP and TYPE name its `_total` series (as the
+/// classic parsers, promtool among them, expect), and the OpenMetrics-only
+/// `# UNIT` and `# EOF` lines go.
+pub fn to_classic_text(openmetrics: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let Some(name) = rest.strip_suffix(" counter") {
+                counters.insert(name.to_string());
+            }
+        }
+    }
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        if let Some((prefix, rest)) = meta {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if counters.contains(name) {
+                out.push_str(&format!("{prefix}{name}_total {tail}\n"));
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
 
 type Labels = Vec<(&'static str, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -214,8 +262,8 @@ impl Metrics {
         }
     }
 
-    /// The exposition: the gauges read from `conn` now, then everything
-    /// encoded. `queue_depth` is the monitor queue's length.
+    /// The OpenMetrics exposition: the gauges read from `conn` now, then
+    /// everything encoded. `queue_depth` is the monitor queue's length.
     pub fn scrape(
         &self,
         conn: &Connection,
@@ -276,5 +324,41 @@ impl Metrics {
         let mut out = String::new();
         encode(&mut out, &self.registry).context("encoding the metrics")?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_text_names_counters_by_their_total_series() {
+        let om = "# HELP jobs Jobs done.\n# TYPE jobs counter\njobs_total{kind=\"a\"} 3\n\
+                  # HELP took How long.\n# TYPE took histogram\n# UNIT took seconds\ntook_sum 1.5\n\
+                  # HELP up Up.\n# TYPE up gauge\nup 1\n# EOF\n";
+        assert_eq!(
+            to_classic_text(om),
+            "# HELP jobs_total Jobs done.\n# TYPE jobs_total counter\njobs_total{kind=\"a\"} 3\n\
+             # HELP took How long.\n# TYPE took histogram\ntook_sum 1.5\n\
+             # HELP up Up.\n# TYPE up gauge\nup 1\n"
+        );
+    }
+
+    #[test]
+    fn openmetrics_only_when_asked() {
+        let table = [
+            (None, false),
+            (Some("*/*"), false),
+            (Some("text/plain"), false),
+            (Some("application/openmetrics-text; version=1.0.0"), true),
+            (
+                Some("application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4,*/*;q=0.1"),
+                true,
+            ),
+            (Some("application/openmetrics-text; q=0"), false),
+        ];
+        for (accept, want) in table {
+            assert_eq!(wants_openmetrics(accept), want, "{accept:?}");
+        }
     }
 }
