@@ -188,6 +188,26 @@ fn demo() -> Result<()> {
         let (task, signal, pid, result) = s?;
         println!("  signal    {signal} to pid {pid} of {task}: {result}");
     }
+    // The execution monitor's view of the same sweeps (the first one was
+    // its silent baseline; the daemon would record these events and serve
+    // the views on /plans and /metrics).
+    let pulled: i64 = log
+        .conn()
+        .query_row("SELECT COUNT(*) FROM event_inbox", [], |r| r.get(0))?;
+    println!("\nPlans, as the execution monitor sees them ({pulled} transition events pulled):");
+    for v in crate::monitor::store::views(log.conn(), chrono::Utc::now())? {
+        let c = &v.counts;
+        println!(
+            "  {:<7} health {:.2} = {} success / ({} success + {} failed + {} running){}",
+            v.plan_id,
+            v.health_score,
+            c.success,
+            c.success,
+            c.failed,
+            c.running,
+            if v.is_complete { ", complete" } else { "" }
+        );
+    }
     let findings: i64 = log
         .conn()
         .query_row("SELECT COUNT(*) FROM findings", [], |r| r.get(0))?;
