@@ -54,20 +54,18 @@ pub fn diff(
     for t in tasks {
         seen.insert(t.id.as_str());
         let before = known.get(&t.id);
-        // Never back: a push finished this attempt after the snapshot was
-        // read (a retry is a higher attempt, not the same one unfinished).
-        let stale = before.is_some_and(|k| {
-            k.attempt == t.attempt && is_finished(k.state) && !is_finished(t.state)
+        // Never back: a push moved this task on after the snapshot was read
+        // (a later attempt, or this attempt finished; a retry is a higher
+        // attempt, never the same one unfinished again).
+        let stale = before.filter(|k| {
+            k.attempt > t.attempt
+                || (k.attempt == t.attempt && is_finished(k.state) && !is_finished(t.state))
         });
-        let state = if stale {
-            before.map_or(t.state, |k| k.state)
-        } else {
-            t.state
-        };
+        let (state, attempt) = stale.map_or((t.state, t.attempt), |k| (k.state, k.attempt));
         let stalled = state == TaskState::Running && hung.contains(t.id.as_str());
-        let changed = before.is_none_or(|k| (k.state, k.attempt) != (state, t.attempt));
+        let changed = before.is_none_or(|k| (k.state, k.attempt) != (state, attempt));
         if changed && !baseline {
-            if let Some(kind) = EventType::entering(state, t.attempt) {
+            if let Some(kind) = EventType::entering(state, attempt) {
                 let at = match state {
                     TaskState::Running => t.started_at,
                     _ => t.finished_at,
@@ -77,12 +75,12 @@ pub fn diff(
                     task_id: Some(t.id.clone()),
                     plan_id: t.plan_id.clone(),
                     droid_type: Some(t.droid_type.clone()),
-                    attempt: t.attempt,
+                    attempt,
                     at: at.unwrap_or(now),
                 });
             }
         }
-        let was_stalled = before.is_some_and(|k| k.stalled && k.attempt == t.attempt);
+        let was_stalled = before.is_some_and(|k| k.stalled && k.attempt == attempt);
         if stalled && !was_stalled {
             d.newly_stalled += 1;
         }
@@ -90,7 +88,7 @@ pub fn diff(
             plan_id: t.plan_id.clone(),
             droid_type: Some(t.droid_type.clone()),
             state,
-            attempt: t.attempt,
+            attempt,
             stalled,
             current: true,
         };

@@ -374,7 +374,8 @@ fn apply(conn: &Connection, e: &Event, now: DateTime<Utc>) -> Result<Option<Stri
         "INSERT INTO monitor_tasks (task_id, plan_id, droid_type, state, attempt, stalled, current, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, 0, 1, ?6)
          ON CONFLICT (task_id) DO UPDATE SET plan_id = excluded.plan_id, droid_type = excluded.droid_type,
-            state = excluded.state, attempt = excluded.attempt, stalled = 0, updated_at = excluded.updated_at",
+            state = excluded.state, attempt = excluded.attempt, stalled = 0, current = 1,
+            updated_at = excluded.updated_at",
     )?
     .execute(params![task_id, plan_id, droid_type, state_str(target), e.attempt, ts(now)])?;
     Ok(plan_id)
@@ -458,12 +459,16 @@ pub fn task_counts(conn: &Connection) -> Result<Vec<(String, String, u64)>> {
         .collect())
 }
 
-/// Forget events, and plans completed (with their tasks), before `cutoff`.
+/// Forget events, and plans completed before `cutoff` with their tasks
+/// that left the snapshot. A task still in the snapshot stays (else the next
+/// sweep would see it as new and record its transition again), and so does
+/// its plan.
 pub fn prune(conn: &Connection, cutoff: DateTime<Utc>) -> Result<usize> {
     let cutoff = ts(cutoff);
     let mut n = conn.execute("DELETE FROM events WHERE received_at < ?1", [&cutoff])?;
     n += conn.execute(
-        "DELETE FROM monitor_tasks WHERE plan_id IN (SELECT plan_id FROM monitor_plans WHERE completed_at < ?1)",
+        "DELETE FROM monitor_tasks WHERE current = 0
+            AND plan_id IN (SELECT plan_id FROM monitor_plans WHERE completed_at < ?1)",
         [&cutoff],
     )?;
     // Finished tasks of no plan, out of the snapshot.
@@ -471,9 +476,11 @@ pub fn prune(conn: &Connection, cutoff: DateTime<Utc>) -> Result<usize> {
         "DELETE FROM monitor_tasks WHERE plan_id IS NULL AND current = 0 AND updated_at < ?1",
         [&cutoff],
     )?;
+    // Plans with no task left: completed long ago, or whose tasks the
+    // executor dropped.
     n += conn.execute(
-        "DELETE FROM monitor_plans WHERE (completed_at < ?1)
-            OR (updated_at < ?1 AND plan_id NOT IN (SELECT plan_id FROM monitor_tasks WHERE plan_id IS NOT NULL))",
+        "DELETE FROM monitor_plans WHERE (completed_at < ?1 OR updated_at < ?1)
+            AND plan_id NOT IN (SELECT plan_id FROM monitor_tasks WHERE plan_id IS NOT NULL)",
         [&cutoff],
     )?;
     Ok(n)
