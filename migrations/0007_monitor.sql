@@ -47,3 +47,6 @@ CREATE TABLE monitor_baseline (
     id           INTEGER PRIMARY KEY CHECK (id = 1),
     taken_at     TEXT NOT NULL
 );
+
+-- /metrics reads the latest finished sweep at every scrape.
+CREATE INDEX sweeps_finished ON sweeps(finished_at);

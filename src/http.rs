@@ -123,7 +123,11 @@ pub fn router(st: St) -> Router {
         .route("/twin", get(twin_doc))
         .route("/plans", get(plans))
         .route("/plans/{id}", get(plan))
-        .route("/events", axum::routing::post(events))
+        .route(
+            "/events",
+            axum::routing::post(events)
+                .route_layer(middleware::from_fn_with_state(st.clone(), events_gate)),
+        )
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -323,11 +327,13 @@ async fn plan(State(st): State<St>, headers: HeaderMap, UrlPath(id): UrlPath<Str
     }
 }
 
-async fn events(State(st): State<St>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(r) = refused(&st, &headers, true) {
+/// The token and the content type, checked before the body is read: a
+/// client without the token cannot make the daemon buffer a body.
+async fn events_gate(State(st): State<St>, req: Request, next: Next) -> Response {
+    if let Some(r) = refused(&st, req.headers(), true) {
         return r;
     }
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
         let json = ct
             .to_str()
             .ok()
@@ -340,6 +346,10 @@ async fn events(State(st): State<St>, headers: HeaderMap, body: Bytes) -> Respon
             );
         }
     }
+    next.run(req).await
+}
+
+async fn events(State(st): State<St>, body: Bytes) -> Response {
     let batch = match event::parse_batch(&body, Utc::now()) {
         Ok(b) => b,
         Err(why) => return error(StatusCode::BAD_REQUEST, &why),

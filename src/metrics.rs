@@ -108,7 +108,7 @@ impl Metrics {
         let stalls = Counter::default();
         r.register(
             "execmon_stalls_detected",
-            "RUNNING tasks found hung (no progress past their droid type's timeout), each once per attempt",
+            "Times a RUNNING task was found hung (no progress past its droid type's timeout) by a sweep that had not found it hung before",
             stalls.clone(),
         );
         let plans_tracked = Gauge::default();

@@ -656,18 +656,26 @@ pub fn sweep(
     // The monitor's pull is part of the sweep's record: the new state and
     // its events commit together, so a restart neither replays nor loses a
     // transition.
+    // A failing pull must not cost the sweep: it runs in a savepoint that
+    // is rolled back alone, and the sweep commits without it.
     if let Memory::Writing(tx) = &memory {
         let hung: HashSet<&str> = judged
             .iter()
             .filter(|(_, j, _, _)| j.kind == Kind::Hung)
             .map(|(t, _, _, _)| t.id.as_str())
             .collect();
-        report.monitor = Some(crate::monitor::store::pull(
-            tx.conn(),
-            &snapshot,
-            &hung,
-            started_at,
-        )?);
+        let conn = tx.conn();
+        conn.execute_batch("SAVEPOINT monitor_pull")?;
+        match crate::monitor::store::pull(conn, &snapshot, &hung, started_at) {
+            Ok(pulled) => {
+                conn.execute_batch("RELEASE monitor_pull")?;
+                report.monitor = Some(pulled);
+            }
+            Err(e) => {
+                conn.execute_batch("ROLLBACK TO monitor_pull; RELEASE monitor_pull")?;
+                error!(error = %format!("{e:#}"), "the execution monitor's pull failed; this sweep's transitions are seen by the next");
+            }
+        }
     }
     let (ids, first_seen): (Vec<Option<i64>>, Vec<bool>) = match memory.commit(&record)? {
         Some(c) => {

@@ -18,6 +18,9 @@ pub struct Known {
     /// In the last snapshot (or pushed since). A finished task that left
     /// the snapshot is kept with its plan but no longer current.
     pub current: bool,
+    /// Moved on by a push after this sweep's snapshot was read: a snapshot
+    /// that disagrees may be older than the push.
+    pub pushed_late: bool,
 }
 
 /// What one sweep changes.
@@ -54,12 +57,14 @@ pub fn diff(
     for t in tasks {
         seen.insert(t.id.as_str());
         let before = known.get(&t.id);
-        // Never back: a push moved this task on after the snapshot was read
-        // (a later attempt, or this attempt finished; a retry is a higher
-        // attempt, never the same one unfinished again).
+        // Never back past a push the snapshot is older than (a later
+        // attempt, or this attempt finished; a retry is a higher attempt,
+        // never the same one unfinished again). Otherwise the snapshot is
+        // the executor's word, so a wrong push cannot freeze a task.
         let stale = before.filter(|k| {
-            k.attempt > t.attempt
-                || (k.attempt == t.attempt && is_finished(k.state) && !is_finished(t.state))
+            k.pushed_late
+                && (k.attempt > t.attempt
+                    || (k.attempt == t.attempt && is_finished(k.state) && !is_finished(t.state)))
         });
         let (state, attempt) = stale.map_or((t.state, t.attempt), |k| (k.state, k.attempt));
         let stalled = state == TaskState::Running && hung.contains(t.id.as_str());
@@ -91,8 +96,15 @@ pub fn diff(
             attempt,
             stalled,
             current: true,
+            pushed_late: false,
         };
-        if before != Some(&next) {
+        let same = before.is_some_and(|k| {
+            Known {
+                pushed_late: false,
+                ..k.clone()
+            } == next
+        });
+        if !same {
             if changed || before.is_some_and(|k| k.plan_id != next.plan_id) {
                 d.plans.extend(next.plan_id.clone());
                 d.plans.extend(before.and_then(|k| k.plan_id.clone()));

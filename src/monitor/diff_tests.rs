@@ -56,7 +56,8 @@ fn task(id: &str, state: TaskState, attempt: i64) -> Task {
     }
 }
 
-/// The same task as the monitor knew it: current, not stalled.
+/// The same task as the monitor knew it: current, not stalled, as the
+/// last sweep wrote it.
 fn known(state: TaskState, attempt: i64) -> Known {
     Known {
         plan_id: Some("p1".into()),
@@ -65,6 +66,17 @@ fn known(state: TaskState, attempt: i64) -> Known {
         attempt,
         stalled: false,
         current: true,
+        pushed_late: false,
+    }
+}
+
+/// As `known`, moved there by a push after this sweep's snapshot was read
+/// (so "never back" holds; see
+/// `a_snapshot_newer_than_every_push_is_the_executors_word`).
+fn pushed(state: TaskState, attempt: i64) -> Known {
+    Known {
+        pushed_late: true,
+        ..known(state, attempt)
     }
 }
 
@@ -118,7 +130,7 @@ fn check_pair(
 ) {
     let what = format!("{before:?} -> {now_state:?}@{attempt} (baseline {baseline})");
     let k: Vec<(&str, Known)> = before
-        .map(|(s, a)| ("t", known(s, a)))
+        .map(|(s, a)| ("t", pushed(s, a)))
         .into_iter()
         .collect();
     let d = run(&k, &[task("t", now_state, attempt)], &[], &[], baseline);
@@ -508,7 +520,7 @@ fn stalls_are_running_tasks_found_hung_and_counted_when_they_start() {
         ),
         (
             "a push finished it: kept",
-            Some(known(Success, 1)),
+            Some(pushed(Success, 1)),
             (Running, 1, true),
             (false, 0, false, false),
         ),
@@ -776,7 +788,7 @@ fn plans_are_looked_at_when_a_task_changes_or_moves() {
         ),
         (
             "never back",
-            Some(known(Success, 1)),
+            Some(pushed(Success, 1)),
             task("t", Running, 1),
             vec![],
             false,
@@ -869,5 +881,41 @@ fn finished_states() {
     ];
     for (state, want) in table {
         assert_eq!(is_finished(state), want, "{state:?}");
+    }
+}
+
+/// A snapshot read after the last push is the executor's word: an older
+/// attempt, or this attempt unfinished again, is taken (a wrong push, a
+/// reused task id), with its event, instead of freezing the task.
+#[test]
+fn a_snapshot_newer_than_every_push_is_the_executors_word() {
+    let table = [
+        (Success, 3, Running, 2, RETRIED),
+        (Failed, 2, Pending, 2, QUIET),
+        (Success, 1, Running, 1, STARTED),
+        (Running, 5, Failed, 1, FAILED),
+    ];
+    for (was, was_attempt, now_state, now_attempt, want) in table {
+        let before = Known {
+            pushed_late: false,
+            ..known(was, was_attempt)
+        };
+        let d = run(
+            &[("t", before)],
+            &[task("t", now_state, now_attempt)],
+            &[],
+            &[],
+            false,
+        );
+        let what = format!("{was:?}@{was_attempt} -> {now_state:?}@{now_attempt}");
+        assert_eq!(d.events.first().map(|e| e.kind), want, "{what}");
+        assert_eq!(d.upserts.len(), 1, "{what}");
+        let (_, k, changed) = &d.upserts[0];
+        assert_eq!(
+            (k.state, k.attempt, *changed),
+            (now_state, now_attempt, true),
+            "{what}"
+        );
+        assert!(!k.pushed_late, "{what}");
     }
 }

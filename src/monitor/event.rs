@@ -88,8 +88,8 @@ impl Source {
 }
 
 /// One transition. `task_id` is absent only for `PLAN_COMPLETED`, whose
-/// `attempt` is the highest attempt among the plan's tasks (so a plan that
-/// completes again after a retry is a new event).
+/// `attempt` is the plan's completion count (so a plan that completes
+/// again after a retry reopened it is a new event).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     #[serde(rename = "type")]

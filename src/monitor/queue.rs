@@ -28,8 +28,10 @@ impl Cursor {
         self.0.load(Ordering::SeqCst)
     }
 
-    fn set(&self, id: i64) {
-        self.0.store(id, Ordering::SeqCst)
+    fn advance(&self, from: i64, to: i64) {
+        let _ = self
+            .0
+            .compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst);
     }
 
     fn rewind(&self, before: i64) {
@@ -41,16 +43,40 @@ impl Cursor {
 /// Returns false when the queue filled up first (try again later).
 pub fn feed(conn: &Connection, queue: &mpsc::Sender<Batch>, cursor: &Cursor) -> Result<bool> {
     loop {
-        let rows = store::inbox(conn, cursor.get(), FEED_BATCH)?;
+        let from = cursor.get();
+        let rows = store::inbox(conn, from, FEED_BATCH)?;
         let Some(last) = rows.last().map(|(id, _)| *id) else {
             return Ok(true);
         };
         match queue.try_send(Batch::Pulled(rows)) {
-            Ok(()) => cursor.set(last),
+            // A rewind meanwhile (the consumer failed a batch) wins: those
+            // rows are fed again, and recording twice counts once.
+            Ok(()) => cursor.advance(from, last),
             Err(mpsc::error::TrySendError::Full(_)) => return Ok(false),
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 anyhow::bail!("the monitor's queue is closed")
             }
+        }
+    }
+}
+
+/// Record a batch. A pushed batch exists nowhere else, so a failure (the
+/// log busy past its timeout, say) is retried a few times before it is
+/// given up; a pulled one stays in the inbox and is fed again.
+fn record(conn: &mut Connection, batch: &Batch) -> Result<Vec<Event>> {
+    let tries = match batch {
+        Batch::Pushed(_) => 3,
+        Batch::Pulled(_) => 1,
+    };
+    let mut n = 1;
+    loop {
+        match store::ingest(conn, batch, Utc::now()) {
+            Err(e) if n < tries => {
+                warn!(error = %format!("{e:#}"), attempt = n, "recording pushed events failed; trying again");
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                n += 1;
+            }
+            other => return other,
         }
     }
 }
@@ -73,7 +99,13 @@ pub fn spawn_consumer(
             let mut conn = log.into_conn();
             while let Some(batch) = rx.blocking_recv() {
                 fail::fail_point!("monitor::ingest");
-                match store::ingest(&mut conn, &batch, Utc::now()) {
+                // A panic must not end the consumer (the queue would fill
+                // and every push be refused): it fails this batch only.
+                let recorded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    record(&mut conn, &batch)
+                }))
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("recording the batch panicked")));
+                match recorded {
                     Ok(new) => on_new(&new),
                     Err(e) => match &batch {
                         Batch::Pulled(rows) => {
@@ -82,7 +114,7 @@ pub fn spawn_consumer(
                             cursor.rewind(first);
                         }
                         Batch::Pushed(events) => {
-                            error!(error = %format!("{e:#}"), events = events.len(), "recording pushed events failed: they are lost (the next sweep still sees each transition it can)")
+                            error!(error = %format!("{e:#}"), events = events.len(), "recording pushed events failed after retries: they are lost (the next sweep still sees each transition it can)")
                         }
                     },
                 }

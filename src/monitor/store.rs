@@ -40,11 +40,15 @@ fn parse_state(s: &str) -> Result<TaskState> {
     TaskState::parse(s).with_context(|| format!("bad task state {s:?} in monitor_tasks"))
 }
 
-fn read_known(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, Known)> {
-    let state: String = r.get(3)?;
+/// A `KNOWN` row: the task id, its state and last change as text, and the
+/// rest (its state to be parsed, `pushed_late` to be set by the caller).
+type KnownRow = (String, String, String, Known);
+
+fn read_known(r: &rusqlite::Row<'_>) -> rusqlite::Result<KnownRow> {
     Ok((
         r.get(0)?,
-        state,
+        r.get(3)?,
+        r.get(7)?,
         Known {
             plan_id: r.get(1)?,
             droid_type: r.get(2)?,
@@ -52,12 +56,23 @@ fn read_known(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, Known)
             attempt: r.get(4)?,
             stalled: r.get(5)?,
             current: r.get(6)?,
+            pushed_late: false,
         },
     ))
 }
 
+/// Parse a `KNOWN` row's state; `snapshot_at` is when the sweep read its
+/// snapshot: a change after it came from a push.
+fn finish_known(row: KnownRow, snapshot_at: DateTime<Utc>) -> Result<(String, Known)> {
+    let (id, state, updated, mut k) = row;
+    k.state = parse_state(&state)?;
+    k.pushed_late = parse_ts(&updated)? > snapshot_at;
+    Ok((id, k))
+}
+
 const KNOWN: &str =
-    "SELECT task_id, plan_id, droid_type, state, attempt, stalled, current FROM monitor_tasks";
+    "SELECT task_id, plan_id, droid_type, state, attempt, stalled, current, updated_at
+                     FROM monitor_tasks";
 
 /// Diff `snapshot` against the monitor's tasks and write the result, in
 /// the sweep's transaction: the new state, the plans' completion, and the
@@ -77,8 +92,7 @@ pub fn pull(
     {
         let mut stmt = conn.prepare_cached(&format!("{KNOWN} WHERE current = 1"))?;
         for r in stmt.query_map([], read_known)? {
-            let (id, state, mut k) = r?;
-            k.state = parse_state(&state)?;
+            let (id, k) = finish_known(r?, now)?;
             known.insert(id, k);
         }
     }
@@ -92,10 +106,8 @@ pub fn pull(
             match row {
                 Row::Task(t) => {
                     if !known.contains_key(&t.id) {
-                        if let Some((id, state, mut k)) =
-                            one.query_row([&t.id], read_known).optional()?
-                        {
-                            k.state = parse_state(&state)?;
+                        if let Some(row) = one.query_row([&t.id], read_known).optional()? {
+                            let (id, k) = finish_known(row, now)?;
                             known.insert(id, k);
                         }
                     }
@@ -268,7 +280,10 @@ impl Batch {
 /// older attempt, or RUNNING after the same attempt finished, is recorded
 /// but changes nothing), and a plan whose last task it finished completes.
 pub fn ingest(conn: &mut Connection, batch: &Batch, now: DateTime<Utc>) -> Result<Vec<Event>> {
-    let tx = conn.transaction()?;
+    // IMMEDIATE: take the write lock first, waiting out a sweep's
+    // transaction (busy timeout), instead of failing when a read inside
+    // the transaction would have to be upgraded to a write.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut new = Vec::new();
     match batch {
         Batch::Pulled(events) => {
@@ -354,7 +369,7 @@ fn apply(conn: &Connection, e: &Event, now: DateTime<Utc>) -> Result<Option<Stri
         .query_row([task_id], read_known)
         .optional()?;
     let (plan_id, droid_type) = match &prior {
-        Some((_, state, k)) => {
+        Some((_, state, _, k)) => {
             let state = parse_state(state)?;
             let older = e.attempt < k.attempt;
             let back = e.attempt == k.attempt && is_finished(state) && !is_finished(target);

@@ -770,11 +770,11 @@ fn a_push_that_moves_a_stalled_task_clears_its_stall() {
     let mut log = Log::new();
     log.pull_hung(&[pt("a", Running, 1), pt("b", Running, 1)], &["a"], 0);
     assert_eq!(log.view("p").unwrap().stalled, ["a"]);
-    log.push(&[ev(FAILED, "a", 1)], 1);
+    log.push(&[ev(FAILED, "a", 1)], 2);
     assert_eq!(log.task("a"), row("FAILED", 1, false, true));
     assert!(log.view("p").unwrap().stalled.is_empty());
-    // The sweep that read the snapshot before the push: never back.
-    let pulled = log.pull_hung(&[pt("a", Running, 1), pt("b", Running, 1)], &["a"], 2);
+    // The sweep that read the snapshot (minute 1) before the push: never back.
+    let pulled = log.pull_hung(&[pt("a", Running, 1), pt("b", Running, 1)], &["a"], 1);
     assert_eq!((pulled.events, pulled.newly_stalled), (0, 0));
     assert_eq!(log.task("a"), row("FAILED", 1, false, true));
 }
@@ -1210,8 +1210,8 @@ fn prune_forgets_old_events_and_old_completed_plans_but_keeps_open_ones() {
 /// The executor retries b (FAILED at attempt 1, then RUNNING at attempt 2)
 /// and pushes both; a sweep that read its snapshot between the two (b
 /// FAILED at attempt 1) pulls after both pushes were recorded. The older
-/// snapshot should not move b back to attempt 1, nor complete the plan
-/// whose task is running again.
+/// snapshot does not move b back to attempt 1, nor complete the plan
+/// whose task is running again. A later snapshot is believed (next test).
 #[test]
 fn a_snapshot_older_than_a_pushed_retry_does_not_complete_the_plan() {
     let mut log = Log::new();
@@ -1220,7 +1220,8 @@ fn a_snapshot_older_than_a_pushed_retry_does_not_complete_the_plan() {
     log.push(&[ev(RETRIED, "b", 2)], 2);
     assert_eq!(log.task("b"), row("RUNNING", 2, false, true));
     assert_eq!(log.plan("p"), Some((None, 1)));
-    let new = log.sweep(&[pt("a", Success, 1), pt("b", Failed, 1)], 3);
+    // The sweep read its snapshot at minute 1, before the retry's push.
+    let new = log.sweep(&[pt("a", Success, 1), pt("b", Failed, 1)], 1);
     assert_eq!(new, [], "events from a stale snapshot");
     assert_eq!(
         log.plan("p"),
@@ -1286,5 +1287,25 @@ fn pruning_does_not_replay_tasks_still_in_the_snapshot() {
         log.sweep(&[pt("a", Success, 1)], 101),
         [],
         "replayed after pruning"
+    );
+}
+
+/// A push the executor's later snapshots contradict (a wrong attempt, a
+/// reused task id) does not freeze the task: a snapshot read after the
+/// push is the executor's word.
+#[test]
+fn a_snapshot_read_after_a_wrong_push_is_believed() {
+    let mut log = Log::new();
+    log.pull(&[pt("a", Running, 1)], 0);
+    log.push(&[ev(COMPLETED, "a", 7)], 1);
+    assert_eq!(log.task("a"), row("SUCCESS", 7, false, true));
+    let new = log.sweep(&[pt("a", Running, 1)], 2);
+    // Taken, with its event (the baseline had kept it silent).
+    assert_eq!(new, [b(STARTED, "a", 1)]);
+    assert_eq!(log.task("a"), row("RUNNING", 1, false, true));
+    // The wrong push had completed the plan once; the real end is the second.
+    assert_eq!(
+        log.sweep(&[pt("a", Success, 1)], 3),
+        [b(COMPLETED, "a", 1), b(PLAN_COMPLETED, "p", 2)]
     );
 }
