@@ -10,6 +10,7 @@ CREATE TABLE monitor_tasks (
     attempt      INTEGER NOT NULL,
     stalled      INTEGER NOT NULL DEFAULT 0,     -- hung at the last sweep
     current      INTEGER NOT NULL DEFAULT 1,     -- 0: finished and out of the snapshot, kept with its plan
+    pushed_at    TEXT,                           -- when a push last moved it; NULL once a snapshot agrees
     updated_at   TEXT NOT NULL                   -- when its state or attempt last changed
 );
 CREATE INDEX monitor_tasks_plan ON monitor_tasks(plan_id);
@@ -38,7 +39,9 @@ CREATE TABLE events (
 CREATE INDEX events_received ON events(received_at);
 
 CREATE TABLE event_inbox (
-    id           INTEGER PRIMARY KEY,
+    -- AUTOINCREMENT: ids never come back after the consumer deletes rows,
+    -- so the feeder's cursor (the highest id fed) never skips a new one.
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
     event        TEXT NOT NULL                   -- JSON, as on POST /events
 );
 

@@ -237,9 +237,9 @@ async fn healthz(State(st): State<St>) -> Response {
         Some((age, summary)) if age > interval * 2 => (
             false,
             format!(
-                "the last sweep finished {}s ago, more than twice the interval ({}s)",
-                age.as_secs(),
-                interval.as_secs()
+                "the last sweep finished {} ago, more than twice the interval ({})",
+                humantime::format_duration(Duration::from_millis(age.as_millis() as u64)),
+                humantime::format_duration(interval)
             ),
             Some((age, summary)),
         ),

@@ -666,7 +666,7 @@ pub fn sweep(
             .collect();
         let conn = tx.conn();
         conn.execute_batch("SAVEPOINT monitor_pull")?;
-        match crate::monitor::store::pull(conn, &snapshot, &hung, started_at) {
+        match crate::monitor::store::pull(conn, &snapshot, &hung, started_at, config.interval) {
             Ok(pulled) => {
                 conn.execute_batch("RELEASE monitor_pull")?;
                 report.monitor = Some(pulled);

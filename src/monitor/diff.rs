@@ -18,8 +18,8 @@ pub struct Known {
     /// In the last snapshot (or pushed since). A finished task that left
     /// the snapshot is kept with its plan but no longer current.
     pub current: bool,
-    /// Moved on by a push after this sweep's snapshot was read: a snapshot
-    /// that disagrees may be older than the push.
+    /// Moved on by a push recently enough (see `store::pull`'s `hold`)
+    /// that a snapshot disagreeing with it may not have caught up yet.
     pub pushed_late: bool,
 }
 
@@ -57,16 +57,21 @@ pub fn diff(
     for t in tasks {
         seen.insert(t.id.as_str());
         let before = known.get(&t.id);
-        // Never back past a push the snapshot is older than (a later
-        // attempt, or this attempt finished; a retry is a higher attempt,
-        // never the same one unfinished again). Otherwise the snapshot is
-        // the executor's word, so a wrong push cannot freeze a task.
-        let stale = before.filter(|k| {
+        // Never back past a recent push the snapshot has not caught up with
+        // (a later attempt, or this attempt finished; a retry is a higher
+        // attempt, never the same one unfinished again): the row is left
+        // as the push made it. Once the push is older than the hold, the
+        // snapshot is the executor's word, so a wrong push cannot freeze a
+        // task.
+        let stale = before.is_some_and(|k| {
             k.pushed_late
                 && (k.attempt > t.attempt
                     || (k.attempt == t.attempt && is_finished(k.state) && !is_finished(t.state)))
         });
-        let (state, attempt) = stale.map_or((t.state, t.attempt), |k| (k.state, k.attempt));
+        if stale {
+            continue;
+        }
+        let (state, attempt) = (t.state, t.attempt);
         let stalled = state == TaskState::Running && hung.contains(t.id.as_str());
         let changed = before.is_none_or(|k| (k.state, k.attempt) != (state, attempt));
         if changed && !baseline {

@@ -40,9 +40,9 @@ fn parse_state(s: &str) -> Result<TaskState> {
     TaskState::parse(s).with_context(|| format!("bad task state {s:?} in monitor_tasks"))
 }
 
-/// A `KNOWN` row: the task id, its state and last change as text, and the
-/// rest (its state to be parsed, `pushed_late` to be set by the caller).
-type KnownRow = (String, String, String, Known);
+/// A `KNOWN` row: the task id, its state and when a push last moved it as
+/// text, and the rest (its state to be parsed, `pushed_late` to be set).
+type KnownRow = (String, String, Option<String>, Known);
 
 fn read_known(r: &rusqlite::Row<'_>) -> rusqlite::Result<KnownRow> {
     Ok((
@@ -61,29 +61,36 @@ fn read_known(r: &rusqlite::Row<'_>) -> rusqlite::Result<KnownRow> {
     ))
 }
 
-/// Parse a `KNOWN` row's state; `snapshot_at` is when the sweep read its
-/// snapshot: a change after it came from a push.
-fn finish_known(row: KnownRow, snapshot_at: DateTime<Utc>) -> Result<(String, Known)> {
-    let (id, state, updated, mut k) = row;
+/// Parse a `KNOWN` row's state; a push after `held_since` still holds it.
+fn finish_known(row: KnownRow, held_since: DateTime<Utc>) -> Result<(String, Known)> {
+    let (id, state, pushed, mut k) = row;
     k.state = parse_state(&state)?;
-    k.pushed_late = parse_ts(&updated)? > snapshot_at;
+    k.pushed_late = match pushed {
+        Some(p) => parse_ts(&p)? > held_since,
+        None => false,
+    };
     Ok((id, k))
 }
 
 const KNOWN: &str =
-    "SELECT task_id, plan_id, droid_type, state, attempt, stalled, current, updated_at
+    "SELECT task_id, plan_id, droid_type, state, attempt, stalled, current, pushed_at
                      FROM monitor_tasks";
 
 /// Diff `snapshot` against the monitor's tasks and write the result, in
 /// the sweep's transaction: the new state, the plans' completion, and the
 /// events, into the inbox (the queue takes them from there). The first
-/// time, the snapshot is the silent baseline.
+/// time, the snapshot is the silent baseline. A task a push moved on within
+/// `hold` before `now` is not moved back by a snapshot that has not caught
+/// up (an executor's table may lag its push; the daemon holds for one
+/// interval).
 pub fn pull(
     conn: &Connection,
     snapshot: &Snapshot,
     hung: &HashSet<&str>,
     now: DateTime<Utc>,
+    hold: std::time::Duration,
 ) -> Result<Pulled> {
+    let held_since = now - chrono::Duration::from_std(hold).unwrap_or(chrono::Duration::MAX);
     let baseline = conn
         .query_row("SELECT 1 FROM monitor_baseline", [], |_| Ok(()))
         .optional()?
@@ -92,7 +99,7 @@ pub fn pull(
     {
         let mut stmt = conn.prepare_cached(&format!("{KNOWN} WHERE current = 1"))?;
         for r in stmt.query_map([], read_known)? {
-            let (id, k) = finish_known(r?, now)?;
+            let (id, k) = finish_known(r?, held_since)?;
             known.insert(id, k);
         }
     }
@@ -107,7 +114,7 @@ pub fn pull(
                 Row::Task(t) => {
                     if !known.contains_key(&t.id) {
                         if let Some(row) = one.query_row([&t.id], read_known).optional()? {
-                            let (id, k) = finish_known(row, now)?;
+                            let (id, k) = finish_known(row, held_since)?;
                             known.insert(id, k);
                         }
                     }
@@ -126,7 +133,7 @@ pub fn pull(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7)
              ON CONFLICT (task_id) DO UPDATE SET plan_id = excluded.plan_id, droid_type = excluded.droid_type,
                 state = excluded.state, attempt = excluded.attempt, stalled = excluded.stalled, current = 1,
-                updated_at = CASE WHEN ?8 THEN excluded.updated_at ELSE monitor_tasks.updated_at END",
+                pushed_at = NULL, updated_at = CASE WHEN ?8 THEN excluded.updated_at ELSE monitor_tasks.updated_at END",
         )?;
         let now_s = ts(now);
         for (id, k, changed) in &d.upserts {
@@ -386,11 +393,11 @@ fn apply(conn: &Connection, e: &Event, now: DateTime<Utc>) -> Result<Option<Stri
     // A task first heard of by push is current: if the next snapshot does
     // not have it unfinished, the sweep drops it.
     conn.prepare_cached(
-        "INSERT INTO monitor_tasks (task_id, plan_id, droid_type, state, attempt, stalled, current, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 0, 1, ?6)
+        "INSERT INTO monitor_tasks (task_id, plan_id, droid_type, state, attempt, stalled, current, updated_at, pushed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 0, 1, ?6, ?6)
          ON CONFLICT (task_id) DO UPDATE SET plan_id = excluded.plan_id, droid_type = excluded.droid_type,
             state = excluded.state, attempt = excluded.attempt, stalled = 0, current = 1,
-            updated_at = excluded.updated_at",
+            updated_at = excluded.updated_at, pushed_at = excluded.pushed_at",
     )?
     .execute(params![task_id, plan_id, droid_type, state_str(target), e.attempt, ts(now)])?;
     Ok(plan_id)

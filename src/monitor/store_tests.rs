@@ -11,6 +11,8 @@ use crate::model::TaskState::{Failed, Pending, Running, Skipped, Success};
 use chrono::{TimeDelta, TimeZone};
 use std::path::{Path, PathBuf};
 
+const HOLD: std::time::Duration = std::time::Duration::from_secs(30);
+
 use EventType::{
     PlanCompleted as PLAN_COMPLETED, TaskCompleted as COMPLETED, TaskFailed as FAILED,
     TaskRetried as RETRIED, TaskSkipped as SKIPPED, TaskStarted as STARTED,
@@ -133,7 +135,9 @@ impl Log {
 
     fn pull_hung(&self, tasks: &[Task], hung: &[&str], minute: i64) -> Pulled {
         let hung: HashSet<&str> = hung.iter().copied().collect();
-        pull(&self.conn, &snap(tasks), &hung, at(minute)).expect("pull")
+        // A push holds its task for 30s: pushes in an earlier minute than
+        // the sweep no longer do, pushes in the same or a later minute do.
+        pull(&self.conn, &snap(tasks), &hung, at(minute), HOLD).expect("pull")
     }
 
     fn inbox(&self) -> Vec<(i64, Event)> {
@@ -367,7 +371,7 @@ fn tasks_that_leave_the_snapshot() {
         reason: "garbled".into(),
         pid: None,
     }));
-    pull(&log.conn, &s, &HashSet::new(), at(1)).unwrap();
+    pull(&log.conn, &s, &HashSet::new(), at(1), HOLD).unwrap();
     assert_eq!(log.task("a"), None, "unfinished and gone: dropped");
     assert_eq!(
         log.task("b"),
@@ -983,7 +987,14 @@ fn views_show_open_plans_and_plans_completed_within_the_hour() {
         ("recent", at(-30)),
     ] {
         states.iter_mut().find(|(p, _)| *p == plan).unwrap().1 = Success;
-        pull(&log.conn, &snap(&tasks(&states)), &HashSet::new(), when).unwrap();
+        pull(
+            &log.conn,
+            &snap(&tasks(&states)),
+            &HashSet::new(),
+            when,
+            HOLD,
+        )
+        .unwrap();
     }
     log.drain(0);
     log.pull_hung(&tasks(&states), &["open-1"], 0);

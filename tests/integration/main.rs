@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod explain;
 mod log;
+mod monitor;
 mod processes;
 mod receiver;
 mod review;
