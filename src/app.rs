@@ -464,3 +464,25 @@ pub fn review(path: &Path, explicit: bool, args: &ReviewArgs) -> Result<u8, Fail
     }
     Ok(if report.passed { OK } else { ACTION_ERROR })
 }
+
+/// `foreman completions SHELL`: the script on stdout.
+pub fn completions(shell: clap_complete::Shell) -> u8 {
+    use clap::CommandFactory;
+    let mut cmd = crate::cli::Cli::command();
+    clap_complete::generate(shell, &mut cmd, "foreman", &mut std::io::stdout());
+    OK
+}
+
+/// `foreman man`: foreman(1) in roff on stdout.
+pub fn man() -> Result<u8, Failure> {
+    use anyhow::Context;
+    use clap::CommandFactory;
+    let page = clap_mangen::Man::new(crate::cli::Cli::command());
+    let mut out = Vec::new();
+    page.render(&mut out).context("rendering the man page")?;
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(&out)
+        .context("writing the man page")?;
+    Ok(OK)
+}

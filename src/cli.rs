@@ -19,8 +19,22 @@ pub struct Cli {
     /// Less log output (-q warnings and errors only, -qq errors only)
     #[arg(short, long, global = true, action = ArgAction::Count)]
     pub quiet: u8,
+    /// Log format: text on a terminal; under systemd (JOURNAL_STREAM), lines
+    /// with syslog priorities and no timestamp; json for log shippers
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human lines with timestamps (colour on a terminal)
+    Text,
+    /// For journald: `<N>` syslog priority prefixes, no timestamp, no colour
+    Journal,
+    /// One JSON object per line
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,6 +61,15 @@ pub enum Command {
     Review(ReviewArgs),
     /// Watch a scratch executor with real processes for a few seconds
     Demo,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) to stdout
+    Man,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, clap::Args)]

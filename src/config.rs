@@ -81,7 +81,7 @@ impl std::fmt::Debug for Secret {
 
 /// `[http]`: the daemon's listener (`/metrics`, `/healthz`, `/twin`,
 /// `/plans/{id}`, `POST /events`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpConfig {
     /// `None`: no listener (`listen = ""`).
     pub listen: Option<std::net::SocketAddr>,
@@ -108,7 +108,7 @@ struct RawMonitor {
 }
 
 /// `[monitor]`: the execution monitor's queue.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MonitorConfig {
     /// Batches the queue holds (a pushed request is one batch).
     pub queue_capacity: usize,

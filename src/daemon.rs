@@ -13,8 +13,12 @@
 //! 8. the execution monitor: each sweep's pulled events fed from the inbox
 //!    into the monitor's queue (again each second while it is full), its
 //!    consumer thread recording them; the HTTP listener (`[http]`).
-//! 9. on SIGTERM/SIGINT, let the sweep in flight finish and return; on a
-//!    second signal, return at once.
+//! 9. the systemd notify protocol: READY=1 after the startup scan, STATUS=
+//!    after each sweep, WATCHDOG=1 from the idle loop only (a job that
+//!    hangs stops the pings), RELOADING=1/READY=1 around a SIGHUP reload of
+//!    foreman.toml (validated first; on error the old one stays), STOPPING=1;
+//! 10. on SIGTERM/SIGINT, let the sweep in flight finish and return; on a
+//!     second signal, return at once.
 //!
 //! The executor being unreachable never stops it: the sweep records
 //! `snapshot_error` and the next tick tries again.
@@ -22,12 +26,13 @@
 use crate::activity::ActivityLog;
 use crate::config::Config;
 use crate::executor::{self, Executor};
-use crate::http::{self, Liveness, Shared};
+use crate::http::{self, LiveConfig, Liveness, Shared};
 use crate::lock;
 use crate::metrics::Metrics;
 use crate::model::SweepKind;
 use crate::monitor::queue::{self, Cursor};
 use crate::monitor::Batch;
+use crate::notify::Notifier;
 use crate::outbox;
 use crate::review;
 use crate::schedule::Schedule;
@@ -94,6 +99,7 @@ pub fn run(config: Config, on_sweep: Option<OnSweep>) -> Result<Exit> {
         Arc::new(config),
         State { log, executor },
         monitor,
+        Notifier::from_env(),
         on_sweep,
     ));
     // A sweep still in flight after a second signal is abandoned, not awaited.
@@ -134,14 +140,18 @@ async fn main_loop(
     config: Arc<Config>,
     state: State,
     monitor: Monitor,
+    notifier: Notifier,
     on_sweep: Option<OnSweep>,
 ) -> Result<Exit> {
+    let mut config = config;
     let mut sigs = signals()?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut state = Some(state);
     let mut last_prune = None;
+    let live: LiveConfig = Arc::new(std::sync::RwLock::new(config.clone()));
     // Listening before the startup scan: /healthz says it is running.
     http::start(Shared {
-        config: config.clone(),
+        config: live.clone(),
         metrics: monitor.metrics.clone(),
         queue: monitor.queue.clone(),
         liveness: monitor.liveness.clone(),
@@ -211,6 +221,7 @@ async fn main_loop(
                             return Ok(Exit::Immediate);
                         }
                         stopping = true;
+                        notifier.stopping();
                         info!(signal = sig, "stopping after the {what} in flight (send again to exit at once)");
                     }
                 }
@@ -220,6 +231,11 @@ async fn main_loop(
             feed_due = outcome.3;
             if stopping {
                 return Ok(Exit::Clean);
+            }
+            // The job finished: the loop is making progress.
+            notifier.ping();
+            if let Some(r) = &outcome.1 {
+                notifier.status(&summary(r));
             }
             outcome.1
         }};
@@ -246,10 +262,19 @@ async fn main_loop(
         info!(wait = %humantime::format_duration(grace), "startup scan: waiting out exit grace for tasks found gone");
         tokio::select! {
             _ = tokio::time::sleep(grace + Duration::from_millis(100)) => {}
-            Some(_) = sigs.recv() => return Ok(Exit::Clean),
+            Some(_) = sigs.recv() => {
+                notifier.stopping();
+                return Ok(Exit::Clean);
+            }
         }
         sweep_now!(SweepKind::Startup, None);
     }
+
+    notifier.ready(&format!(
+        "startup scan done; sweeping every {}",
+        humantime::format_duration(config.interval)
+    ));
+    info!("ready");
 
     // A wellbeing slot missed while the daemon was down runs once now.
     let checked = Utc::now();
@@ -272,8 +297,14 @@ async fn main_loop(
             RunKind::CatchUp
         )));
     }
-    let mut wellbeing_slots = Slots::new(Some(&config.wellbeing.schedule), checked);
-    let mut review_slots = Slots::new(config.review.schedule.as_ref(), checked);
+    let mut wellbeing_slots = Slots::new(Some(config.wellbeing.schedule.clone()), checked);
+    let mut review_slots = Slots::new(config.review.schedule.clone(), checked);
+    // Pings come from this loop only: while a job runs (or hangs), none.
+    let mut watchdog = notifier.ping_every().map(|every| {
+        let mut t = tokio::time::interval(every);
+        t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        t
+    });
 
     // Skip, not Burst: after a long sweep or a stall the daemon resumes on
     // the schedule instead of running the missed sweeps back to back.
@@ -302,12 +333,76 @@ async fn main_loop(
             _ = sleep_until(feed_due), if feed_due.is_some() => {
                 job!(Work::Feed);
             }
+            _ = tick(watchdog.as_mut()), if watchdog.is_some() => {
+                notifier.ping();
+            }
+            Some(()) = hup.recv() => {
+                notifier.reloading();
+                match reload(&config, state.as_mut()) {
+                    Ok(new) => {
+                        if new.interval != config.interval {
+                            ticker = tokio::time::interval_at(Instant::now() + new.interval, new.interval);
+                            ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+                        }
+                        let now = Utc::now();
+                        wellbeing_slots = Slots::new(Some(new.wellbeing.schedule.clone()), now);
+                        review_slots = Slots::new(new.review.schedule.clone(), now);
+                        monitor.metrics.set_interval(new.interval);
+                        match live.write() {
+                            Ok(mut l) => *l = new.clone(),
+                            Err(poisoned) => *poisoned.into_inner() = new.clone(),
+                        }
+                        info!(fingerprint = %new.fingerprint, interval = %humantime::format_duration(new.interval), mode = ?new.mode, "SIGHUP: configuration reloaded; the new policy applies from the next sweep");
+                        config = new;
+                        notifier.ready("configuration reloaded");
+                    }
+                    Err(e) => {
+                        error!(error = %e, "SIGHUP: the configuration was not reloaded; the one in force stays");
+                        notifier.ready(&format!("reload failed, previous configuration in force: {e}"));
+                    }
+                }
+            }
             Some(sig) = sigs.recv() => {
+                notifier.stopping();
                 info!(signal = sig, "stopping");
                 return Ok(Exit::Clean);
             }
         }
     }
+}
+
+async fn tick(t: Option<&mut tokio::time::Interval>) {
+    match t {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Read foreman.toml again (`Config::source`). Validated whole first: an
+/// error leaves everything as it was. What cannot change in a running
+/// daemon (the activity log's path, the listener, the monitor's queue)
+/// keeps its value, with a warning to restart; the executor is reopened.
+fn reload(current: &Config, state: Option<&mut State>) -> Result<Arc<Config>, String> {
+    let mut new = Config::load(&current.source).map_err(|e| e.to_string())?;
+    if new.activity.path != current.activity.path {
+        warn!(old = %current.activity.path.display(), new = %new.activity.path.display(), "SIGHUP: [activity] path changes only at a restart; the old path stays in use");
+        new.activity.path = current.activity.path.clone();
+    }
+    if new.http != current.http {
+        warn!("SIGHUP: [http] changes only at a restart; the listener keeps its settings");
+        new.http = current.http.clone();
+    }
+    if new.monitor != current.monitor {
+        warn!("SIGHUP: [monitor] changes only at a restart");
+        new.monitor = current.monitor.clone();
+    }
+    let executor = executor::open(&new).map_err(|e| format!("opening the executor: {e:#}"))?;
+    if let Some(st) = state {
+        st.executor = executor;
+    }
+    Ok(Arc::new(new))
 }
 
 /// What a job on the blocking pool does.
@@ -339,17 +434,15 @@ impl Work {
 /// sleep runs on stops while the host is suspended) and looks at the wall
 /// clock again on every wake, so a stepped clock never fires a slot early
 /// and a late wake still runs one.
-struct Slots<'a> {
-    schedule: Option<&'a Schedule>,
+struct Slots {
+    schedule: Option<Schedule>,
     next: Option<chrono::DateTime<Utc>>,
 }
 
-impl<'a> Slots<'a> {
-    fn new(schedule: Option<&'a Schedule>, after: chrono::DateTime<Utc>) -> Slots<'a> {
-        Slots {
-            schedule,
-            next: schedule.and_then(|s| s.next_after(after)),
-        }
+impl Slots {
+    fn new(schedule: Option<Schedule>, after: chrono::DateTime<Utc>) -> Slots {
+        let next = schedule.as_ref().and_then(|s| s.next_after(after));
+        Slots { schedule, next }
     }
 
     fn armed(&self) -> bool {
@@ -367,7 +460,7 @@ impl<'a> Slots<'a> {
     /// (a suspend, a clock step) the latest, never the oldest. The next one
     /// is then the first after it.
     fn take_due(&mut self) -> Option<chrono::DateTime<Utc>> {
-        let schedule = self.schedule?;
+        let schedule = self.schedule.as_ref()?;
         let now = Utc::now();
         let due = self.next.filter(|s| *s <= now)?;
         let slot = schedule

@@ -45,12 +45,25 @@ impl Liveness {
     }
 }
 
+/// The configuration in force; SIGHUP replaces it.
+pub type LiveConfig = Arc<std::sync::RwLock<Arc<Config>>>;
+
 /// Everything a request may need.
 pub struct Shared {
-    pub config: Arc<Config>,
+    pub config: LiveConfig,
     pub metrics: Arc<Metrics>,
     pub queue: mpsc::Sender<Batch>,
     pub liveness: Arc<Liveness>,
+}
+
+impl Shared {
+    /// The configuration in force now.
+    pub fn config(&self) -> Arc<Config> {
+        match self.config.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
 }
 
 type St = Arc<Shared>;
@@ -60,19 +73,19 @@ type St = Arc<Shared>;
 /// being taken is logged and the daemon goes on without a listener: the
 /// watchdog matters more than its window.
 pub async fn start(shared: Shared) -> Result<Option<std::net::SocketAddr>> {
-    let Some(addr) = shared.config.http.listen else {
+    let Some(addr) = shared.config().http.listen else {
         return Ok(None);
     };
     let listener = match TcpListener::bind(addr).await {
         Ok(l) => l,
-        Err(e) if !shared.config.http.listen_explicit => {
+        Err(e) if !shared.config().http.listen_explicit => {
             error!(address = %addr, error = %e, "http: cannot listen on the default address; running without /metrics, /healthz and POST /events (set [http] listen)");
             return Ok(None);
         }
         Err(e) => return Err(e).with_context(|| format!("listening on {addr} ([http] listen)")),
     };
     let bound = listener.local_addr().context("reading the bound address")?;
-    let http = shared.config.http.clone();
+    let http = shared.config().http.clone();
     let app = router(Arc::new(shared));
     info!(address = %bound, "http: listening (/metrics, /healthz, /twin, /plans, POST /events)");
     tokio::spawn(accept(
@@ -115,8 +128,8 @@ async fn accept(listener: TcpListener, app: Router, timeout: Duration, max: usiz
 }
 
 pub fn router(st: St) -> Router {
-    let limit = st.config.http.max_body_bytes;
-    let timeout = st.config.http.request_timeout;
+    let limit = st.config().http.max_body_bytes;
+    let timeout = st.config().http.request_timeout;
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -159,8 +172,9 @@ async fn deadline(req: Request, next: Next, timeout: Duration) -> Response {
 /// `Authorization: Bearer <token>`, compared in constant time: the refusal
 /// to send, if the request may not pass.
 fn refused(st: &Shared, headers: &HeaderMap, write: bool) -> Option<Response> {
-    let token = st.config.http.token.as_ref()?;
-    if !write && !st.config.http.protect_reads {
+    let config = st.config();
+    let token = config.http.token.as_ref()?;
+    if !write && !config.http.protect_reads {
         return None;
     }
     let given = headers
@@ -210,7 +224,7 @@ async fn metrics(State(st): State<St>, headers: HeaderMap) -> Response {
     // get the classic text format.
     let om = metrics::wants_openmetrics(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     match blocking(move || {
-        let log = read_log(&shared.config)?;
+        let log = read_log(&shared.config())?;
         shared.metrics.scrape(log.conn(), depth, Utc::now())
     })
     .await
@@ -226,8 +240,8 @@ async fn metrics(State(st): State<St>, headers: HeaderMap) -> Response {
 }
 
 async fn healthz(State(st): State<St>) -> Response {
-    let interval = st.config.interval;
-    let path = st.config.activity.path.clone();
+    let interval = st.config().interval;
+    let path = st.config().activity.path.clone();
     let (ok, reason, last) = match st.liveness.last() {
         None => (
             false,
@@ -293,7 +307,7 @@ async fn twin_doc(State(st): State<St>, headers: HeaderMap) -> Response {
     if let Some(r) = refused(&st, &headers, false) {
         return r;
     }
-    let config = st.config.clone();
+    let config = st.config().clone();
     match blocking(move || twin::take(&config, config.twin.window)).await {
         Ok(t) => Json(t).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &format!("{e:#}")),
@@ -304,7 +318,7 @@ async fn plans(State(st): State<St>, headers: HeaderMap) -> Response {
     if let Some(r) = refused(&st, &headers, false) {
         return r;
     }
-    let config = st.config.clone();
+    let config = st.config().clone();
     match blocking(move || store::views(read_log(&config)?.conn(), Utc::now())).await {
         Ok(v) => Json(json!({ "plans": v })).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &format!("{e:#}")),
@@ -315,7 +329,7 @@ async fn plan(State(st): State<St>, headers: HeaderMap, UrlPath(id): UrlPath<Str
     if let Some(r) = refused(&st, &headers, false) {
         return r;
     }
-    let config = st.config.clone();
+    let config = st.config().clone();
     let wanted = id.clone();
     match blocking(move || store::view(read_log(&config)?.conn(), &wanted)).await {
         Ok(Some(v)) => Json(v).into_response(),

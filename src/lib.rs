@@ -22,6 +22,7 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod monitor;
+pub mod notify;
 pub mod observation;
 pub mod outbox;
 pub mod probe;

@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     } else {
         cli.quiet
     };
-    foreman::logging::init(cli.verbose, quiet);
+    foreman::logging::init(cli.verbose, quiet, cli.log_format);
     let explicit = cli.config.is_some();
     let path = app::config_path(cli.config);
     let result = match &cli.command {
@@ -31,6 +31,8 @@ fn main() -> ExitCode {
         Command::Wellbeing(a) => app::wellbeing(&path, a),
         Command::Review(a) => app::review(&path, explicit, a),
         Command::Demo => foreman::demo::run(),
+        Command::Completions(a) => Ok(app::completions(a.shell)),
+        Command::Man => app::man(),
     };
     match result {
         Ok(code) => ExitCode::from(code),

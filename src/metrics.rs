@@ -89,6 +89,7 @@ pub struct Metrics {
     tasks: Family<Labels, Gauge>,
     last_sweep: Family<Labels, FloatGauge>,
     alerts_pending: Option<Gauge>,
+    interval: FloatGauge,
     /// One scrape at a time: a scrape clears and refills the gauge families.
     scrape: Mutex<()>,
 }
@@ -184,7 +185,7 @@ impl Metrics {
         r.register(
             "foreman_sweep_interval_seconds",
             "The configured sweep interval",
-            interval,
+            interval.clone(),
         );
         let alerts_pending = (!config.alerts.is_empty() || !config.wellbeing.sinks.is_empty())
             .then(|| {
@@ -217,6 +218,7 @@ impl Metrics {
             tasks,
             last_sweep,
             alerts_pending,
+            interval,
             scrape: Mutex::new(()),
         }
     }
@@ -228,6 +230,11 @@ impl Metrics {
                 .get_or_create(&vec![("event_type", e.kind.as_str().to_string())])
                 .inc();
         }
+    }
+
+    /// A reload changed the interval.
+    pub fn set_interval(&self, interval: std::time::Duration) {
+        self.interval.set(interval.as_secs_f64());
     }
 
     pub fn on_rejected(&self) {

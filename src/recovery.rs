@@ -131,16 +131,14 @@ pub fn signal_verified(id: Identity, sig: i32) -> Sent {
         };
         match rc {
             0 => Sent::Delivered,
-            _ if errno() == libc::ESRCH => Sent::Gone,
-            _ => Sent::Failed(std::io::Error::last_os_error().to_string()),
+            _ => failed(id.pid),
         }
     } else if fd_errno == libc::ENOSYS {
         // Kernels before 5.3: kill(2) right after the check.
         // SAFETY: kill with a positive pid signals one process.
         match unsafe { libc::kill(id.pid, sig) } {
             0 => Sent::Delivered,
-            _ if errno() == libc::ESRCH => Sent::Gone,
-            _ => Sent::Failed(std::io::Error::last_os_error().to_string()),
+            _ => failed(id.pid),
         }
     } else {
         Sent::Failed(format!(
@@ -150,6 +148,20 @@ pub fn signal_verified(id: Identity, sig: i32) -> Sent {
     };
     close(fd);
     result
+}
+
+/// A signal that was not sent, by errno: EPERM is a refusal (Foreman may
+/// not signal another user's process without CAP_KILL: retrying cannot
+/// help), anything else a failure.
+fn failed(pid: i32) -> Sent {
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ESRCH) => Sent::Gone,
+        Some(libc::EPERM) => Sent::Refused(format!(
+            "not permitted to signal process {pid} (EPERM): give Foreman CAP_KILL, or run it as the droids' user"
+        )),
+        _ => Sent::Failed(e.to_string()),
+    }
 }
 
 fn close(fd: i32) {
@@ -208,7 +220,11 @@ pub fn terminate_trees(
             continue;
         }
         for id in tree {
-            send(&mut records[i], *id, libc::SIGTERM, "SIGTERM");
+            // Not permitted: the tree will not die of our signals, so it is
+            // neither waited on nor sent SIGKILL (marked only, if at all).
+            if let Sent::Refused(why) = send(&mut records[i], *id, libc::SIGTERM, "SIGTERM") {
+                refused[i].get_or_insert(why);
+            }
         }
     }
     let alive = |tree: &Vec<Identity>| {

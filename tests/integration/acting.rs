@@ -662,3 +662,59 @@ fn crash_between_mark_and_outcome_closes_the_finding_without_marking_again() {
         Some("foreman: dead: process gone")
     );
 }
+
+/// Foreman without the right to signal a droid (another user's process,
+/// no CAP_KILL): the kernel's EPERM is a refusal, not a process that
+/// "survived SIGKILL": no waiting out kill_grace, no SIGKILL, the task
+/// marked failed with the reason, the process untouched.
+#[test]
+fn a_process_foreman_may_not_signal_is_marked_only_at_once() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run Foreman as another user (setpriv)");
+        return;
+    }
+    let mut w = World::new();
+    let leader = w.spawn(&["sleep", "300"]);
+    wait_sleeping(leader, "sleep");
+    let ticks = start_ticks(leader);
+    hung_task(&w, "theirs", "quiet", leader);
+    // Foreman runs as nobody: it may read the scratch files, not signal root's sleep.
+    use std::os::unix::fs::PermissionsExt;
+    for p in [w.dir.path().to_path_buf(), w.db.clone()] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_foreman"))
+        .arg("--config")
+        .arg(w.dir.path().join("foreman.toml"))
+        .args(["sweep", "--json"])
+        .env_remove("FOREMAN_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let f = &report["findings"][0];
+    assert_eq!(f["kind"], "hung", "{report:#}");
+    assert_eq!(f["outcome"], "marked_failed", "{report:#}");
+    assert!(
+        f["detail"].as_str().unwrap_or("").contains("EPERM"),
+        "the reason says why: {report:#}"
+    );
+    assert!(alive(leader, ticks), "root's process is untouched");
+    assert_eq!(w.task_state("theirs"), "FAILED");
+    // One refused SIGTERM, then nothing: no SIGKILL, no grace waited out.
+    let sigs = w.signals(f["id"].as_i64().expect("finding id"));
+    assert_eq!(sigs.len(), 1, "{sigs:#?}");
+    assert_eq!(sigs[0].signal, "SIGTERM");
+    assert!(
+        sigs[0].result.starts_with("refused: not permitted"),
+        "{sigs:#?}"
+    );
+}
