@@ -337,7 +337,7 @@ fn run(argv: &[String], timeout: Duration, message: &Message) -> Result<(), Stri
     for (name, value) in &message.env {
         command.env(name, value);
     }
-    let mut child = command
+    let mut child = crate::child::without_capabilities(&mut command)
         .env("FOREMAN_ALERT_ID", message.outbox_id.to_string())
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::null())

@@ -8,6 +8,7 @@
 pub mod activity;
 pub mod alert;
 pub mod app;
+pub mod child;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -42,7 +42,7 @@ fn run(
     env: &[(&str, String)],
 ) -> Result<(Option<i32>, String, String)> {
     let (prog, args) = argv.split_first().context("empty command")?;
-    let mut child = Command::new(prog)
+    let mut child = crate::child::without_capabilities(&mut Command::new(prog))
         .args(args)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         // Its own process group: a signal to Foreman's group (systemd's

@@ -718,3 +718,63 @@ fn a_process_foreman_may_not_signal_is_marked_only_at_once() {
         "{sigs:#?}"
     );
 }
+
+/// Capabilities granted to Foreman (an ambient CAP_KILL, as a systemd
+/// drop-in would give) are not passed on to the commands it runs.
+#[test]
+fn commands_foreman_runs_do_not_inherit_its_capabilities() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to grant an ambient capability (setpriv)");
+        return;
+    }
+    let w = World::new();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(w.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let seen = w.dir.path().join("caps");
+    let snapshot = format!(
+        r#"["sh", "-c", "grep CapEff /proc/self/status > {}; echo '{{\"tasks\": []}}'"]"#,
+        seen.display()
+    );
+    std::fs::write(
+        w.dir.path().join("foreman.toml"),
+        format!(
+            "host = \"test-host\"\nmax_cpu_pressure = 100.0\n[executor]\nkind = \"command\"\n\
+             snapshot_command = {snapshot}\nmark_failed_command = [\"false\"]\n\
+             [activity]\npath = \"foreman.db\"\n[http]\nlisten = \"\"\n"
+        ),
+    )
+    .unwrap();
+    let as_nobody_with_kill = |argv: &[&std::ffi::OsStr]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(["--inh-caps=+kill", "--ambient-caps=+kill"])
+            .args(argv)
+            .env_remove("FOREMAN_CONFIG")
+            .output()
+            .unwrap()
+    };
+    // The setup works: a process started this way holds CAP_KILL (bit 5).
+    let direct = as_nobody_with_kill(&[
+        "sh".as_ref(),
+        "-c".as_ref(),
+        "grep CapEff /proc/self/status".as_ref(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&direct.stdout).contains("0000000000000020"),
+        "{direct:?}"
+    );
+    let config = w.dir.path().join("foreman.toml");
+    let out = as_nobody_with_kill(&[
+        env!("CARGO_BIN_EXE_foreman").as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "sweep".as_ref(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let caps = std::fs::read_to_string(&seen).expect("the snapshot command ran");
+    assert_eq!(
+        caps.split_whitespace().nth(1),
+        Some("0000000000000000"),
+        "{caps}"
+    );
+}
