@@ -317,12 +317,15 @@ async fn main_loop(
                 sweep_now!(SweepKind::Scheduled, Some(lateness));
                 prune(state.as_ref(), &config, &mut last_prune);
             }
-            _ = tokio::time::sleep(wellbeing_slots.wait()), if wellbeing_slots.armed() => {
+            // A due slot is ready at once (a zero sleep is not ready until
+            // the timer's next turn, so a busy ticker or a signal would
+            // always win); otherwise the sleep only wakes the loop.
+            _ = wake(wellbeing_slots.wait(), wellbeing_slots.due()), if wellbeing_slots.armed() => {
                 if let Some(slot) = wellbeing_slots.take_due() {
                     job!(Work::Wellbeing(RunId::slot(&config, slot, RunKind::Scheduled)));
                 }
             }
-            _ = tokio::time::sleep(review_slots.wait()), if review_slots.armed() => {
+            _ = wake(review_slots.wait(), review_slots.due()), if review_slots.armed() => {
                 if review_slots.take_due().is_some() {
                     job!(Work::Review);
                 }
@@ -345,8 +348,8 @@ async fn main_loop(
                             ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
                         }
                         let now = Utc::now();
-                        wellbeing_slots = Slots::new(Some(new.wellbeing.schedule.clone()), now);
-                        review_slots = Slots::new(new.review.schedule.clone(), now);
+                        wellbeing_slots.reschedule(Some(new.wellbeing.schedule.clone()), now);
+                        review_slots.reschedule(new.review.schedule.clone(), now);
                         monitor.metrics.set_interval(new.interval);
                         match live.write() {
                             Ok(mut l) => *l = new.clone(),
@@ -368,6 +371,13 @@ async fn main_loop(
                 return Ok(Exit::Clean);
             }
         }
+    }
+}
+
+/// Ready at once when `now`, else after `wait`.
+async fn wake(wait: Duration, now: bool) {
+    if !now {
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -447,6 +457,22 @@ impl Slots {
 
     fn armed(&self) -> bool {
         self.next.is_some()
+    }
+
+    fn due(&self) -> bool {
+        self.next.is_some_and(|n| n <= Utc::now())
+    }
+
+    /// After a reload: an unchanged schedule keeps its next slot (a slot
+    /// due now still runs); a changed one starts from `now`.
+    fn reschedule(&mut self, schedule: Option<Schedule>, now: chrono::DateTime<Utc>) {
+        let key = |s: &Option<Schedule>| {
+            s.as_ref()
+                .map(|s| (s.text().to_string(), s.zone().name().to_string()))
+        };
+        if key(&schedule) != key(&self.schedule) {
+            *self = Slots::new(schedule, now);
+        }
     }
 
     fn wait(&self) -> Duration {

@@ -364,6 +364,11 @@ pub(crate) fn bare_foreman() -> Command {
     cmd.env_remove("FOREMAN_CONFIG")
         .env_remove("RUST_LOG")
         .env_remove("FAILPOINTS")
+        // Tests run under systemd must not notify it, nor log for journald.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .env_remove("JOURNAL_STREAM")
         .env("NO_COLOR", "1");
     cmd
 }

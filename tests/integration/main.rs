@@ -14,6 +14,7 @@ mod receiver;
 mod review;
 mod review_daemon;
 mod review_live;
+mod service;
 mod sinks;
 mod strays;
 mod twin;

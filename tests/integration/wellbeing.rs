@@ -1542,3 +1542,33 @@ fn a_dry_run_prints_the_initiative_and_records_nothing() {
         out.stdout
     );
 }
+
+/// Sweeps slower than the interval keep the ticker always due: a due
+/// wellbeing slot must still get its turn (a zero sleep is not ready
+/// until the timer's next turn, so it used to lose every time).
+#[cfg(feature = "failpoints")]
+#[test]
+fn scheduled_runs_are_not_starved_by_sweeps_longer_than_the_interval() {
+    let _g = crate::spawning();
+    let w = daemon_world("*/2 * * * * *");
+    let daemon = Running::start(
+        w.foreman(&["run"])
+            .env("FAILPOINTS", "sweep::before_act=sleep(1500)"),
+    );
+    wait_until("three scheduled wellbeing runs", PATIENCE * 2, || {
+        w.log_i64("SELECT COUNT(*) FROM wellbeing_runs WHERE slot_at IS NOT NULL")
+            .is_some_and(|n| n >= 3)
+    });
+    stop_slowly(daemon);
+}
+
+/// SIGTERM, then a second one: a sweep held by a failpoint is not awaited.
+#[cfg(feature = "failpoints")]
+fn stop_slowly(mut daemon: Running) {
+    daemon.signal(libc::SIGTERM);
+    wait_until("the daemon heard the first signal", PATIENCE, || {
+        daemon.stderr().contains("stopping")
+    });
+    daemon.signal(libc::SIGTERM);
+    let _ = daemon.finish(PATIENCE);
+}
