@@ -74,6 +74,11 @@ struct Monitor {
 pub type OnSweep = Arc<dyn Fn(&SweepReport) + Send + Sync>;
 
 pub fn run(config: Config, on_sweep: Option<OnSweep>) -> Result<Exit> {
+    // Until the reload handler is installed (after the lock and the
+    // migrations), a SIGHUP must not end the daemon. No child is started
+    // before then, so none inherits the ignored disposition.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
     let _lock = lock::acquire(&config.activity.path, "run")?;
     let log = ActivityLog::open(&config.activity.path)?;
     let executor = executor::open(&config)?;
@@ -260,6 +265,7 @@ async fn main_loop(
             .max()
             .unwrap_or(Duration::from_secs(30));
         info!(wait = %humantime::format_duration(grace), "startup scan: waiting out exit grace for tasks found gone");
+        notifier.extend_start(grace + Duration::from_secs(60));
         tokio::select! {
             _ = tokio::time::sleep(grace + Duration::from_millis(100)) => {}
             Some(_) = sigs.recv() => {

@@ -73,9 +73,18 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let meta = event.metadata();
-        write!(writer, "<{}>{}: ", priority(*meta.level()), meta.target())?;
-        ctx.format_fields(writer.by_ref(), event)?;
-        writeln!(writer)
+        // journald reads a priority at the start of every line: a newline
+        // inside a message (an executor's stderr) must not start a line
+        // with a priority of its own.
+        let mut fields = String::new();
+        ctx.format_fields(Writer::new(&mut fields), event)?;
+        writeln!(
+            writer,
+            "<{}>{}: {}",
+            priority(*meta.level()),
+            meta.target(),
+            fields.replace('\n', "\\n").replace('\r', "\\r")
+        )
     }
 }
 

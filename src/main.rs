@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use foreman::app;
-use foreman::cli::{Cli, Command};
+use foreman::cli::{Cli, Command, LogFormat};
 use foreman::model::SweepKind;
 use std::process::ExitCode;
 
@@ -37,7 +37,22 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("foreman: {e}");
+            // In the log's format, so `journalctl -p err` shows why a
+            // start failed.
+            match cli
+                .log_format
+                .unwrap_or_else(foreman::logging::default_format)
+            {
+                LogFormat::Journal => eprintln!(
+                    "<3>foreman: {}",
+                    e.to_string().replace('\n', "\\n").replace('\r', "\\r")
+                ),
+                LogFormat::Json => eprintln!(
+                    "{}",
+                    serde_json::json!({"level": "ERROR", "fields": {"message": format!("foreman: {e}")}, "target": "foreman"})
+                ),
+                LogFormat::Text => eprintln!("foreman: {e}"),
+            }
             ExitCode::from(e.exit_code())
         }
     }

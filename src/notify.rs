@@ -36,11 +36,23 @@ impl Notifier {
 
     /// Startup is done: migrations and the startup orphan scan.
     pub fn ready(&self, status: &str) {
-        self.send("READY", &[NotifyState::Ready, NotifyState::Status(status)]);
+        let status = one_line(status);
+        self.send("READY", &[NotifyState::Ready, NotifyState::Status(&status)]);
     }
 
     pub fn status(&self, status: &str) {
-        self.send("STATUS", &[NotifyState::Status(status)]);
+        let status = one_line(status);
+        self.send("STATUS", &[NotifyState::Status(&status)]);
+    }
+
+    /// Startup will take `more` longer than systemd's start timeout may
+    /// allow (the startup scan waiting out exit grace).
+    pub fn extend_start(&self, more: Duration) {
+        let usec = u32::try_from(more.as_micros()).unwrap_or(u32::MAX);
+        self.send(
+            "EXTEND_TIMEOUT_USEC",
+            &[NotifyState::ExtendTimeoutUsec(usec)],
+        );
     }
 
     /// The main loop is making progress.
@@ -61,5 +73,23 @@ impl Notifier {
 
     pub fn stopping(&self) {
         self.send("STOPPING", &[NotifyState::Stopping]);
+    }
+}
+
+/// A status on one line: each line of a notification is a command to
+/// systemd, so text from elsewhere (an executor's stderr in a snapshot
+/// error) must not add `WATCHDOG=trigger` or `MAINPID=1`.
+fn one_line(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_status_cannot_smuggle_commands() {
+        assert_eq!(
+            super::one_line("boom\nWATCHDOG=trigger\r\nMAINPID=1"),
+            "boom WATCHDOG=trigger  MAINPID=1"
+        );
     }
 }

@@ -150,6 +150,17 @@ pub fn signal_verified(id: Identity, sig: i32) -> Sent {
     result
 }
 
+/// Whether the kernel would refuse Foreman a signal to `pid` (another
+/// user's process, no CAP_KILL): asked with signal 0 before any member of
+/// a tree is signalled, so a tree is never half killed for lack of rights.
+fn not_permitted(pid: i32) -> Option<String> {
+    // SAFETY: signal 0 only checks existence and permission.
+    let rc = unsafe { libc::kill(pid, 0) };
+    (rc != 0 && errno() == libc::EPERM).then(|| {
+        format!("not permitted to signal process {pid} (EPERM): give Foreman CAP_KILL, or run it as the droids' user")
+    })
+}
+
 /// A signal that was not sent, by errno: EPERM is a refusal (Foreman may
 /// not signal another user's process without CAP_KILL: retrying cannot
 /// help), anything else a failure.
@@ -206,7 +217,9 @@ pub fn terminate_trees(
     // A tree with any member Foreman must never signal is not touched at
     // all: half a tree killed is worse than none.
     for (i, tree) in trees.iter().enumerate() {
-        refused[i] = tree.iter().find_map(|id| refusal(*id));
+        refused[i] = tree
+            .iter()
+            .find_map(|id| refusal(*id).or_else(|| not_permitted(id.pid)));
         if let Some(why) = &refused[i] {
             records[i].push(SignalRecord {
                 at: Utc::now(),

@@ -972,3 +972,36 @@ fn man_prints_a_roff_page_naming_the_subcommands() {
     }
     assert!(page.contains("\\-\\-log\\-format"), "no --log-format");
 }
+
+/// Text from elsewhere with newlines in it (an executor command's stderr)
+/// cannot forge journal lines with priorities of their own, and the start
+/// of a failed run is logged at err.
+#[test]
+fn a_multi_line_error_stays_one_journal_line() {
+    let _g = crate::spawning();
+    let w = World::new();
+    w.write(
+        "foreman.toml",
+        "host = \"test-host\"\nmax_cpu_pressure = 100.0\n[executor]\nkind = \"command\"\n\
+         snapshot_command = [\"sh\", \"-c\", \"printf 'boom\\\\n<0>forged emergency\\\\n' >&2; exit 1\"]\n\
+         mark_failed_command = [\"false\"]\n[activity]\npath = \"foreman.db\"\n[http]\nlisten = \"\"\n",
+    );
+    let out = run(&mut w.foreman(&["--log-format", "journal", "sweep"]));
+    assert!(out.stderr.contains("forged emergency"), "{out:#?}");
+    assert!(
+        !out.stderr.lines().any(|l| l.starts_with("<0>")),
+        "a forged priority:\n{}",
+        out.stderr
+    );
+    assert_journal(&out.stderr);
+    // A command that fails to start says so at err, in the journal format.
+    let out = run(&mut bare_foreman().args([
+        "--log-format",
+        "journal",
+        "--config",
+        "/nonexistent/foreman.toml",
+        "check-config",
+    ]));
+    assert_eq!(out.code, Some(2), "{out:#?}");
+    assert!(out.stderr.starts_with("<3>foreman: "), "{out:#?}");
+}
