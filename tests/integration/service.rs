@@ -995,7 +995,7 @@ fn a_multi_line_error_stays_one_journal_line() {
     );
     assert_journal(&out.stderr);
     // A command that fails to start says so at err, in the journal format.
-    let out = run(&mut bare_foreman().args([
+    let out = run(bare_foreman().args([
         "--log-format",
         "journal",
         "--config",
