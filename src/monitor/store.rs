@@ -268,19 +268,6 @@ pub enum Batch {
     Pushed(Vec<Event>),
 }
 
-impl Batch {
-    pub fn len(&self) -> usize {
-        match self {
-            Batch::Pulled(e) => e.len(),
-            Batch::Pushed(e) => e.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// Record a batch, in one transaction. Returns the events recorded for the
 /// first time (a duplicate of a transition already recorded, from either
 /// source, is not). A pushed event also moves its task on (never back: an

@@ -1452,7 +1452,7 @@ fn the_diamond_dag_health_follows_the_seed_formula_step_by_step() {
             "skipped": 0
         });
         let mut seen = (Value::Null, None);
-        let settled = wait_until_ok(PATIENCE, || {
+        let settled = crate::common::wait_until(PATIENCE, || {
             let r = d.get("/plans/diamond");
             if r.status != 200 {
                 seen = (Value::String(format!("{r:?}")), None);
@@ -1537,20 +1537,6 @@ fn the_diamond_dag_health_follows_the_seed_formula_step_by_step() {
     );
     await_metric_matches_table(&w, &d);
     d.stop();
-}
-
-/// Like `wait_until`, but says whether the condition held instead of failing.
-fn wait_until_ok(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Malformed, invalid and oversized pushes are refused with the right
