@@ -33,8 +33,11 @@ pub enum ConfigError {
 struct RawConfig {
     #[serde(default, with = "humantime_serde::option")]
     interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    future_tolerance: Option<Duration>,
     host: Option<String>,
     mode: Option<Mode>,
+    /// Deprecated and ignored: still accepted so that old files load.
     max_cpu_pressure: Option<f64>,
     executor: RawExecutor,
     #[serde(default)]
@@ -287,6 +290,7 @@ struct RawExecutor {
     #[serde(default, with = "humantime_serde::option")]
     history_window: Option<Duration>,
     timezone: Option<String>,
+    shared_pid_namespace: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -317,6 +321,10 @@ struct RawPolicy {
     #[serde(default, with = "humantime_serde::option")]
     kill_grace: Option<Duration>,
     enabled: Option<bool>,
+    #[serde(default, with = "humantime_serde::option")]
+    max_deferral: Option<Duration>,
+    /// `[defaults]` only: an error in a `[droid_types.NAME]` section.
+    max_actions_per_window: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -346,6 +354,10 @@ pub struct ExecutorConfig {
     pub history_window: Duration,
     pub timezone: ExecutorTz,
     timezone_text: String,
+    /// The executor and its droids run in Foreman's own PID namespace (one
+    /// container holds them all): a Foreman outside the host's initial PID
+    /// namespace may then trust "process not found".
+    pub shared_pid_namespace: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -372,11 +384,39 @@ pub struct Policy {
     /// Whether this droid type is expected to run (the wellbeing sweep's
     /// `enabled` check); Foreman supervises its tasks either way.
     pub enabled: bool,
+    /// `max_deferral` as written, in this section or inherited from
+    /// `[defaults]`; `None`: 3 × this policy's own `timeout`. Read it through
+    /// [`Policy::max_deferral`].
+    pub max_deferral: Option<Duration>,
+    /// `[defaults] max_actions_per_window`: at most this many actions (marks
+    /// and terminations, strays included) within any window of `[defaults]
+    /// timeout`. `None`: 2 × the per-sweep limit. Always `None` on a droid
+    /// type (the key is allowed only in `[defaults]`): read it from
+    /// `Config::defaults`.
+    pub max_actions_per_window: Option<u32>,
+}
+
+impl Config {
+    /// Why `/proc` cannot show the executor's processes here, if it cannot
+    /// (see `probe::proc_blindness`).
+    pub fn proc_blindness(&self) -> Option<String> {
+        crate::probe::proc_blindness_with(crate::probe::BlindnessOptions {
+            shared_pid_namespace: self.executor.shared_pid_namespace,
+        })
+    }
 }
 
 impl Policy {
     pub fn counts(&self, s: Signal) -> bool {
         self.progress.contains(&s)
+    }
+
+    /// The longest Foreman defers a hung verdict because the host or the
+    /// task was starved of CPU; past it, it acts. The explicit
+    /// `max_deferral`, else 3 × `timeout`.
+    pub fn max_deferral(&self) -> Duration {
+        self.max_deferral
+            .unwrap_or_else(|| self.timeout.saturating_mul(3))
     }
 }
 
@@ -387,10 +427,13 @@ pub struct Config {
     /// `explain` can tell whether the configuration changed since.
     pub fingerprint: String,
     pub interval: Duration,
+    /// An executor timestamp (heartbeat, `started_at`) more than this in
+    /// the future is implausible: it is not progress.
+    pub future_tolerance: Duration,
     pub host: String,
     pub mode: Mode,
-    /// Foreman counts itself starved when the host's CPU pressure (PSI
-    /// `some avg10`, percent) is above this; 100 disables the check.
+    /// Deprecated and ignored: system-wide CPU pressure no longer defers
+    /// hang verdicts by itself. Still read (0 to 100) so old files load.
     pub max_cpu_pressure: f64,
     pub executor: ExecutorConfig,
     pub activity: ActivityConfig,
@@ -523,8 +566,13 @@ impl Config {
             self.source.display()
         ));
         out.push_str(&format!("interval = {:?}\n", d(self.interval)));
+        out.push_str(&format!(
+            "future_tolerance = {:?}\n",
+            d(self.future_tolerance)
+        ));
         out.push_str(&format!("host = {:?}\n", self.host));
         out.push_str(&format!("mode = {:?}\n", mode_str(self.mode)));
+        out.push_str("# max_cpu_pressure: deprecated and ignored\n");
         out.push_str(&format!("max_cpu_pressure = {:?}\n", self.max_cpu_pressure));
         let e = &self.executor;
         out.push_str("\n[executor]\n");
@@ -554,6 +602,10 @@ impl Config {
         out.push_str(&format!("timeout = {:?}\n", d(e.timeout)));
         out.push_str(&format!("history_window = {:?}\n", d(e.history_window)));
         out.push_str(&format!("timezone = {:?}\n", e.timezone_text));
+        out.push_str(&format!(
+            "shared_pid_namespace = {}\n",
+            e.shared_pid_namespace
+        ));
         out.push_str("\n[activity]\n");
         out.push_str(&format!(
             "path = {:?}\n",
@@ -576,8 +628,24 @@ impl Config {
             out.push_str(&format!("exit_grace = {:?}\n", d(p.exit_grace)));
             match p.max_actions_per_sweep {
                 Some(n) => out.push_str(&format!("max_actions_per_sweep = {n}\n")),
-                None => out
-                    .push_str("# max_actions_per_sweep: 10 or 20% of RUNNING tasks, the larger\n"),
+                None => out.push_str(
+                    "# max_actions_per_sweep: 10 or 20% of this host's RUNNING tasks, the larger\n",
+                ),
+            }
+            if header == "defaults" {
+                match p.max_actions_per_window {
+                    Some(n) => out.push_str(&format!("max_actions_per_window = {n}\n")),
+                    None => out.push_str(
+                        "# max_actions_per_window: 2 × the per-sweep limit, per `timeout` window\n",
+                    ),
+                }
+            }
+            match p.max_deferral {
+                Some(m) => out.push_str(&format!("max_deferral = {:?}\n", d(m))),
+                None => out.push_str(&format!(
+                    "# max_deferral: 3 × timeout ({})\n",
+                    d(p.max_deferral())
+                )),
             }
             out.push_str(&format!("mode = {:?}\n", mode_str(p.mode)));
             out.push_str(&format!(
@@ -766,6 +834,61 @@ fn toml_key(name: &str) -> String {
 
 type KeyError = (String, String);
 
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+/// humantime's year (365.25 days), so that a bound prints as "10years".
+const YEAR: Duration = Duration::from_secs(31_557_600);
+
+/// The longest value of each duration key, by its name in its section:
+/// far beyond any legitimate setting, far below what date arithmetic can
+/// hold (a sum of a few of them with a date stays valid). foreman.toml and
+/// docs/operations.md document them.
+mod max {
+    use super::{Duration, DAY, HOUR, MINUTE, YEAR};
+    pub const INTERVAL: Duration = DAY;
+    pub const FUTURE_TOLERANCE: Duration = DAY;
+    pub const EXECUTOR_TIMEOUT: Duration = HOUR;
+    pub const HISTORY_WINDOW: Duration = Duration::from_secs(30 * 86_400);
+    pub const RETENTION: Duration = Duration::from_secs(10 * 31_557_600);
+    pub const TIMEOUT: Duration = Duration::from_secs(30 * 86_400);
+    pub const STARTUP_GRACE: Duration = Duration::from_secs(7 * 86_400);
+    pub const PID_START_TOLERANCE: Duration = DAY;
+    pub const EXIT_GRACE: Duration = HOUR;
+    pub const KILL_GRACE: Duration = HOUR;
+    pub const MAX_DEFERRAL: Duration = Duration::from_secs(30 * 86_400);
+    pub const TWIN_WINDOW: Duration = Duration::from_secs(30 * 86_400);
+    pub const SINK_TIMEOUT: Duration = MINUTE;
+    pub const RETRY_BASE: Duration = DAY;
+    pub const RETRY_CAP: Duration = Duration::from_secs(7 * 86_400);
+    pub const MAX_AGE: Duration = Duration::from_secs(30 * 86_400);
+    pub const REALERT_AFTER: Duration = Duration::from_secs(30 * 86_400);
+    pub const ACTIVE_WITHIN: Duration = YEAR;
+    pub const MAX_MEDIAN_RUNTIME: Duration = Duration::from_secs(30 * 86_400);
+    pub const DISPATCH_TIMEOUT: Duration = Duration::from_secs(30 * 86_400);
+    pub const PLAN_STALL_TIMEOUT: Duration = Duration::from_secs(30 * 86_400);
+    pub const MAX_OUTBOX_AGE: Duration = Duration::from_secs(30 * 86_400);
+    pub const PING_TIMEOUT: Duration = MINUTE;
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+}
+
+/// "300000years is more than the maximum of 7days".
+fn too_long(d: Duration, max: Duration) -> String {
+    format!(
+        "{} is more than the maximum of {}",
+        humantime::format_duration(d),
+        humantime::format_duration(max)
+    )
+}
+
+/// `d`, the value of `key`, is at most `max`.
+fn at_most(key: String, d: Duration, max: Duration) -> Result<(), KeyError> {
+    if d > max {
+        return Err((key, too_long(d, max)));
+    }
+    Ok(())
+}
+
 /// `locate` gives the byte offset of a dotted key in the file, to tell which
 /// of two clashing keys comes later.
 fn resolve(
@@ -780,6 +903,19 @@ fn resolve(
             "must be greater than 0 (e.g. \"2m\")".into(),
         ));
     }
+    at_most("interval".into(), interval, max::INTERVAL)?;
+    let future_tolerance = raw.future_tolerance.unwrap_or(Duration::from_secs(5 * 60));
+    if future_tolerance.is_zero() {
+        return Err((
+            "future_tolerance".into(),
+            "must be greater than 0 (e.g. \"5m\"): a clock a second ahead would hide every heartbeat".into(),
+        ));
+    }
+    at_most(
+        "future_tolerance".into(),
+        future_tolerance,
+        max::FUTURE_TOLERANCE,
+    )?;
     let host = match raw.host {
         Some(h) if h.trim().is_empty() => {
             return Err((
@@ -813,6 +949,11 @@ fn resolve(
             .retention
             .unwrap_or(Duration::from_secs(90 * 86400)),
     };
+    at_most(
+        "activity.retention".into(),
+        activity.retention,
+        max::RETENTION,
+    )?;
     let builtin = Policy {
         timeout: Duration::from_secs(30 * 60),
         startup_grace: Duration::from_secs(120),
@@ -826,6 +967,8 @@ fn resolve(
         on_stray: OnStray::Report,
         kill_grace: Duration::from_secs(10),
         enabled: true,
+        max_deferral: None,
+        max_actions_per_window: None,
     };
     let defaults = resolve_policy(raw.defaults, &builtin, "defaults", interval)?;
     let mut droid_types = BTreeMap::new();
@@ -849,10 +992,16 @@ fn resolve(
             format!("{queue_capacity} is out of range; give 1 to 1000000"),
         ));
     }
+    let twin = TwinConfig {
+        window: raw.twin.window.unwrap_or(Duration::from_secs(3600)),
+        warn_failures: raw.twin.warn_failures.unwrap_or(0),
+    };
+    at_most("twin.window".into(), twin.window, max::TWIN_WINDOW)?;
     Ok(Config {
         source: PathBuf::new(),
         fingerprint: String::new(),
         interval,
+        future_tolerance,
         host,
         mode,
         max_cpu_pressure,
@@ -861,10 +1010,7 @@ fn resolve(
         defaults,
         droid_types,
         alerts,
-        twin: TwinConfig {
-            window: raw.twin.window.unwrap_or(Duration::from_secs(3600)),
-            warn_failures: raw.twin.warn_failures.unwrap_or(0),
-        },
+        twin,
         wellbeing,
         review,
         http,
@@ -918,12 +1064,17 @@ fn resolve_http(raw: RawHttp) -> Result<HttpConfig, KeyError> {
         ));
     }
     let request_timeout = raw.request_timeout.unwrap_or(Duration::from_secs(10));
-    if request_timeout.is_zero() || request_timeout > Duration::from_secs(300) {
+    if request_timeout.is_zero() {
         return Err((
             key("request_timeout"),
             "give more than 0 and at most 5m".into(),
         ));
     }
+    at_most(
+        key("request_timeout"),
+        request_timeout,
+        max::REQUEST_TIMEOUT,
+    )?;
     let max_connections = raw.max_connections.unwrap_or(64);
     if !(1..=10_000).contains(&max_connections) {
         return Err((
@@ -968,12 +1119,17 @@ fn resolve_review(raw: RawReview) -> Result<ReviewConfig, KeyError> {
         }
     }
     let ping_timeout = raw.ping_timeout.unwrap_or(Duration::from_secs(10));
-    if ping_timeout.is_zero() || ping_timeout > Duration::from_secs(60) {
+    if ping_timeout.is_zero() {
         return Err((
             "review.ping_timeout".into(),
             "give more than 0 and at most 60s".into(),
         ));
     }
+    at_most(
+        "review.ping_timeout".into(),
+        ping_timeout,
+        max::PING_TIMEOUT,
+    )?;
     Ok(ReviewConfig {
         schedule,
         ping_url: raw.ping_url,
@@ -1164,16 +1320,25 @@ fn resolve_sink(raw: RawSink, list: SinkList, i: usize, base: &Path) -> Result<S
     }
     // A round of delivery starts nothing after its budget (at most 30s), but
     // an attempt it started runs to its timeout: keep that short.
-    if timeout > Duration::from_secs(60) {
+    if timeout > max::SINK_TIMEOUT {
         return Err((
             key("timeout"),
             format!(
-                "{} is too long for one delivery attempt; give at most 60s (failed deliveries are retried)",
-                humantime::format_duration(timeout)
+                "{} for one delivery attempt (failed deliveries are retried)",
+                too_long(timeout, max::SINK_TIMEOUT)
             ),
         ));
     }
     let max_age = raw.max_age.unwrap_or(Duration::from_secs(86400));
+    let realert_after = raw.realert_after.unwrap_or(Duration::from_secs(3600));
+    for (k, d, most) in [
+        ("retry_base", retry_base, max::RETRY_BASE),
+        ("retry_cap", retry_cap, max::RETRY_CAP),
+        ("max_age", max_age, max::MAX_AGE),
+        ("realert_after", realert_after, max::REALERT_AFTER),
+    ] {
+        at_most(key(k), d, most)?;
+    }
     if max_age < retry_base {
         return Err((
             key("max_age"),
@@ -1204,7 +1369,7 @@ fn resolve_sink(raw: RawSink, list: SinkList, i: usize, base: &Path) -> Result<S
         retry_base,
         retry_cap,
         max_age,
-        realert_after: raw.realert_after.unwrap_or(Duration::from_secs(3600)),
+        realert_after,
     })
 }
 
@@ -1277,9 +1442,13 @@ fn resolve_wellbeing(raw: RawWellbeing, base: &Path) -> Result<WellbeingConfig, 
     }
     let plan_stall_timeout = raw.plan_stall_timeout.unwrap_or(Duration::from_secs(3600));
     let max_outbox_age = raw.max_outbox_age.unwrap_or(Duration::from_secs(3600));
-    for (k, d) in [
-        ("plan_stall_timeout", plan_stall_timeout),
-        ("max_outbox_age", max_outbox_age),
+    for (k, d, most) in [
+        (
+            "plan_stall_timeout",
+            plan_stall_timeout,
+            max::PLAN_STALL_TIMEOUT,
+        ),
+        ("max_outbox_age", max_outbox_age, max::MAX_OUTBOX_AGE),
     ] {
         if d.is_zero() {
             return Err((
@@ -1287,6 +1456,7 @@ fn resolve_wellbeing(raw: RawWellbeing, base: &Path) -> Result<WellbeingConfig, 
                 "must be greater than 0 (e.g. \"1h\")".into(),
             ));
         }
+        at_most(format!("wellbeing.{k}"), d, most)?;
     }
     let mut sinks = Vec::new();
     for (i, raw) in raw.sinks.into_iter().enumerate() {
@@ -1317,12 +1487,21 @@ fn resolve_limits(
         max_median_runtime: raw.max_median_runtime.or(parent.max_median_runtime),
         dispatch_timeout: raw.dispatch_timeout.unwrap_or(parent.dispatch_timeout),
     };
-    for (k, d) in [
-        ("active_within", Some(l.active_within)),
-        ("max_median_runtime", l.max_median_runtime),
-        ("dispatch_timeout", Some(l.dispatch_timeout)),
+    for (k, d, most) in [
+        ("active_within", Some(l.active_within), max::ACTIVE_WITHIN),
+        (
+            "max_median_runtime",
+            l.max_median_runtime,
+            max::MAX_MEDIAN_RUNTIME,
+        ),
+        (
+            "dispatch_timeout",
+            Some(l.dispatch_timeout),
+            max::DISPATCH_TIMEOUT,
+        ),
     ] {
-        if d.is_some_and(|d| d.is_zero()) {
+        let Some(d) = d else { continue };
+        if d.is_zero() {
             let hint = if k == "max_median_runtime" {
                 " (omit it not to judge run time)"
             } else {
@@ -1330,6 +1509,7 @@ fn resolve_limits(
             };
             return Err((key(k), format!("must be greater than 0{hint}")));
         }
+        at_most(key(k), d, most)?;
     }
     if !(0.0..=1.0).contains(&l.max_failure_rate) {
         return Err((
@@ -1379,6 +1559,13 @@ fn resolve_executor(raw: RawExecutor, base: &Path) -> Result<ExecutorConfig, Key
             "must be greater than 0 (e.g. \"30s\")".into(),
         ));
     }
+    at_most("executor.timeout".into(), timeout, max::EXECUTOR_TIMEOUT)?;
+    let history_window = raw.history_window.unwrap_or(Duration::from_secs(3600));
+    at_most(
+        "executor.history_window".into(),
+        history_window,
+        max::HISTORY_WINDOW,
+    )?;
     match raw.kind {
         ExecutorKind::Sqlite => {
             if raw.path.is_none() {
@@ -1416,9 +1603,10 @@ fn resolve_executor(raw: RawExecutor, base: &Path) -> Result<ExecutorConfig, Key
         snapshot_command: raw.snapshot_command.unwrap_or_default(),
         mark_failed_command: raw.mark_failed_command.unwrap_or_default(),
         timeout,
-        history_window: raw.history_window.unwrap_or(Duration::from_secs(3600)),
+        history_window,
         timezone,
         timezone_text,
+        shared_pid_namespace: raw.shared_pid_namespace.unwrap_or(false),
     })
 }
 
@@ -1430,6 +1618,14 @@ fn resolve_policy(
 ) -> Result<Policy, KeyError> {
     let key = |k: &str| format!("{section}.{k}");
     let raw_on_stray = raw.on_stray;
+    // The window brake counts every action of the host, whatever the type.
+    let is_defaults = section == "defaults";
+    if !is_defaults && raw.max_actions_per_window.is_some() {
+        return Err((
+            key("max_actions_per_window"),
+            "allowed only in [defaults]: the window counts every action on this host, whatever the droid type; move it there".into(),
+        ));
+    }
     let p = Policy {
         timeout: raw.timeout.unwrap_or(parent.timeout),
         startup_grace: raw.startup_grace.unwrap_or(parent.startup_grace),
@@ -1453,7 +1649,29 @@ fn resolve_policy(
         on_stray: raw.on_stray.unwrap_or(parent.on_stray),
         kill_grace: raw.kill_grace.unwrap_or(parent.kill_grace),
         enabled: raw.enabled.unwrap_or(parent.enabled),
+        max_deferral: raw.max_deferral.or(parent.max_deferral),
+        max_actions_per_window: if is_defaults {
+            raw.max_actions_per_window
+        } else {
+            None
+        },
     };
+    for (k, d, most) in [
+        ("timeout", Some(p.timeout), max::TIMEOUT),
+        ("startup_grace", Some(p.startup_grace), max::STARTUP_GRACE),
+        (
+            "pid_start_tolerance",
+            Some(p.pid_start_tolerance),
+            max::PID_START_TOLERANCE,
+        ),
+        ("exit_grace", Some(p.exit_grace), max::EXIT_GRACE),
+        ("kill_grace", Some(p.kill_grace), max::KILL_GRACE),
+        ("max_deferral", p.max_deferral, max::MAX_DEFERRAL),
+    ] {
+        if let Some(d) = d {
+            at_most(key(k), d, most)?;
+        }
+    }
     if p.timeout <= interval {
         return Err((
             key("timeout"),
@@ -1476,11 +1694,16 @@ fn resolve_policy(
             "\"terminate\" needs `process_match`, the pattern that finds this droid type's processes".into(),
         ));
     }
-    if p.max_actions_per_sweep == Some(0) {
-        return Err((
-            key("max_actions_per_sweep"),
-            "0 would brake every action; give at least 1, or omit it".into(),
-        ));
+    for (k, n) in [
+        ("max_actions_per_sweep", p.max_actions_per_sweep),
+        ("max_actions_per_window", p.max_actions_per_window),
+    ] {
+        if n == Some(0) {
+            return Err((
+                key(k),
+                "0 would brake every action; give at least 1, or omit it".into(),
+            ));
+        }
     }
     Ok(p)
 }

@@ -61,6 +61,9 @@ fn assert_default_policy(p: &Policy, mode: Mode) {
     assert_eq!(p.on_stray, crate::model::OnStray::Report, "on_stray");
     assert_eq!(p.kill_grace, secs(10), "kill_grace");
     assert!(p.enabled, "enabled");
+    assert_eq!(p.max_deferral, None, "max_deferral");
+    assert_eq!(p.max_deferral(), 3 * p.timeout, "max_deferral()");
+    assert_eq!(p.max_actions_per_window, None, "max_actions_per_window");
 }
 
 fn assert_same_policy(a: &Policy, b: &Policy, what: &str) {
@@ -86,6 +89,11 @@ fn assert_same_policy(a: &Policy, b: &Policy, what: &str) {
     assert_eq!(a.on_stray, b.on_stray, "{what}.on_stray");
     assert_eq!(a.kill_grace, b.kill_grace, "{what}.kill_grace");
     assert_eq!(a.enabled, b.enabled, "{what}.enabled");
+    assert_eq!(a.max_deferral, b.max_deferral, "{what}.max_deferral");
+    assert_eq!(
+        a.max_actions_per_window, b.max_actions_per_window,
+        "{what}.max_actions_per_window"
+    );
 }
 
 /// Every field of two `[wellbeing]` sections (a schedule by its text and
@@ -125,6 +133,7 @@ fn default_limits() -> WellbeingLimits {
 /// Every field of two configurations, `source` aside.
 fn assert_same_config(a: &Config, b: &Config) {
     assert_eq!(a.interval, b.interval, "interval");
+    assert_eq!(a.future_tolerance, b.future_tolerance, "future_tolerance");
     assert_eq!(a.host, b.host, "host");
     assert_eq!(a.mode, b.mode, "mode");
     assert_eq!(a.max_cpu_pressure, b.max_cpu_pressure, "max_cpu_pressure");
@@ -211,6 +220,7 @@ fn shipped_reference_parses_and_matches_the_documented_defaults() {
 
     // Top level: the defaults of DESIGN.md; `host` is left to default.
     assert_eq!(c.interval, secs(120));
+    assert_eq!(c.future_tolerance, secs(300));
     assert_eq!(c.host, default_host());
     assert_eq!(c.mode, Mode::Enforce);
     assert_eq!(c.max_cpu_pressure, 90.0);
@@ -263,6 +273,10 @@ fn shipped_reference_parses_and_matches_the_documented_defaults() {
     assert_eq!(b.on_hung, c.defaults.on_hung);
     assert_eq!(b.kill_grace, c.defaults.kill_grace);
     assert!(b.enabled);
+    // Its own timeout sets its deferral limit; the window brake is [defaults]'.
+    assert_eq!(b.max_deferral, None);
+    assert_eq!(b.max_deferral(), secs(6 * 3600));
+    assert_eq!(b.max_actions_per_window, None);
 
     // [wellbeing] sets every key to its default (or leaves it commented out),
     // as a configuration without the section has them.
@@ -298,7 +312,16 @@ fn shipped_reference_parses_and_matches_the_documented_defaults() {
 #[test]
 fn shipped_reference_documents_every_key() {
     let expected: &[(&str, &[&str])] = &[
-        ("", &["interval", "host", "mode", "max_cpu_pressure"]),
+        (
+            "",
+            &[
+                "interval",
+                "future_tolerance",
+                "host",
+                "mode",
+                "max_cpu_pressure",
+            ],
+        ),
         (
             "executor",
             &[
@@ -343,11 +366,13 @@ fn shipped_reference_documents_every_key() {
                 "process_match",
                 "exit_grace",
                 "max_actions_per_sweep",
+                "max_actions_per_window",
                 "mode",
                 "on_hung",
                 "on_stray",
                 "kill_grace",
                 "enabled",
+                "max_deferral",
             ],
         ),
         (
@@ -438,6 +463,8 @@ fn shipped_reference_documents_every_key() {
         ("defaults", "process_match"),
         ("defaults", "mode"),
         ("defaults", "max_actions_per_sweep"),
+        ("defaults", "max_actions_per_window"),
+        ("defaults", "max_deferral"),
         ("wellbeing", "max_median_runtime"),
     ] {
         assert!(
@@ -473,11 +500,19 @@ fn shipped_reference_examples_are_valid() {
             "mark_failed_query",
             "process_match",
             "max_actions_per_sweep",
+            "max_actions_per_window",
+            "max_deferral",
         ],
     );
     let c = parse_at(&sqlite, &path);
     assert_eq!(c.host, "worker-01");
     assert_eq!(c.defaults.max_actions_per_sweep, Some(10));
+    assert_eq!(c.defaults.max_actions_per_window, Some(20));
+    assert_eq!(c.defaults.max_deferral, Some(secs(90 * 60)));
+    // An explicit [defaults] max_deferral is every droid type's, whatever
+    // its own timeout.
+    assert_eq!(c.policy("builder").max_deferral(), secs(90 * 60));
+    assert_eq!(c.policy("builder").max_actions_per_window, None);
     let re = c.defaults.process_match.as_ref().expect("process_match");
     assert!(re.is_match("/usr/bin/python3 -m worker --queue high"));
     // The builder keeps its own pattern; everything else inherits.
@@ -567,6 +602,7 @@ fn minimal_config_gets_every_default_of_the_design() {
     let c = parse(MINIMAL);
     assert_eq!(c.source, Path::new(ETC));
     assert_eq!(c.interval, secs(120));
+    assert_eq!(c.future_tolerance, secs(300));
     assert_eq!(c.host, default_host());
     assert_eq!(c.mode, Mode::Enforce);
     assert_eq!(c.max_cpu_pressure, 90.0);
@@ -727,6 +763,8 @@ fn effective_toml_round_trips() {
                     "mark_failed_query",
                     "process_match",
                     "max_actions_per_sweep",
+                    "max_actions_per_window",
+                    "max_deferral",
                     "max_median_runtime",
                 ],
             ),
@@ -740,6 +778,7 @@ fn effective_toml_round_trips() {
         (
             r#"
 interval = "90s"
+future_tolerance = "30s"
 host = "worker-07"
 mode = "shadow"
 max_cpu_pressure = 100.0
@@ -759,12 +798,14 @@ retention = "14days"
 [defaults]
 timeout = "1h 30m"
 max_actions_per_sweep = 3
+max_actions_per_window = 5
 on_hung = "mark_only"
 
 [droid_types."video.encode"]
 timeout = "4h"
 process_match = 'ffmpeg .*"\d+p"'
 progress = ["cpu"]
+max_deferral = "0s"
 
 [droid_types.scribe]
 mode = "enforce"
@@ -1288,7 +1329,7 @@ fn invalid_sinks_name_their_key() {
             sink("kind = \"command\"\nargv = [\"/bin/true\"]\ntimeout = \"5m\"\n"),
             8,
             "alerts[0].timeout",
-            "at most 60s",
+            "5m is more than the maximum of 1m for one delivery attempt",
         ),
         (
             sink("kind = \"command\"\nargv = [\"/bin/true\"]\nmax_age = \"5s\"\n"),
@@ -2034,7 +2075,7 @@ fn invalid_wellbeing_sinks_name_file_line_column_and_key() {
             8,
             1,
             "wellbeing.sinks[0].timeout",
-            "at most 60s",
+            "5m is more than the maximum of 1m",
         ),
         (
             sink(&format!("{file}max_age = \"5s\"\n")),
@@ -2169,7 +2210,7 @@ fn review_schedule_and_ping() {
             r("schedule = \"0 0 * * * *\"\nping_timeout = \"5m\"\n"),
             6,
             "review.ping_timeout",
-            "at most 60s",
+            "5m is more than the maximum of 1m",
         ),
     ];
     for (text, line, key, fragment) in cases {
@@ -2267,4 +2308,502 @@ fn http_listener_and_monitor_queue() {
     for (text, line, key, fragment) in cases {
         assert_invalid(&text, line, 1, key, fragment);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Upper bounds of every duration key
+
+/// One duration key: the Raw struct and field it is read into (for the
+/// completeness check), the document with `{min}` (MINIMAL, which ends in
+/// `[executor]`) and `{v}` (the value) in it, the dotted key an error
+/// names, its documented maximum, and where the resolved value lands.
+struct Bounded {
+    field: &'static str,
+    doc: &'static str,
+    key: &'static str,
+    max: Duration,
+    get: fn(&Config) -> Duration,
+}
+
+const DAY: u64 = 86_400;
+/// humantime's year, 365.25 days.
+const YEAR: u64 = 31_557_600;
+
+fn bounded_keys() -> Vec<Bounded> {
+    let b = |field, doc, key, max: u64, get| Bounded {
+        field,
+        doc,
+        key,
+        max: secs(max),
+        get,
+    };
+    // Wellbeing sinks are files here (a webhook or command would do as well).
+    vec![
+        // The interval at its maximum needs a timeout above it.
+        b(
+            "RawConfig.interval",
+            "interval = {v}\n{min}[defaults]\ntimeout = \"2d\"\n",
+            "interval",
+            DAY,
+            |c| c.interval,
+        ),
+        b(
+            "RawConfig.future_tolerance",
+            "future_tolerance = {v}\n{min}",
+            "future_tolerance",
+            DAY,
+            |c| c.future_tolerance,
+        ),
+        b(
+            "RawExecutor.timeout",
+            "{min}timeout = {v}\n",
+            "executor.timeout",
+            3600,
+            |c| c.executor.timeout,
+        ),
+        b(
+            "RawExecutor.history_window",
+            "{min}history_window = {v}\n",
+            "executor.history_window",
+            30 * DAY,
+            |c| c.executor.history_window,
+        ),
+        b(
+            "RawActivity.retention",
+            "{min}[activity]\nretention = {v}\n",
+            "activity.retention",
+            10 * YEAR,
+            |c| c.activity.retention,
+        ),
+        b(
+            "RawPolicy.timeout",
+            "{min}[defaults]\ntimeout = {v}\n",
+            "defaults.timeout",
+            30 * DAY,
+            |c| c.defaults.timeout,
+        ),
+        b(
+            "RawPolicy.timeout",
+            "{min}[droid_types.x]\ntimeout = {v}\n",
+            "droid_types.x.timeout",
+            30 * DAY,
+            |c| c.policy("x").timeout,
+        ),
+        b(
+            "RawPolicy.startup_grace",
+            "{min}[defaults]\nstartup_grace = {v}\n",
+            "defaults.startup_grace",
+            7 * DAY,
+            |c| c.defaults.startup_grace,
+        ),
+        b(
+            "RawPolicy.startup_grace",
+            "{min}[droid_types.x]\nstartup_grace = {v}\n",
+            "droid_types.x.startup_grace",
+            7 * DAY,
+            |c| c.policy("x").startup_grace,
+        ),
+        b(
+            "RawPolicy.pid_start_tolerance",
+            "{min}[defaults]\npid_start_tolerance = {v}\n",
+            "defaults.pid_start_tolerance",
+            DAY,
+            |c| c.defaults.pid_start_tolerance,
+        ),
+        b(
+            "RawPolicy.pid_start_tolerance",
+            "{min}[droid_types.x]\npid_start_tolerance = {v}\n",
+            "droid_types.x.pid_start_tolerance",
+            DAY,
+            |c| c.policy("x").pid_start_tolerance,
+        ),
+        b(
+            "RawPolicy.exit_grace",
+            "{min}[defaults]\nexit_grace = {v}\n",
+            "defaults.exit_grace",
+            3600,
+            |c| c.defaults.exit_grace,
+        ),
+        b(
+            "RawPolicy.exit_grace",
+            "{min}[droid_types.x]\nexit_grace = {v}\n",
+            "droid_types.x.exit_grace",
+            3600,
+            |c| c.policy("x").exit_grace,
+        ),
+        b(
+            "RawPolicy.kill_grace",
+            "{min}[defaults]\nkill_grace = {v}\n",
+            "defaults.kill_grace",
+            3600,
+            |c| c.defaults.kill_grace,
+        ),
+        b(
+            "RawPolicy.kill_grace",
+            "{min}[droid_types.x]\nkill_grace = {v}\n",
+            "droid_types.x.kill_grace",
+            3600,
+            |c| c.policy("x").kill_grace,
+        ),
+        b(
+            "RawPolicy.max_deferral",
+            "{min}[defaults]\nmax_deferral = {v}\n",
+            "defaults.max_deferral",
+            30 * DAY,
+            |c| c.defaults.max_deferral(),
+        ),
+        b(
+            "RawPolicy.max_deferral",
+            "{min}[droid_types.x]\nmax_deferral = {v}\n",
+            "droid_types.x.max_deferral",
+            30 * DAY,
+            |c| c.policy("x").max_deferral(),
+        ),
+        b(
+            "RawTwin.window",
+            "{min}[twin]\nwindow = {v}\n",
+            "twin.window",
+            30 * DAY,
+            |c| c.twin.window,
+        ),
+        b(
+            "RawSink.timeout",
+            "{min}[[alerts]]\nname = \"a\"\nkind = \"command\"\nargv = [\"/bin/true\"]\ntimeout = {v}\n",
+            "alerts[0].timeout",
+            60,
+            |c| c.alerts[0].timeout,
+        ),
+        // retry_base at its maximum needs a cap at least as long.
+        b(
+            "RawSink.retry_base",
+            "{min}[[alerts]]\nname = \"a\"\nkind = \"command\"\nargv = [\"/bin/true\"]\nretry_cap = \"1d\"\nretry_base = {v}\n",
+            "alerts[0].retry_base",
+            DAY,
+            |c| c.alerts[0].retry_base,
+        ),
+        b(
+            "RawSink.retry_cap",
+            "{min}[[alerts]]\nname = \"a\"\nkind = \"command\"\nargv = [\"/bin/true\"]\nretry_cap = {v}\n",
+            "alerts[0].retry_cap",
+            7 * DAY,
+            |c| c.alerts[0].retry_cap,
+        ),
+        b(
+            "RawSink.max_age",
+            "{min}[[alerts]]\nname = \"a\"\nkind = \"command\"\nargv = [\"/bin/true\"]\nmax_age = {v}\n",
+            "alerts[0].max_age",
+            30 * DAY,
+            |c| c.alerts[0].max_age,
+        ),
+        b(
+            "RawSink.realert_after",
+            "{min}[[alerts]]\nname = \"a\"\nkind = \"command\"\nargv = [\"/bin/true\"]\nrealert_after = {v}\n",
+            "alerts[0].realert_after",
+            30 * DAY,
+            |c| c.alerts[0].realert_after,
+        ),
+        b(
+            "RawSink.timeout",
+            "{min}[[wellbeing.sinks]]\nname = \"w\"\nkind = \"file\"\npath = \"i\"\ntimeout = {v}\n",
+            "wellbeing.sinks[0].timeout",
+            60,
+            |c| c.wellbeing.sinks[0].timeout,
+        ),
+        b(
+            "RawSink.retry_base",
+            "{min}[[wellbeing.sinks]]\nname = \"w\"\nkind = \"file\"\npath = \"i\"\nretry_cap = \"1d\"\nretry_base = {v}\n",
+            "wellbeing.sinks[0].retry_base",
+            DAY,
+            |c| c.wellbeing.sinks[0].retry_base,
+        ),
+        b(
+            "RawSink.retry_cap",
+            "{min}[[wellbeing.sinks]]\nname = \"w\"\nkind = \"file\"\npath = \"i\"\nretry_cap = {v}\n",
+            "wellbeing.sinks[0].retry_cap",
+            7 * DAY,
+            |c| c.wellbeing.sinks[0].retry_cap,
+        ),
+        b(
+            "RawSink.max_age",
+            "{min}[[wellbeing.sinks]]\nname = \"w\"\nkind = \"file\"\npath = \"i\"\nmax_age = {v}\n",
+            "wellbeing.sinks[0].max_age",
+            30 * DAY,
+            |c| c.wellbeing.sinks[0].max_age,
+        ),
+        b(
+            "RawWellbeing.active_within",
+            "{min}[wellbeing]\nactive_within = {v}\n",
+            "wellbeing.active_within",
+            YEAR,
+            |c| c.wellbeing.limits.active_within,
+        ),
+        b(
+            "RawWellbeing.max_median_runtime",
+            "{min}[wellbeing]\nmax_median_runtime = {v}\n",
+            "wellbeing.max_median_runtime",
+            30 * DAY,
+            |c| c.wellbeing.limits.max_median_runtime.unwrap_or_default(),
+        ),
+        b(
+            "RawWellbeing.dispatch_timeout",
+            "{min}[wellbeing]\ndispatch_timeout = {v}\n",
+            "wellbeing.dispatch_timeout",
+            30 * DAY,
+            |c| c.wellbeing.limits.dispatch_timeout,
+        ),
+        b(
+            "RawWellbeing.plan_stall_timeout",
+            "{min}[wellbeing]\nplan_stall_timeout = {v}\n",
+            "wellbeing.plan_stall_timeout",
+            30 * DAY,
+            |c| c.wellbeing.plan_stall_timeout,
+        ),
+        b(
+            "RawWellbeing.max_outbox_age",
+            "{min}[wellbeing]\nmax_outbox_age = {v}\n",
+            "wellbeing.max_outbox_age",
+            30 * DAY,
+            |c| c.wellbeing.max_outbox_age,
+        ),
+        b(
+            "RawLimits.active_within",
+            "{min}[wellbeing.droid_types.x]\nactive_within = {v}\n",
+            "wellbeing.droid_types.x.active_within",
+            YEAR,
+            |c| c.wellbeing.limits("x").active_within,
+        ),
+        b(
+            "RawLimits.max_median_runtime",
+            "{min}[wellbeing.droid_types.x]\nmax_median_runtime = {v}\n",
+            "wellbeing.droid_types.x.max_median_runtime",
+            30 * DAY,
+            |c| {
+                c.wellbeing
+                    .limits("x")
+                    .max_median_runtime
+                    .unwrap_or_default()
+            },
+        ),
+        b(
+            "RawLimits.dispatch_timeout",
+            "{min}[wellbeing.droid_types.x]\ndispatch_timeout = {v}\n",
+            "wellbeing.droid_types.x.dispatch_timeout",
+            30 * DAY,
+            |c| c.wellbeing.limits("x").dispatch_timeout,
+        ),
+        b(
+            "RawReview.ping_timeout",
+            "{min}[review]\nping_timeout = {v}\n",
+            "review.ping_timeout",
+            60,
+            |c| c.review.ping_timeout,
+        ),
+        b(
+            "RawHttp.request_timeout",
+            "{min}[http]\nrequest_timeout = {v}\n",
+            "http.request_timeout",
+            300,
+            |c| c.http.request_timeout,
+        ),
+    ]
+}
+
+/// The document of `case` with `value`, and the 1-based line of the value.
+fn bounded_doc(case: &Bounded, value: &str) -> (String, usize) {
+    let doc = case.doc.replace("{min}", MINIMAL);
+    let at = doc.find("{v}").expect("a {v} in the template");
+    let line = doc[..at].matches('\n').count() + 1;
+    (doc.replace("{v}", &format!("{value:?}")), line)
+}
+
+/// Every duration key: `300000years` and one second over the maximum are
+/// refused at the key's file:line:column with a message naming the bound;
+/// exactly the maximum is accepted and lands where it belongs.
+#[test]
+fn every_duration_key_has_an_upper_bound() {
+    for case in bounded_keys() {
+        let bound = humantime::format_duration(case.max).to_string();
+        let over = case.max + secs(1);
+        for (value, shown) in [
+            ("300000years".to_string(), "300000years".to_string()),
+            (
+                plain_duration(over),
+                humantime::format_duration(over).to_string(),
+            ),
+        ] {
+            let (text, line) = bounded_doc(&case, &value);
+            let want = format!("{shown} is more than the maximum of {bound}");
+            assert_invalid(&text, line, 1, case.key, &want);
+            let shown = Config::parse(&text, Path::new(ETC))
+                .map(|_| String::new())
+                .unwrap_or_else(|e| e.to_string());
+            assert!(
+                shown.starts_with(&format!("{ETC}:{line}:1: key `{}`: ", case.key)),
+                "{shown}"
+            );
+        }
+        let (text, _) = bounded_doc(&case, &plain_duration(case.max));
+        let c = parse(&text);
+        assert_eq!((case.get)(&c), case.max, "{} at its maximum", case.key);
+        // What check-config prints at the maximum loads again.
+        parse(&c.effective_toml());
+    }
+}
+
+/// The table above names every duration field the parser reads: a new
+/// duration key without a bound (and a test of it) fails here.
+#[test]
+fn every_duration_field_is_in_the_bounds_table() {
+    let source = include_str!("config.rs");
+    let mut fields = Vec::new();
+    let mut structure = "";
+    let mut duration_next = false;
+    for line in source.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("struct ") {
+            structure = rest.split([' ', '{']).next().unwrap_or("");
+        } else if t.contains("humantime_serde::option") {
+            duration_next = true;
+        } else if duration_next {
+            let name = t.split(':').next().unwrap_or("").trim();
+            fields.push(format!("{structure}.{name}"));
+            duration_next = false;
+        }
+    }
+    assert!(fields.len() >= 27, "found only {fields:?}");
+    let table: Vec<&str> = bounded_keys().iter().map(|b| b.field).collect();
+    for field in &fields {
+        assert!(
+            table.contains(&field.as_str()),
+            "{field} has no row in bounded_keys()"
+        );
+    }
+}
+
+/// `check-config` (and every command, through `app::load`) refuses an
+/// out-of-bounds duration with exit code 2 and file:line:column: key.
+#[test]
+fn check_config_refuses_a_duration_past_its_bound_with_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("foreman.toml");
+    std::fs::write(
+        &path,
+        format!("{MINIMAL}\n[defaults]\nexit_grace = \"300000years\"\n"),
+    )
+    .expect("write");
+    for result in [
+        crate::app::check_config(&path).map(|_| ()),
+        crate::app::load(&path).map(|_| ()),
+    ] {
+        let e = result.expect_err("300000years was accepted");
+        assert_eq!(e.exit_code(), crate::app::CONFIG_ERROR);
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}:6:1: key `defaults.exit_grace`: 300000years is more than the maximum of 1h",
+                path.display()
+            )
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// future_tolerance, max_deferral, max_actions_per_window, max_cpu_pressure
+
+#[test]
+fn future_tolerance_defaults_to_five_minutes_and_must_be_positive() {
+    assert_eq!(parse(MINIMAL).future_tolerance, secs(300));
+    let c = parse(&format!("future_tolerance = \"30s\"\n{MINIMAL}"));
+    assert_eq!(c.future_tolerance, secs(30));
+    assert!(c
+        .effective_toml()
+        .contains("\nfuture_tolerance = \"30s\"\n"));
+    assert_invalid(
+        &format!("future_tolerance = \"0s\"\n{MINIMAL}"),
+        1,
+        1,
+        "future_tolerance",
+        "must be greater than 0",
+    );
+}
+
+#[test]
+fn max_deferral_is_three_timeouts_unless_set_and_inherits_like_every_policy_key() {
+    let c = parse(&format!(
+        "{MINIMAL}[droid_types.long]\ntimeout = \"2h\"\n\
+         [droid_types.own]\nmax_deferral = \"10m\"\n"
+    ));
+    assert_eq!(c.defaults.max_deferral, None);
+    assert_eq!(c.defaults.max_deferral(), secs(90 * 60));
+    // Its own timeout, tripled.
+    assert_eq!(c.policy("long").max_deferral, None);
+    assert_eq!(c.policy("long").max_deferral(), secs(6 * 3600));
+    assert_eq!(c.policy("own").max_deferral(), secs(600));
+    assert_eq!(c.policy("unconfigured").max_deferral(), secs(90 * 60));
+
+    // Set in [defaults]: every droid type's, whatever its timeout.
+    let c = parse(&format!(
+        "{MINIMAL}[defaults]\nmax_deferral = \"1h\"\n[droid_types.long]\ntimeout = \"2h\"\n"
+    ));
+    assert_eq!(c.defaults.max_deferral, Some(secs(3600)));
+    assert_eq!(c.policy("long").max_deferral(), secs(3600));
+
+    // 0 never defers.
+    let c = parse(&format!("{MINIMAL}[defaults]\nmax_deferral = \"0s\"\n"));
+    assert_eq!(c.defaults.max_deferral(), Duration::ZERO);
+
+    // Saturating, never overflowing.
+    let huge = Policy {
+        timeout: Duration::MAX,
+        max_deferral: None,
+        ..c.defaults.clone()
+    };
+    assert_eq!(huge.max_deferral(), Duration::MAX);
+}
+
+#[test]
+fn max_actions_per_window_is_for_defaults_only() {
+    let c = parse(MINIMAL);
+    assert_eq!(c.defaults.max_actions_per_window, None);
+    let effective = c.effective_toml();
+    assert!(
+        effective.contains("\n# max_actions_per_window: "),
+        "{effective}"
+    );
+    let c = parse(&format!(
+        "{MINIMAL}[defaults]\nmax_actions_per_window = 7\n[droid_types.x]\ntimeout = \"1h\"\n"
+    ));
+    assert_eq!(c.defaults.max_actions_per_window, Some(7));
+    assert_eq!(c.policy("x").max_actions_per_window, None);
+    let effective = c.effective_toml();
+    assert_eq!(
+        effective.matches("max_actions_per_window").count(),
+        1,
+        "{effective}"
+    );
+    assert_eq!(parse(&effective).defaults.max_actions_per_window, Some(7));
+    assert_invalid(
+        &format!("{MINIMAL}[droid_types.x]\nmax_actions_per_window = 3\n"),
+        5,
+        1,
+        "droid_types.x.max_actions_per_window",
+        "only in [defaults]",
+    );
+    assert_invalid(
+        &format!("{MINIMAL}[defaults]\nmax_actions_per_window = 0\n"),
+        5,
+        1,
+        "defaults.max_actions_per_window",
+        "give at least 1",
+    );
+}
+
+/// Deprecated and ignored, but old files still load.
+#[test]
+fn max_cpu_pressure_is_still_accepted() {
+    let c = parse(&format!("max_cpu_pressure = 75.0\n{MINIMAL}"));
+    assert_eq!(c.max_cpu_pressure, 75.0);
+    let effective = c.effective_toml();
+    assert!(effective.contains("deprecated"), "{effective}");
+    assert_eq!(parse(&effective).max_cpu_pressure, 75.0);
 }
