@@ -51,8 +51,19 @@ pub fn load(path: &Path) -> Result<Config, Failure> {
     Ok(Config::load(path)?)
 }
 
+/// `check-config`: the file is valid, and this host lets Foreman do its
+/// job. A /proc that cannot show the executor's processes (probe.rs,
+/// "/proc blindness") makes every task look dead; the file may be fine,
+/// but a deployment that cannot supervise must not pass its check, so it
+/// fails as a runtime error (exit 3) naming the reason, with nothing on
+/// stdout, like any other failure.
 pub fn check_config(path: &Path) -> Result<u8, Failure> {
     let config = load(path)?;
+    if let Some(reason) = config.proc_blindness() {
+        return Err(Failure::Runtime(anyhow::anyhow!(
+            "/proc cannot show the executor's processes, so Foreman cannot tell a dead task from a hidden one: {reason}"
+        )));
+    }
     print!("{}", config.effective_toml());
     Ok(OK)
 }

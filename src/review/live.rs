@@ -15,7 +15,7 @@ use crate::activity::ActivityLog;
 use crate::config::{Config, ExecutorKind, SinkTarget};
 use crate::executor;
 use crate::model::{Mode, OnHung, Row, Signal};
-use crate::probe::{boot_facts, BootFacts, Clocks};
+use crate::probe::{blindness, boot_facts, BlindnessOptions, BootFacts, Clocks, ProcView};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde_json::{json, Value};
@@ -37,6 +37,7 @@ pub const CHECKS: &[&str] = &[
     "sinks-reachable",
     "clock-sane",
     "permissions",
+    "proc-visible",
 ];
 
 /// Columns of `tasks` the default snapshot query reads.
@@ -261,6 +262,10 @@ pub struct ProcessFacts {
     pub cap_eff: Option<u64>,
     /// RUNNING tasks of this host with a pid; `None` without a snapshot.
     pub tasks: Option<Vec<ProcFacts>>,
+    /// What `/proc` shows Foreman (probe.rs, "/proc blindness").
+    pub proc_view: ProcView,
+    /// What the operator vouches for about it.
+    pub proc_options: BlindnessOptions,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -361,6 +366,10 @@ pub fn gather(config: &Config) -> Facts {
     spent.insert("clock-sane", t.elapsed());
 
     let t = Instant::now();
+    let proc_view = ProcView::read(Path::new("/proc"));
+    spent.insert("proc-visible", t.elapsed());
+
+    let t = Instant::now();
     let processes = ProcessFacts {
         // SAFETY: geteuid has no preconditions and cannot fail.
         euid: unsafe { libc::geteuid() },
@@ -384,6 +393,12 @@ pub fn gather(config: &Config) -> Facts {
                 })
                 .collect()
         }),
+        proc_view,
+        // As the sweep judges it: `[executor] shared_pid_namespace` is the
+        // only word of the operator's taken.
+        proc_options: BlindnessOptions {
+            shared_pid_namespace: config.executor.shared_pid_namespace,
+        },
     };
     spent.insert("permissions", t.elapsed());
 
@@ -863,6 +878,7 @@ pub fn judge(f: &Facts, now: DateTime<Utc>) -> Vec<CheckResult> {
         sinks_reachable(f),
         clock_sane(f, now),
         permissions(f),
+        proc_visible(f),
     ]
 }
 
@@ -1372,8 +1388,12 @@ fn clock_sane(f: &Facts, now: DateTime<Utc>) -> CheckResult {
     let k = c.clocks;
     // REALTIME − BOOTTIME: the wall-clock instant of boot as the clocks say.
     let clocks_boot_ns = k.realtime_ns as i128 - k.boottime_ns as i128;
-    let btime_ns = boot.boot_time.timestamp() as i128 * 1_000_000_000
-        + boot.boot_time.timestamp_subsec_nanos() as i128;
+    // The kernel's boot instant is where tick 0 falls: `boot_time` itself
+    // on a real host, earlier under the tests' boot override
+    // (`ticks_at_boot`), which the clocks know nothing of.
+    let kernel_boot = boot.started_at(0);
+    let btime_ns = kernel_boot.timestamp() as i128 * 1_000_000_000
+        + kernel_boot.timestamp_subsec_nanos() as i128;
     let apart_ns = (clocks_boot_ns - btime_ns).unsigned_abs();
     let apart = Duration::from_nanos(apart_ns.min(u64::MAX as u128) as u64);
     if apart > BOOT_TOLERANCE {
@@ -1562,6 +1582,47 @@ fn permissions(f: &Facts) -> CheckResult {
     }
 }
 
+/// Whether `/proc` shows Foreman every process it must judge: when it
+/// cannot, every task looks dead (probe.rs, "/proc blindness").
+fn proc_visible(f: &Facts) -> CheckResult {
+    const NAME: &str = "proc-visible";
+    let p = &f.processes;
+    let v = &p.proc_view;
+    let Some(reason) = blindness(v, p.proc_options) else {
+        let ns = match v.pid_ns {
+            Ok(Some(crate::probe::INIT_PID_NS_INODE)) | Ok(None) => "the host's PID namespace",
+            Ok(Some(_)) => "a PID namespace shared with the executor (on the operator's word)",
+            // blindness() reports an unknown namespace: not reached.
+            Err(_) => "an unknown PID namespace",
+        };
+        return CheckResult::pass(
+            NAME,
+            format!(
+                "{} hides no process from Foreman (mounted {}), pid 1 is visible, and Foreman is pid {} in {ns}",
+                v.mount_point,
+                v.mount()
+                    .map(|(_, options)| options)
+                    .unwrap_or_default(),
+                v.pid
+            ),
+        );
+    };
+    CheckResult::fail(
+        NAME,
+        format!("Foreman cannot tell a dead task from a hidden one: {reason}"),
+        json!({
+            "expected": "a /proc that shows every process (no hidepid, or CAP_SYS_PTRACE / its gid= group), pid 1 visible, Foreman's own pid, the host's PID namespace",
+            "found": reason,
+            "mount_point": v.mount_point,
+            "mount": v.mount().map(|(fstype, options)| json!({"fstype": fstype, "options": options})),
+            "pid1": v.pid1.as_ref().err(),
+            "self": v.self_link,
+            "pid": v.pid,
+            "pid_ns": v.pid_ns,
+        }),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1667,6 +1728,7 @@ mod tests {
                     boot_id: "b".repeat(36),
                     boot_time: boot,
                     clk_tck: 100,
+                    ticks_at_boot: 0,
                 }),
                 clocks: Clocks {
                     realtime_ns: ns(now),
@@ -1679,8 +1741,29 @@ mod tests {
                 euid: 1000,
                 cap_eff: Some(0),
                 tasks: Some(vec![proc(4121)]),
+                proc_view: clear_proc(),
+                proc_options: BlindnessOptions::default(),
             },
             spent: BTreeMap::new(),
+        }
+    }
+
+    /// A /proc that shows everything: no hidepid, pid 1 visible, Foreman
+    /// pid 4242 in the initial PID namespace.
+    fn clear_proc() -> ProcView {
+        ProcView {
+            mount_point: "/proc".into(),
+            mountinfo: Ok(
+                "22 27 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw\n"
+                    .into(),
+            ),
+            status: Ok(
+                "Gid:\t998\t998\t998\t998\nGroups:\t998\nCapEff:\t0000000000000000\n".into(),
+            ),
+            pid1: Ok(()),
+            self_link: Ok("4242".into()),
+            pid: 4242,
+            pid_ns: Ok(Some(crate::probe::INIT_PID_NS_INODE)),
         }
     }
 
@@ -2342,6 +2425,63 @@ mod tests {
             },
             Status::Pass,
             "runs as root",
+        ),
+        // proc-visible
+        (
+            "a plain /proc",
+            "proc-visible",
+            |_| {},
+            Status::Pass,
+            "/proc hides no process from Foreman (mounted rw), pid 1 is visible, and Foreman is pid 4242 in the host's PID namespace",
+        ),
+        (
+            "hidepid without CAP_SYS_PTRACE",
+            "proc-visible",
+            |f| {
+                f.processes.proc_view.mountinfo =
+                    Ok("22 27 0:21 / /proc rw - proc proc rw,hidepid=invisible\n".into());
+            },
+            Status::Fail,
+            "Foreman cannot tell a dead task from a hidden one: /proc is mounted with hidepid=invisible",
+        ),
+        (
+            "hidepid with CAP_SYS_PTRACE",
+            "proc-visible",
+            |f| {
+                f.processes.proc_view.mountinfo =
+                    Ok("22 27 0:21 / /proc rw - proc proc rw,hidepid=invisible\n".into());
+                f.processes.proc_view.status = Ok("CapEff:\t0000000000080000\n".into());
+            },
+            Status::Pass,
+            "mounted rw,hidepid=invisible",
+        ),
+        (
+            "pid 1 hidden",
+            "proc-visible",
+            |f| {
+                f.processes.proc_view.pid1 = Err("No such file or directory".into());
+            },
+            Status::Fail,
+            "pid 1 is not visible",
+        ),
+        (
+            "another PID namespace",
+            "proc-visible",
+            |f| {
+                f.processes.proc_view.pid_ns = Ok(Some(4026532200));
+            },
+            Status::Fail,
+            "PID namespace (pid:[4026532200])",
+        ),
+        (
+            "another PID namespace, shared on the operator's word",
+            "proc-visible",
+            |f| {
+                f.processes.proc_view.pid_ns = Ok(Some(4026532200));
+                f.processes.proc_options.shared_pid_namespace = true;
+            },
+            Status::Pass,
+            "shared with the executor",
         ),
     ];
 
