@@ -824,6 +824,8 @@ fn stage_pass(
         host: &config.host,
         sweep: SweepKind::Scheduled,
         hang_floor: None,
+        future_tolerance: config.future_tolerance,
+        pid_max: foreman::probe::pid_max(),
     };
     let (judge_t, judged) = measure(|| {
         Ok(running

@@ -67,6 +67,14 @@ pub struct OpenFinding {
     pub action: Action,
 }
 
+/// A pending finding whose action a crash interrupted, as it was committed.
+#[derive(Debug, Clone)]
+pub struct Interrupted {
+    pub finding_id: i64,
+    pub evidence: serde_json::Value,
+    pub inputs: serde_json::Value,
+}
+
 /// Everything one sweep commits before it acts, in one transaction.
 #[derive(Debug, Clone)]
 pub struct SweepRecord {
@@ -351,12 +359,13 @@ impl SweepTx<'_> {
         }
         let tx = &self.tx;
         tx.execute(
-            "UPDATE sweeps SET tasks_seen = ?2, tasks_checked = ?3, findings = ?4 WHERE id = ?1",
+            "UPDATE sweeps SET tasks_seen = ?2, tasks_checked = ?3, findings = ?4, deferral = ?5 WHERE id = ?1",
             params![
                 sweep_id,
                 rec.tasks_seen as i64,
                 rec.tasks_checked as i64,
-                rec.findings.len() as i64
+                rec.findings.len() as i64,
+                rec.deferral
             ],
         )?;
         let mut ids = Vec::with_capacity(rec.findings.len());
@@ -912,6 +921,47 @@ impl ActivityLog {
         Ok(())
     }
 
+    /// What a pending finding kept when it was committed: its evidence and
+    /// the judge's inputs (with the probed tree). A termination a crash
+    /// interrupted is completed from these.
+    pub fn resume_of(&self, finding_id: i64) -> Result<Option<Interrupted>> {
+        let row: Option<(String, Option<String>)> = self
+            .conn
+            .query_row(
+                "SELECT evidence, inputs FROM findings WHERE id = ?1",
+                params![finding_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((evidence, inputs)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(Interrupted {
+            finding_id,
+            evidence: serde_json::from_str(&evidence)
+                .with_context(|| format!("finding {finding_id}: evidence is not JSON"))?,
+            inputs: match inputs {
+                Some(i) => serde_json::from_str(&i)
+                    .with_context(|| format!("finding {finding_id}: inputs are not JSON"))?,
+                None => serde_json::Value::Null,
+            },
+        }))
+    }
+
+    /// Actions taken since `since`: tasks marked, strays terminated, trees
+    /// that survived SIGKILL, and in shadow mode what would have been
+    /// marked. The rolling-window brake counts these.
+    pub fn actions_since(&self, since: DateTime<Utc>) -> Result<usize> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM findings WHERE
+               (outcome IN ('marked_failed', 'terminated', 'unkillable') AND acted_at >= ?1)
+               OR (outcome = 'would_mark_failed' AND first_seen_at >= ?1)",
+            params![ts(since)],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as usize)
+    }
+
     /// Record what an action did.
     pub fn set_outcome(
         &self,
@@ -989,5 +1039,114 @@ impl ActivityLog {
             [&cutoff],
         )?;
         Ok(n)
+    }
+}
+
+/// The latest sweep as a health check sees it: could it read the executor,
+/// and is Foreman deferring hung verdicts (see `sweep_health`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SweepHealth {
+    pub sweep_id: i64,
+    pub started_at: DateTime<Utc>,
+    /// `snapshot_error: …` when the executor could not be read.
+    pub error: Option<String>,
+    /// `None` when the latest sweep deferred nothing.
+    pub deferral: Option<Deferral>,
+}
+
+/// Hung verdicts held back for starvation, as of the latest sweep.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Deferral {
+    /// The sweep's own `deferral` (Foreman starved, a suspend or clock
+    /// step, hung verdicts deferred), else the note of the oldest hung
+    /// verdict it deferred.
+    pub reason: String,
+    /// When the deferral began, without a break since.
+    pub since: DateTime<Utc>,
+    /// Hung verdicts the latest sweep deferred (`deferred_starvation`).
+    pub hung_deferred: u64,
+}
+
+impl Deferral {
+    /// How long it has lasted at `now`.
+    pub fn lasted(&self, now: DateTime<Utc>) -> Duration {
+        (now - self.since).to_std().unwrap_or_default()
+    }
+}
+
+/// The latest sweep's health; `None` before the first. The latest sweep is
+/// the latest committed: its record and decisions are in, though its
+/// actions (and `finished_at`) may still be under way.
+///
+/// A sweep *defers* when its row has a `deferral` (why hung verdicts
+/// waited: Foreman itself starved, the host suspended or its clock
+/// stepped, tasks' own trees runnable without CPU) or it left at least one
+/// finding `deferred_starvation`. Foreman has been deferring since the
+/// earlier of the start of the unbroken run of latest sweeps that have a
+/// `deferral`, and the first sighting of the oldest hung finding the
+/// latest sweep deferred. One sweep that defers nothing ends it.
+pub fn sweep_health(conn: &Connection) -> Result<Option<SweepHealth>> {
+    let latest: Option<(i64, String, Option<String>, Option<String>)> = conn
+        .query_row(
+            "SELECT id, started_at, error, deferral FROM sweeps ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()
+        .context("reading the latest sweep")?;
+    let Some((sweep_id, started_at, error, sweep_deferral)) = latest else {
+        return Ok(None);
+    };
+    let (hung, oldest, note): (i64, Option<String>, Option<String>) = conn
+        .query_row(
+            "SELECT COUNT(*), MIN(first_seen_at),
+                    (SELECT outcome_detail FROM findings
+                     WHERE outcome = 'deferred_starvation' AND last_sweep_id = ?1
+                     ORDER BY first_seen_at, id LIMIT 1)
+             FROM findings WHERE outcome = 'deferred_starvation' AND last_sweep_id = ?1",
+            [sweep_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .context("reading the hung verdicts the latest sweep deferred")?;
+    let mut since = parse_opt(oldest)?;
+    if sweep_deferral.is_some() {
+        // The last sweep before it that deferred nothing.
+        let free: Option<i64> = conn
+            .query_row(
+                "SELECT id FROM sweeps WHERE deferral IS NULL AND id < ?1 ORDER BY id DESC LIMIT 1",
+                [sweep_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .context("reading the last sweep that deferred nothing")?;
+        let start: String = conn
+            .query_row(
+                "SELECT MIN(started_at) FROM sweeps WHERE id > ?1 AND id <= ?2",
+                params![free.unwrap_or(0), sweep_id],
+                |r| r.get(0),
+            )
+            .context("reading when the deferral began")?;
+        let start = parse_ts(&start)?;
+        since = Some(since.map_or(start, |s| s.min(start)));
+    }
+    let deferral = since.map(|since| Deferral {
+        reason: sweep_deferral
+            .or(note)
+            .unwrap_or_else(|| "hung verdicts deferred for starvation".to_string()),
+        since,
+        hung_deferred: hung.max(0) as u64,
+    });
+    Ok(Some(SweepHealth {
+        sweep_id,
+        started_at: parse_ts(&started_at)?,
+        error,
+        deferral,
+    }))
+}
+
+impl ActivityLog {
+    /// `sweep_health` of this log.
+    pub fn sweep_health(&self) -> Result<Option<SweepHealth>> {
+        sweep_health(&self.conn)
     }
 }

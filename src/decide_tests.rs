@@ -39,6 +39,8 @@ fn policy() -> Policy {
         on_stray: crate::model::OnStray::Report,
         kill_grace: std::time::Duration::from_secs(10),
         enabled: true,
+        max_deferral: None,
+        max_actions_per_window: None,
     }
 }
 
@@ -92,6 +94,8 @@ fn judgement(kind: Kind) -> Judgement {
         },
         grace_exempt: false,
         pooled: false,
+        unproven: false,
+        starved: None,
         observation: None,
     }
 }
@@ -166,6 +170,10 @@ fn sweep() -> SweepFacts {
         running: 20,
         max_actions: None,
         shared_pids: Vec::new(),
+        recent_actions: 0,
+        window_limit: None,
+        window: std::time::Duration::from_secs(30 * 60),
+        extra_actions: 0,
     }
 }
 
@@ -739,4 +747,188 @@ fn per_type_brake() {
             expect: all(11, BRAKED),
         },
     ]);
+}
+
+// ------------------------------------------------- issue 14: trust on real hosts
+
+/// A hung verdict `overdue` past its 30-minute timeout.
+fn hung_overdue(overdue: Duration) -> Judgement {
+    let mut j = judgement(Kind::Hung);
+    j.evidence.timeout_ms = Some(30 * 60 * 1000);
+    j.evidence.idle_ms = Some(30 * 60 * 1000 + overdue.num_milliseconds());
+    j
+}
+
+#[test]
+fn deferral_is_bounded_by_max_deferral() {
+    // The default max_deferral is 3 × timeout = 90 minutes.
+    let starved = || SweepFacts {
+        starved: Some("Foreman waited 3s for a CPU".into()),
+        ..sweep()
+    };
+    let tree_starved = |overdue| {
+        let mut j = hung_overdue(overdue);
+        j.starved = Some("1 of its 1 processes are runnable".into());
+        j
+    };
+    let explicit = Policy {
+        max_deferral: Some(std::time::Duration::from_secs(600)),
+        ..policy()
+    };
+    run(vec![
+        one(
+            "foreman starved, just overdue: deferred",
+            item(hung_overdue(secs(1))),
+            starved(),
+            (
+                Action::Deferred,
+                Outcome::DeferredStarvation,
+                Some("max_deferral"),
+            ),
+        ),
+        one(
+            "foreman starved, overdue exactly max_deferral: still deferred",
+            item(hung_overdue(Duration::minutes(90))),
+            starved(),
+            (Action::Deferred, Outcome::DeferredStarvation, None),
+        ),
+        one(
+            "foreman starved, one ms past max_deferral: acts, and says it waited",
+            item(hung_overdue(Duration::minutes(90) + millis(1000))),
+            starved(),
+            (Action::TerminateAndMark, Outcome::Pending, Some("waited")),
+        ),
+        one(
+            "tree starved: deferred",
+            item(tree_starved(Duration::minutes(5))),
+            sweep(),
+            (
+                Action::Deferred,
+                Outcome::DeferredStarvation,
+                Some("runnable"),
+            ),
+        ),
+        one(
+            "tree starved past max_deferral: acts",
+            item(tree_starved(Duration::minutes(91))),
+            sweep(),
+            (Action::TerminateAndMark, Outcome::Pending, Some("runnable")),
+        ),
+        one(
+            "explicit max_deferral 10m: 11m overdue acts",
+            item(tree_starved(Duration::minutes(11))).policy(explicit.clone()),
+            sweep(),
+            (
+                Action::TerminateAndMark,
+                Outcome::Pending,
+                Some("waited 11m"),
+            ),
+        ),
+        one(
+            "explicit max_deferral 10m: 9m overdue waits",
+            item(tree_starved(Duration::minutes(9))).policy(explicit),
+            sweep(),
+            (Action::Deferred, Outcome::DeferredStarvation, None),
+        ),
+        one(
+            "not starved: a hung verdict acts at once",
+            item(hung_overdue(secs(1))),
+            sweep(),
+            TERMINATE,
+        ),
+    ]);
+}
+
+#[test]
+fn unproven_identity_is_marked_never_signalled() {
+    let mut j = judgement(Kind::Hung);
+    j.unproven = true;
+    run(vec![one(
+        "hung, no started_at and no pid_start_ticks",
+        item(j),
+        sweep(),
+        (
+            Action::MarkFailed,
+            Outcome::Pending,
+            Some("never signalled"),
+        ),
+    )]);
+}
+
+#[test]
+fn rolling_window_brake() {
+    let with = |recent: usize, window_limit: Option<u32>| SweepFacts {
+        running: 20,
+        recent_actions: recent,
+        window_limit,
+        ..sweep()
+    };
+    run(vec![
+        DCase {
+            // Per sweep 10; per window 2 × 10 = 20: 17 + 3 = 20 acts.
+            name: "a trickle up to the window limit acts",
+            items: many(3, || item(actionable())),
+            facts: with(17, None),
+            expect: all(3, ACT),
+        },
+        DCase {
+            name: "one more than the window limit brakes the whole sweep",
+            items: many(3, || item(actionable())),
+            facts: with(18, None),
+            expect: all(3, (Action::MarkFailed, Outcome::Braked, Some("per window"))),
+        },
+        DCase {
+            name: "explicit max_actions_per_window",
+            items: many(2, || item(actionable())),
+            facts: with(4, Some(5)),
+            expect: all(
+                2,
+                (
+                    Action::MarkFailed,
+                    Outcome::Braked,
+                    Some("limit of 5 per window"),
+                ),
+            ),
+        },
+        DCase {
+            name: "nothing to act on is never braked by the window",
+            items: many(2, || item(judgement(Kind::Unverifiable))),
+            facts: with(1000, None),
+            expect: all(2, REPORT),
+        },
+    ]);
+}
+
+#[test]
+fn strays_count_with_tasks_in_the_brake() {
+    let facts = SweepFacts {
+        running: 20,
+        extra_actions: 5,
+        ..sweep()
+    };
+    // 6 tasks + 5 strays = 11 > 10.
+    let cases_in: Vec<Item> = many(6, || item(actionable()));
+    let cs: Vec<Case> = cases_in
+        .iter()
+        .map(|i| Case {
+            task: &i.task,
+            judgement: &i.judgement,
+            policy: &i.policy,
+        })
+        .collect();
+    let (ds, brake) = decide_sweep(&cs, &facts);
+    assert!(
+        brake.as_deref().is_some_and(|b| b.contains("11")),
+        "{brake:?}"
+    );
+    assert!(ds.iter().all(|d| d.outcome == Outcome::Braked));
+    // Strays alone over the limit: the sweep's brake holds for them.
+    let (_, brake) = decide_sweep(
+        &[],
+        &SweepFacts {
+            extra_actions: 11,
+            ..facts
+        },
+    );
+    assert!(brake.is_some());
 }

@@ -34,7 +34,6 @@ pub const SCHEMA: &str = "CREATE TABLE tasks (
 
 const CONFIG: &str = r#"
 interval = "1s"
-max_cpu_pressure = 100.0
 [executor]
 kind = "sqlite"
 path = "executor.db"

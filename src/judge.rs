@@ -18,6 +18,10 @@ pub struct Facts<'a> {
     pub sweep: SweepKind,
     /// After a suspend or a wall-clock step, hang clocks restart here.
     pub hang_floor: Option<DateTime<Utc>>,
+    /// `future_tolerance`: a timestamp further ahead of `now` is implausible.
+    pub future_tolerance: std::time::Duration,
+    /// `kernel.pid_max`: a pid above it is a malformed row.
+    pub pid_max: Option<i32>,
 }
 
 /// The inputs that led to a verdict, kept with the finding so it can be
@@ -69,6 +73,12 @@ pub struct Judgement {
     pub grace_exempt: bool,
     /// The process started before the task (a pooled worker): never signal it.
     pub pooled: bool,
+    /// The row has neither `started_at` nor `pid_start_ticks`: nothing
+    /// proves the process is the task's, so it is never signalled.
+    pub unproven: bool,
+    /// Why a hung tree looks starved of CPU rather than stuck (runnable
+    /// members that got no CPU); the hung verdict may then be deferred.
+    pub starved: Option<String>,
     /// The observation to persist; `None` when there is no pid to key it.
     pub observation: Option<Observation>,
 }
@@ -87,6 +97,12 @@ pub struct Inputs {
     pub host: String,
     pub sweep: SweepKind,
     pub hang_floor: Option<DateTime<Utc>>,
+    /// `future_tolerance` in force, in ms (absent in inputs kept before it
+    /// existed: the default then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub future_tolerance_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_max: Option<i32>,
     /// `Config::fingerprint` of the configuration in force.
     pub config_fingerprint: String,
     /// What the judge said then (the finding's kind, unless `continues`).
@@ -142,6 +158,8 @@ impl PolicyInputs {
             on_stray: crate::model::OnStray::Report,
             kill_grace: d(self.kill_grace_ms),
             enabled: true,
+            max_deferral: None,
+            max_actions_per_window: None,
         }
     }
 }
@@ -155,8 +173,13 @@ impl Inputs {
             host: &self.host,
             sweep: self.sweep,
             hang_floor: self.hang_floor,
+            future_tolerance: self
+                .future_tolerance_ms
+                .map_or(FUTURE_TOLERANCE, std::time::Duration::from_millis),
+            pid_max: self.pid_max,
         };
-        judge(
+        guarded(
+            judge,
             &self.task,
             self.probe.as_ref(),
             self.prior.as_ref(),
@@ -167,7 +190,52 @@ impl Inputs {
 }
 
 fn ms(d: std::time::Duration) -> Duration {
-    Duration::milliseconds(d.as_millis().min(i64::MAX as u128) as i64)
+    let ms = d.as_millis().min(i64::MAX as u128) as i64;
+    Duration::try_milliseconds(ms).unwrap_or(Duration::MAX)
+}
+
+/// `t + d`, or `None` past the end of time: every addition in the judge
+/// goes through here, so no timestamp can panic a sweep.
+fn plus(t: DateTime<Utc>, d: Duration) -> Option<DateTime<Utc>> {
+    t.checked_add_signed(d)
+}
+
+/// The default `future_tolerance`, for inputs kept before it existed.
+pub const FUTURE_TOLERANCE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Judge one task, turning a panic into an `unverifiable` verdict naming
+/// it: one task's odd row may cost that task, never the sweep.
+pub fn guarded(
+    judge: crate::sweep::JudgeFn,
+    task: &Task,
+    probe: Option<&Probe>,
+    prior: Option<&Observation>,
+    policy: &Policy,
+    facts: &Facts,
+) -> Judgement {
+    let run = std::panic::AssertUnwindSafe(|| judge(task, probe, prior, policy, facts));
+    std::panic::catch_unwind(run).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        Judgement {
+            kind: Kind::Unverifiable,
+            evidence: Evidence {
+                reason: format!("the judge panicked on this task ({what}); nothing was decided"),
+                task_started_at: task.started_at,
+                heartbeat_at: task.last_progress_at,
+                boot_id: facts.boot.boot_id.clone(),
+                ..Evidence::default()
+            },
+            grace_exempt: false,
+            pooled: false,
+            unproven: false,
+            starved: None,
+            observation: None,
+        }
+    })
 }
 
 /// Judge one RUNNING task.
@@ -200,6 +268,8 @@ pub fn judge(
         evidence,
         grace_exempt,
         pooled: false,
+        unproven: false,
+        starved: None,
         observation,
     };
 
@@ -209,6 +279,23 @@ pub fn judge(
             return verdict(Kind::Unverifiable, ev, false, None);
         }
     }
+
+    // Times from the future cannot be used: a started_at ahead of now
+    // makes every age negative (and near chrono's end, arithmetic would
+    // overflow); a heartbeat ahead of now would read as fresh forever.
+    let tolerance = ms(facts.future_tolerance);
+    let latest = plus(now, tolerance).unwrap_or(DateTime::<Utc>::MAX_UTC);
+    if let Some(s) = task.started_at.filter(|s| *s > latest) {
+        ev.reason = format!(
+            "started_at {} is more than {} ahead of now ({}): the row's times cannot be used",
+            fmt_time(Some(s)),
+            humantime::format_duration(facts.future_tolerance),
+            fmt_time(Some(now))
+        );
+        return verdict(Kind::Unverifiable, ev, false, None);
+    }
+    let future_heartbeat = task.last_progress_at.filter(|h| *h > latest);
+    let heartbeat = task.last_progress_at.filter(|h| *h <= latest);
 
     let Some(pid) = task.pid else {
         let grace = ms(policy.startup_grace);
@@ -231,6 +318,13 @@ pub fn judge(
             }
         };
     };
+    // The kernel hands out pids below pid_max.
+    if let Some(max) = facts.pid_max.filter(|max| pid >= *max) {
+        ev.reason = format!(
+            "malformed row: pid {pid} is not below kernel.pid_max ({max}); no process can have it"
+        );
+        return verdict(Kind::Unverifiable, ev, false, None);
+    }
 
     // A fresh observation, or the prior one carried forward.
     let prior = prior.filter(|p| p.task_id == task.id && p.attempt == task.attempt && p.pid == pid);
@@ -254,20 +348,31 @@ pub fn judge(
         ev.gone_since = Some(since);
     };
 
-    // Nothing that ran before this boot can be alive now.
-    let pre_boot = task.started_at.is_some_and(|s| s < facts.boot.boot_time);
+    // Nothing that ran before this boot can be alive now. Once Foreman has
+    // bound the process in this boot, that binding is the identity: the
+    // wall-clock boot time moves with clock steps, the binding does not.
+    let bound_this_boot = prior.is_some_and(|p| {
+        p.boot_id == facts.boot.boot_id && p.start_ticks.is_some() && p.binding.is_some()
+    });
+    // The executor's start ticks matching the process exactly are the same
+    // proof.
+    let exact_ticks = task.pid_start_ticks.is_some()
+        && probe.and_then(Probe::leader).map(|l| l.start_ticks) == task.pid_start_ticks;
+    let pre_boot = !bound_this_boot
+        && !exact_ticks
+        && task.started_at.is_some_and(|s| s < facts.boot.boot_time);
     let other_boot = prior.is_some_and(|p| p.boot_id != facts.boot.boot_id);
     if pre_boot || other_boot {
-        ev.reason = if pre_boot {
-            format!(
-                "task started at {}, before this boot at {}; its process {pid} cannot be alive",
-                fmt_time(task.started_at),
-                fmt_time(Some(facts.boot.boot_time))
-            )
-        } else {
+        ev.reason = if other_boot {
             format!(
                 "the process was bound at boot {}; the host has rebooted since",
                 prior.map(|p| p.boot_id.as_str()).unwrap_or("?")
+            )
+        } else {
+            format!(
+                "task started at {}, before this boot at {}; whatever holds pid {pid} now is not its process (marked only, never signalled)",
+                fmt_time(task.started_at),
+                fmt_time(Some(facts.boot.boot_time))
             )
         };
         mark_gone(&mut obs, &mut ev);
@@ -324,11 +429,15 @@ pub fn judge(
             return verdict(kind, ev, false, Some(obs));
         }
     }
-    // Start ticks recorded by the executor are exact identity; the time
-    // rule is only for when Foreman has nothing better.
-    let exact = task.pid_start_ticks == Some(leader.start_ticks);
-    if let Some(s) = task.started_at.filter(|_| !exact) {
-        if proc_started > s + ms(policy.pid_start_tolerance) {
+    // The time rule binds: it runs once, before the identity is bound.
+    // After that, identity is the boot id and the start ticks only, so a
+    // wall-clock step (which moves the computed process start) or a
+    // started_at rewritten later cannot turn the same process into a
+    // reused pid.
+    let tolerance = ms(policy.pid_start_tolerance);
+    if let Some(s) = task.started_at.filter(|_| bound.is_none()) {
+        let latest_start = plus(s, tolerance).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        if proc_started > latest_start {
             ev.reason = format!(
                 "pid {pid} now belongs to another process: it started at {}, after the task started at {} (tolerance {})",
                 fmt_time(Some(proc_started)),
@@ -354,9 +463,15 @@ pub fn judge(
     // `started_at` just after the fork.
     let pooled = task
         .started_at
-        .is_some_and(|s| proc_started + ms(policy.pid_start_tolerance) < s);
+        .is_some_and(|s| plus(proc_started, tolerance).is_some_and(|p| p < s));
+    // Without started_at or pid_start_ticks nothing ties the process to the
+    // task: whatever held the pid when Foreman first looked was bound. It
+    // may be marked, never signalled.
+    let unproven = task.started_at.is_none() && task.pid_start_ticks.is_none();
 
-    if matches!(leader.state, 'Z' | 'X' | 'x') {
+    // A leader in state Z whose thread group still has threads (its main
+    // thread called pthread_exit) is a working process, not a zombie.
+    if leader.is_zombie() || matches!(leader.state, 'X' | 'x') {
         ev.reason = format!(
             "process {pid} exited but was not reaped (state {})",
             leader.state
@@ -367,15 +482,18 @@ pub fn judge(
     }
     // Alive: it is not gone, whatever an earlier probe saw.
     obs.gone_since = None;
+    let alive = |kind, ev, obs, starved| Judgement {
+        pooled,
+        unproven,
+        starved,
+        ..verdict(kind, ev, false, Some(obs))
+    };
     if matches!(leader.state, 'T' | 't') {
         ev.reason = format!(
             "process {pid} is stopped (state {}), e.g. under a debugger",
             leader.state
         );
-        return Judgement {
-            pooled,
-            ..verdict(Kind::Unverifiable, ev, false, Some(obs))
-        };
+        return alive(Kind::Unverifiable, ev, obs, None);
     }
 
     // Progress. A counter seen for the first time has no history: it counts
@@ -405,10 +523,19 @@ pub fn judge(
     obs.members = now_members;
     ev.cpu_moved_at = obs.cpu_moved_at;
     ev.io_moved_at = obs.io_moved_at.filter(|_| io_readable);
+    // Runnable members whose CPU did not move are waiting for a CPU: the
+    // tree was starved, not hung. Sleeping members (S, D, I) were not.
+    let runnable = members.iter().filter(|m| m.stat.state == 'R').count();
+    let starved = (runnable > 0 && !cpu_moved).then(|| {
+        format!(
+            "{runnable} of its {} processes are runnable (R) but got no CPU since the last sweep",
+            members.len()
+        )
+    });
 
     let mut candidates: Vec<(DateTime<Utc>, &str)> = Vec::new();
     if policy.counts(Signal::Heartbeat) {
-        if let Some(h) = task.last_progress_at {
+        if let Some(h) = heartbeat {
             candidates.push((h, "heartbeat"));
         }
     }
@@ -426,13 +553,13 @@ pub fn judge(
         !policy.counts(Signal::Heartbeat) && !policy.counts(Signal::Cpu) && !io_readable;
     if no_signal_readable {
         ev.reason = format!("no enabled progress signal is readable (/proc/{pid}/io unreadable)");
-        return Judgement {
-            pooled,
-            ..verdict(Kind::Unverifiable, ev, false, Some(obs))
-        };
+        return alive(Kind::Unverifiable, ev, obs, None);
     }
     let start = task.started_at.unwrap_or(obs.first_seen_at);
-    candidates.push((start + ms(policy.startup_grace), "startup_grace"));
+    candidates.push((
+        plus(start, ms(policy.startup_grace)).unwrap_or(DateTime::<Utc>::MAX_UTC),
+        "startup_grace",
+    ));
     if let Some(f) = facts.hang_floor {
         candidates.push((f, "clock_reset"));
     }
@@ -441,32 +568,35 @@ pub fn judge(
         .copied()
         .max_by_key(|(t, _)| *t)
         .unwrap_or((start, "started_at"));
-    let idle = now - last;
+    let idle = now.signed_duration_since(last);
+    let future_note = future_heartbeat
+        .map(|h| {
+            format!(
+                "; heartbeat {} is more than {} ahead of now, implausible: not counted as progress",
+                fmt_time(Some(h)),
+                humantime::format_duration(facts.future_tolerance)
+            )
+        })
+        .unwrap_or_default();
     ev.last_progress_at = Some(last);
     ev.last_progress_signal = Some(signal.to_string());
     ev.idle_ms = Some(idle.num_milliseconds().max(0));
     ev.timeout_ms = Some(ms(policy.timeout).num_milliseconds());
     if idle > ms(policy.timeout) {
         ev.reason = format!(
-            "process {pid}: no progress for {} (last: {} at {}), past the timeout of {}",
+            "process {pid}: no progress for {} (last: {} at {}), past the timeout of {}{future_note}",
             human(idle),
             signal,
             fmt_time(Some(last)),
             humantime::format_duration(policy.timeout)
         );
-        return Judgement {
-            pooled,
-            ..verdict(Kind::Hung, ev, false, Some(obs))
-        };
+        return alive(Kind::Hung, ev, obs, starved);
     }
     ev.reason = format!(
-        "process {pid} alive; last progress {} ago ({signal})",
+        "process {pid} alive; last progress {} ago ({signal}){future_note}",
         human(idle.max(Duration::zero()))
     );
-    Judgement {
-        pooled,
-        ..verdict(Kind::Alive, ev, false, Some(obs))
-    }
+    alive(Kind::Alive, ev, obs, None)
 }
 
 fn fmt_time(t: Option<DateTime<Utc>>) -> String {

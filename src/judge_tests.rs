@@ -49,6 +49,7 @@ fn boot() -> BootFacts {
         boot_id: BOOT_ID.into(),
         boot_time: boot_time(),
         clk_tck: 100,
+        ticks_at_boot: 0,
     }
 }
 
@@ -75,6 +76,8 @@ fn policy() -> Policy {
         on_stray: crate::model::OnStray::Report,
         kill_grace: std::time::Duration::from_secs(10),
         enabled: true,
+        max_deferral: None,
+        max_actions_per_window: None,
     }
 }
 
@@ -134,6 +137,7 @@ fn member(
             pgrp: PID,
             cpu_ticks: cpu,
             start_ticks: ticks_at(started),
+            threads: 1,
         },
         io_bytes: io,
     }
@@ -212,6 +216,8 @@ fn facts(now: DateTime<Utc>, boot: &BootFacts, sweep: SweepKind) -> Facts<'_> {
         host: HERE,
         sweep,
         hang_floor: None,
+        future_tolerance: std::time::Duration::from_secs(300),
+        pid_max: Some(4_194_304),
     }
 }
 
@@ -1209,4 +1215,289 @@ fn cpu_stall_across_sweeps() {
     assert_eq!(at, now() + mins(30));
     let j = sweep(at + millis(1), Some(&o));
     assert_eq!(j.kind, Kind::Hung, "1 ms past: {}", j.evidence.reason);
+}
+
+// ------------------------------------------------- issue 14: trust on real hosts
+
+/// A boot facts whose wall-clock boot time moved by `by` (an NTP step moves
+/// `btime`, and so every computed process start, while ticks stay).
+fn boot_stepped(by: Duration) -> BootFacts {
+    BootFacts {
+        boot_time: boot_time() + by,
+        ..boot()
+    }
+}
+
+#[test]
+fn times_from_the_future() {
+    let far = Utc.timestamp_opt(8_210_266_876_795, 0).single();
+    run(vec![
+        case("started_at far in the future: unverifiable, no panic")
+            .task(task_with(|t| t.started_at = far))
+            .expect(expect(Kind::Unverifiable).reason(&["started_at", "ahead of now"])),
+        case("started_at just inside future_tolerance is used")
+            .task(task_with(|t| t.started_at = Some(now() + mins(5))))
+            .probe(Some(started_at(t0())))
+            .expect(expect(Kind::Alive).pooled()),
+        case("started_at one second past future_tolerance is not")
+            .task(task_with(|t| {
+                t.started_at = Some(now() + mins(5) + secs(1))
+            }))
+            .expect(expect(Kind::Unverifiable).reason(&["ahead of now"])),
+        case("heartbeat far in the future is not progress: the hang shows")
+            .task(task_with(|t| t.last_progress_at = far))
+            .policy(heartbeat_only())
+            .expect(
+                expect(Kind::Hung)
+                    .reason(&["implausible", "not counted as progress"])
+                    .last("startup_grace", t0() + mins(2)),
+            ),
+        case("heartbeat an hour ahead (skewed clock) is not progress")
+            .task(task_with(|t| t.last_progress_at = Some(now() + mins(60))))
+            .policy(heartbeat_only())
+            .expect(expect(Kind::Hung).reason(&["implausible"])),
+        case("heartbeat exactly at the tolerance still counts")
+            .task(task_with(|t| t.last_progress_at = Some(now() + mins(5))))
+            .policy(heartbeat_only())
+            .expect(expect(Kind::Alive).last("heartbeat", now() + mins(5))),
+        case("heartbeat in the future on an alive task: the reason says so")
+            .task(task_with(|t| t.last_progress_at = Some(now() + mins(60))))
+            .expect(expect(Kind::Alive).reason(&["implausible"])),
+    ]);
+}
+
+#[test]
+fn pid_above_pid_max_is_a_malformed_row() {
+    run(vec![
+        case("pid exactly kernel.pid_max")
+            .task(task_with(|t| t.pid = Some(4_194_304)))
+            .probe(Some(Probe::Gone))
+            .expect(
+                expect(Kind::Unverifiable)
+                    .gone_since(None)
+                    .reason(&["pid_max", "malformed"]),
+            ),
+        case("pid one below pid_max is judged")
+            .task(task_with(|t| t.pid = Some(4_194_303)))
+            .probe(Some(Probe::Gone))
+            .expect(expect(Kind::Dead)),
+    ]);
+}
+
+#[test]
+fn a_bound_identity_survives_clock_steps() {
+    let boot = boot();
+    let bound = prior(
+        &[leader('S', t0())],
+        Some(now() - mins(2)),
+        Some(now() - mins(2)),
+    );
+    // The same live process, judged after the wall clock (and so btime)
+    // stepped forward an hour: its computed start is now 07:00, an hour
+    // after the task's started_at.
+    for step in [mins(60), mins(-60), Duration::days(3)] {
+        let stepped = boot_stepped(step);
+        let f = Facts {
+            boot: &stepped,
+            ..facts(now(), &boot, SweepKind::Scheduled)
+        };
+        let j = judge(&task(), Some(&running('S')), Some(&bound), &policy(), &f);
+        assert_eq!(j.kind, Kind::Alive, "step {step}: {j:#?}");
+        // And with the executor's ticks as identity.
+        let t = task_with(|t| t.pid_start_ticks = Some(ticks_at(t0())));
+        let j = judge(&t, Some(&running('S')), None, &policy(), &f);
+        assert_eq!(j.kind, Kind::Alive, "step {step}, executor ticks: {j:#?}");
+    }
+    // started_at rewritten later (moved back a day) after binding: same.
+    let t = task_with(|t| t.started_at = Some(t0() - Duration::hours(5)));
+    let j = judge(
+        &t,
+        Some(&running('S')),
+        Some(&bound),
+        &policy(),
+        &facts(now(), &boot, SweepKind::Scheduled),
+    );
+    assert_eq!(j.kind, Kind::Alive, "{j:#?}");
+    // Unbound, the time rule still catches a reused pid at first sight.
+    let j = judge(
+        &task(),
+        Some(&started_at(t0() + mins(30))),
+        None,
+        &policy(),
+        &facts(now(), &boot, SweepKind::Scheduled),
+    );
+    assert_eq!(j.kind, Kind::PidReused, "{j:#?}");
+}
+
+#[test]
+fn the_pre_boot_rule_prefers_the_bound_boot_id() {
+    let boot = boot();
+    // Bound in this boot: a wall-clock step that puts started_at before
+    // btime does not make the live process dead.
+    let bound = prior(
+        &[leader('S', t0())],
+        Some(now() - mins(2)),
+        Some(now() - mins(2)),
+    );
+    let stepped = boot_stepped(Duration::hours(7));
+    let f = Facts {
+        boot: &stepped,
+        ..facts(now(), &boot, SweepKind::Scheduled)
+    };
+    let j = judge(&task(), Some(&running('S')), Some(&bound), &policy(), &f);
+    assert_eq!(j.kind, Kind::Alive, "{j:#?}");
+    // Unbound: marked (grace exempt), and the reason says never signalled.
+    let t = task_with(|t| t.started_at = Some(boot_time() - mins(1)));
+    let j = judge(
+        &t,
+        Some(&running('S')),
+        None,
+        &policy(),
+        &facts(now(), &boot, SweepKind::Scheduled),
+    );
+    assert_eq!(j.kind, Kind::Dead);
+    assert!(j.grace_exempt);
+    assert!(
+        j.evidence.reason.contains("never signalled"),
+        "{}",
+        j.evidence.reason
+    );
+}
+
+#[test]
+fn identity_without_started_at_or_ticks_is_unproven() {
+    let boot = boot();
+    let f = facts(now(), &boot, SweepKind::Scheduled);
+    let t = task_with(|t| {
+        t.started_at = None;
+        t.last_progress_at = None;
+    });
+    let stale = prior(
+        &[leader('S', t0())],
+        Some(now() - mins(40)),
+        Some(now() - mins(40)),
+    );
+    let j = judge(&t, Some(&running('S')), Some(&stale), &policy(), &f);
+    assert_eq!(j.kind, Kind::Hung, "{j:#?}");
+    assert!(j.unproven);
+    // With started_at, or with the executor's ticks, it is proven.
+    let j = judge(
+        &task_with(|t| t.last_progress_at = None),
+        Some(&running('S')),
+        Some(&stale),
+        &policy(),
+        &f,
+    );
+    assert!(!j.unproven);
+    let t = task_with(|t| {
+        t.started_at = None;
+        t.pid_start_ticks = Some(ticks_at(t0()));
+    });
+    assert!(!judge(&t, Some(&running('S')), Some(&stale), &policy(), &f).unproven);
+}
+
+#[test]
+fn a_leader_that_exited_with_live_threads_is_not_a_zombie() {
+    let mut l = leader('Z', t0());
+    l.stat.threads = 3;
+    run(vec![
+        case("leader Z with 3 threads: alive").probe(Some(found(vec![l.clone()]))),
+        case("leader Z with 1 thread: zombie")
+            .probe(Some(running('Z')))
+            .expect(expect(Kind::Zombie)),
+    ]);
+    // Its threads' CPU is progress.
+    let boot = boot();
+    let f = facts(now(), &boot, SweepKind::Scheduled);
+    let before = prior(&[l.clone()], Some(now() - mins(40)), Some(now() - mins(40)));
+    let mut busy = l.clone();
+    busy.stat.cpu_ticks += 50;
+    let j = judge(
+        &task_with(|t| t.last_progress_at = None),
+        Some(&found(vec![busy])),
+        Some(&before),
+        &cpu_only(),
+        &f,
+    );
+    assert_eq!(j.kind, Kind::Alive, "{j:#?}");
+    let j = judge(
+        &task_with(|t| t.last_progress_at = None),
+        Some(&found(vec![l])),
+        Some(&before),
+        &cpu_only(),
+        &f,
+    );
+    assert_eq!(j.kind, Kind::Hung, "{j:#?}");
+}
+
+#[test]
+fn a_runnable_tree_without_cpu_is_starved_not_hung() {
+    let boot = boot();
+    let f = facts(now(), &boot, SweepKind::Scheduled);
+    let t = task_with(|t| t.last_progress_at = None);
+    // R with no CPU gain since the last sweep: starved.
+    let r = leader('R', t0());
+    let before = prior(
+        std::slice::from_ref(&r),
+        Some(now() - mins(40)),
+        Some(now() - mins(40)),
+    );
+    let j = judge(&t, Some(&found(vec![r])), Some(&before), &cpu_only(), &f);
+    assert_eq!(j.kind, Kind::Hung);
+    assert!(
+        j.starved.as_deref().is_some_and(|s| s.contains("runnable")),
+        "{j:#?}"
+    );
+    // All sleeping with no CPU: a real hang, not starvation.
+    let s = leader('S', t0());
+    let before = prior(
+        std::slice::from_ref(&s),
+        Some(now() - mins(40)),
+        Some(now() - mins(40)),
+    );
+    let j = judge(&t, Some(&found(vec![s])), Some(&before), &cpu_only(), &f);
+    assert_eq!(j.kind, Kind::Hung);
+    assert_eq!(j.starved, None);
+    // A busy loop getting CPU but with a stale heartbeat: hung, not starved.
+    let busy = leader('R', t0());
+    let before = prior(
+        std::slice::from_ref(&busy),
+        Some(now() - mins(40)),
+        Some(now() - mins(40)),
+    );
+    let mut more = busy.clone();
+    more.stat.cpu_ticks += 500;
+    let stale = task_with(|t| t.last_progress_at = Some(now() - mins(40)));
+    let j = judge(
+        &stale,
+        Some(&found(vec![more])),
+        Some(&before),
+        &heartbeat_only(),
+        &f,
+    );
+    assert_eq!(j.kind, Kind::Hung);
+    assert_eq!(j.starved, None);
+}
+
+#[test]
+fn a_panicking_judge_costs_only_its_task() {
+    fn boom(
+        _: &Task,
+        _: Option<&Probe>,
+        _: Option<&Observation>,
+        _: &Policy,
+        _: &Facts,
+    ) -> Judgement {
+        panic!("boom at the test's request")
+    }
+    let boot = boot();
+    let f = facts(now(), &boot, SweepKind::Scheduled);
+    let j = guarded(boom, &task(), None, None, &policy(), &f);
+    assert_eq!(j.kind, Kind::Unverifiable);
+    assert!(
+        j.evidence.reason.contains("boom at the test's request"),
+        "{}",
+        j.evidence.reason
+    );
+    assert!(j.observation.is_none());
 }

@@ -37,3 +37,6 @@ pub mod strays;
 pub mod sweep;
 pub mod twin;
 pub mod wellbeing;
+
+#[cfg(test)]
+mod properties_tests;

@@ -58,10 +58,17 @@ fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
+/// Exited but not reaped. A leader in state Z whose thread group still has
+/// threads (it called `pthread_exit`) has not exited: a signal through its
+/// pidfd reaches the whole group.
+fn exited(s: &Stat) -> bool {
+    s.is_zombie() || matches!(s.state, 'X' | 'x')
+}
+
 /// Whether the process is still the one we mean and has not exited.
 fn still_running(id: Identity) -> bool {
     match read_stat(Path::new("/proc"), id.pid) {
-        Ok(Some(s)) => s.start_ticks == id.start_ticks && !matches!(s.state, 'Z' | 'X' | 'x'),
+        Ok(Some(s)) => s.start_ticks == id.start_ticks && !exited(&s),
         _ => false,
     }
 }
@@ -116,7 +123,7 @@ pub fn signal_verified(id: Identity, sig: i32) -> Sent {
             "process {} is in Foreman's own process group",
             id.pid
         ))
-    } else if matches!(current.state, 'Z' | 'X' | 'x') {
+    } else if exited(&current) {
         Sent::Gone
     } else if fd >= 0 {
         // SAFETY: fd is a pidfd we own; a null siginfo is allowed.
@@ -240,6 +247,8 @@ pub fn terminate_trees(
             }
         }
     }
+    // The crash test stops here: SIGTERMs sent, none recorded yet.
+    fail::fail_point!("recovery::after_sigterm");
     let alive = |tree: &Vec<Identity>| {
         tree.iter()
             .copied()

@@ -6,15 +6,15 @@
 //! afresh, and the open finding is either acted on (same key) or closed.
 
 use crate::activity::{
-    ActivityLog, Committed, NewAlert, NewFinding, StrayHistory, SweepRecord, SweepTx,
+    ActivityLog, Committed, Interrupted, NewAlert, NewFinding, StrayHistory, SweepRecord, SweepTx,
 };
 use crate::config::Config;
-use crate::decide::{decide, Case, Decision, SweepFacts};
+use crate::decide::{decide_sweep, Case, Decision, SweepFacts};
 use crate::executor::{Executor, Marked};
-use crate::judge::{judge, Facts, Inputs, Judgement, PolicyInputs};
+use crate::judge::{guarded, judge, Facts, Inputs, Judgement, PolicyInputs};
 use crate::model::{Action, Kind, Mode, OnStray, Outcome, Row, SweepKind, Task, TaskState};
 use crate::observation::Observation;
-use crate::probe::{boot_facts, cpu_pressure, Clocks, Probe, ProcTable};
+use crate::probe::{boot_facts, pid_max, Clocks, Probe, ProcTable};
 use crate::recovery::{failure_reason, terminate_trees, Identity, Terminated};
 use crate::strays::{self, Candidate};
 use anyhow::{Context, Result};
@@ -165,23 +165,21 @@ pub fn sweep(
             hang_floor = Some(started_at);
         }
     }
-    // Starvation: Foreman itself could not run on time, so neither could the
-    // heartbeat writers it judges.
-    let mut starved = None;
-    if let Some(late) = opts.lateness.filter(|l| *l > config.interval / 2) {
-        starved = Some(format!(
-            "this sweep started {} late (more than half the interval)",
-            humantime::format_duration(Duration::from_millis(late.as_millis() as u64))
-        ));
-    } else if let Some(p) = cpu_pressure().filter(|p| *p > config.max_cpu_pressure) {
-        starved = Some(format!(
-            "CPU pressure is {p:.1}% (some avg10), above max_cpu_pressure {:.1}%",
-            config.max_cpu_pressure
-        ));
-    }
-    if let Some(s) = &starved {
-        deferral = Some(deferral.map_or(s.clone(), |d| format!("{d}; {s}")));
-    }
+    // Starvation is Foreman's own: its tick fired late, or it waited for a
+    // CPU during this sweep (measured below, before deciding). A host busy
+    // with its own droids is not starvation: system-wide PSI stays above
+    // 90% for hours on a healthy fleet host, and deferring on it would
+    // hide every hang. A task's own tree is judged by the judge.
+    let run_delay_at_start = run_delay();
+    let mut starved = opts
+        .lateness
+        .filter(|l| *l > config.interval / 2)
+        .map(|late| {
+            format!(
+                "this sweep started {} late (more than half the interval)",
+                humantime::format_duration(Duration::from_millis(late.as_millis() as u64))
+            )
+        });
 
     let mut record = SweepRecord {
         kind: kind.as_str(),
@@ -242,7 +240,38 @@ pub fn sweep(
         .map(|l| l.open_findings())
         .transpose()?
         .unwrap_or_default();
+    // Actions within the rolling window (`[defaults] timeout`) before this
+    // sweep, for the brake.
+    let recent_actions = match reader {
+        Some(l) => {
+            let window = chrono::Duration::from_std(config.defaults.timeout)
+                .unwrap_or(chrono::Duration::MAX);
+            let since = started_at
+                .checked_sub_signed(window)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC);
+            l.actions_since(since)?
+        }
+        None => 0,
+    };
+    // Terminations a crash interrupted, as committed (evidence and tree).
+    let mut interrupted: HashMap<i64, Interrupted> = HashMap::new();
+    if let Some(l) = reader {
+        for o in open
+            .iter()
+            .filter(|o| o.kind == Kind::Hung.as_str() && o.action == Action::TerminateAndMark)
+        {
+            if let Some(r) = l.resume_of(o.id)? {
+                interrupted.insert(o.id, r);
+            }
+        }
+    }
     let table = ProcTable::scan().context("scanning /proc")?;
+    // A /proc that cannot show other processes (hidepid, another PID
+    // namespace) would make every task look dead: nothing is called gone.
+    let blind = config.proc_blindness();
+    if let Some(why) = &blind {
+        error!(reason = %why, "/proc cannot show the executor's processes: no task is called dead and no stray terminated");
+    }
     let running: Vec<&Task> = snapshot.running().collect();
     report.tasks_checked = running.len();
     record.tasks_checked = running.len();
@@ -269,16 +298,32 @@ pub fn sweep(
         host: &config.host,
         sweep: kind,
         hang_floor,
+        future_tolerance: config.future_tolerance,
+        pid_max: pid_max(),
     };
     // Only the tasks that are not alive: they become findings. Tasks go
     // through in batches, each stage over the whole batch: as fast as
     // stage-at-a-time over all tasks (the caches stay warm), while memory
     // holds one batch's probes and observations, not every task's.
-    let mut judged: Vec<(&Task, Judgement, Option<Probe>, serde_json::Value)> = Vec::new();
+    #[allow(clippy::type_complexity)]
+    let mut judged: Vec<(
+        &Task,
+        Judgement,
+        Option<Probe>,
+        serde_json::Value,
+        Option<Interrupted>,
+    )> = Vec::new();
     for batch in running.chunks(BATCH) {
         let probes: Vec<Option<Probe>> = batch
             .iter()
-            .map(|t| t.pid.map(|p| table.probe(p)))
+            .map(|t| {
+                t.pid.map(|p| match (table.probe(p), &blind) {
+                    (Probe::Gone, Some(why)) => Probe::Unreadable(format!(
+                        "not visible, and /proc cannot show every process ({why})"
+                    )),
+                    (probe, _) => probe,
+                })
+            })
             .collect();
         let priors = batch
             .iter()
@@ -292,7 +337,8 @@ pub fn sweep(
             .zip(&probes)
             .zip(&priors)
             .map(|((task, probe), prior)| {
-                (opts.judge)(
+                guarded(
+                    opts.judge,
                     task,
                     probe.as_ref(),
                     prior.as_ref(),
@@ -314,6 +360,7 @@ pub fn sweep(
             // A gone task keeps the kind of its open finding (an orphan
             // found at startup is still that orphan at the next sweep).
             let verdict = j.kind;
+            let mut resumed = None;
             if j.kind.is_gone() {
                 if let Some(o) = open
                     .iter()
@@ -321,6 +368,15 @@ pub fn sweep(
                 {
                     if let Some(k) = gone_kind(&o.kind) {
                         j.kind = k;
+                    } else if o.kind == Kind::Hung.as_str() && o.action == Action::TerminateAndMark
+                    {
+                        // Foreman stopped between signalling a hung tree and
+                        // recording it: the tree it was killing is gone (or
+                        // going). Finish that termination, not a new verdict.
+                        if let Some(r) = interrupted.get(&o.id) {
+                            j.kind = Kind::Hung;
+                            resumed = Some(r.clone());
+                        }
                     }
                 }
             }
@@ -334,11 +390,13 @@ pub fn sweep(
                 host: config.host.clone(),
                 sweep: kind,
                 hang_floor,
+                future_tolerance_ms: Some(config.future_tolerance.as_millis() as u64),
+                pid_max: facts.pid_max,
                 config_fingerprint: config.fingerprint.clone(),
                 verdict,
                 continues: Some(j.kind).filter(|k| *k != verdict),
             };
-            judged.push((task, j, probe, serde_json::to_value(&inputs)?));
+            judged.push((task, j, probe, serde_json::to_value(&inputs)?, resumed));
         }
     }
     let local = running
@@ -354,112 +412,48 @@ pub fn sweep(
         .filter(|(_, n)| **n > 1)
         .map(|(p, _)| *p)
         .collect();
-    let cases: Vec<Case> = judged
-        .iter()
-        .map(|(task, j, _, _)| Case {
-            task,
-            judgement: j,
-            policy: config.policy(&task.droid_type),
-        })
-        .collect();
-    let decisions = decide(
-        &cases,
-        &SweepFacts {
-            now: started_at,
-            starved: starved.clone(),
-            running: running.len(),
-            max_actions: config.defaults.max_actions_per_sweep,
-            shared_pids,
-        },
-    );
+    // Foreman's own starvation: it waited for a CPU during this sweep.
+    if let (Some(a), Some(b)) = (run_delay_at_start, run_delay()) {
+        let waited = b.saturating_sub(a);
+        if waited > RUN_DELAY_STARVED && starved.is_none() {
+            starved = Some(format!(
+                "Foreman waited {} for a CPU during this sweep",
+                humantime::format_duration(Duration::from_millis(waited.as_millis() as u64))
+            ));
+        }
+    }
 
-    // Findings: every verdict but alive, and every bad row.
     struct Planned<'a> {
         task: Option<&'a Task>,
         finding: NewFinding,
         decision: Decision,
         tree: Vec<Identity>,
     }
-    let mut planned: Vec<Planned> = Vec::new();
-    for ((task, j, probe, inputs), d) in judged.iter().zip(decisions) {
-        let mut evidence = j.evidence.clone();
-        let mut tree = Vec::new();
-        if let Some(Probe::Found(members)) = probe {
-            evidence.cmdline = task.pid.and_then(|p| table.cmdline(p));
-            // Descendants first, leader last.
-            tree = members
-                .iter()
-                .rev()
-                .map(|m| Identity {
-                    pid: m.stat.pid,
-                    start_ticks: m.stat.start_ticks,
-                })
-                .collect();
-        }
-        planned.push(Planned {
-            task: Some(task),
-            finding: NewFinding {
-                task_id: task.id.clone(),
-                attempt: task.attempt,
-                kind: j.kind,
-                droid_type: Some(task.droid_type.clone()),
-                plan_id: task.plan_id.clone(),
-                pid: task.pid,
-                host: task.host.clone(),
-                evidence: serde_json::to_value(&evidence)?,
-                action: d.action,
-                outcome: d.outcome,
-                detail: d.note.clone(),
-                inputs: inputs.clone(),
-            },
-            decision: d,
-            tree,
-        });
-    }
-    for row in &snapshot.rows {
-        if let Row::Bad(b) = row {
-            planned.push(Planned {
-                task: None,
-                finding: NewFinding {
-                    task_id: b.id.clone(),
-                    attempt: b.attempt,
-                    kind: Kind::Unverifiable,
-                    droid_type: b.droid_type.clone(),
-                    plan_id: b.plan_id.clone(),
-                    pid: None,
-                    host: None,
-                    evidence: serde_json::json!({"reason": format!("malformed snapshot row: {}", b.reason), "boot_id": boot.boot_id}),
-                    action: Action::None,
-                    outcome: Outcome::Reported,
-                    detail: None,
-                    inputs: serde_json::Value::Null,
-                },
-                decision: Decision {
-                    action: Action::None,
-                    outcome: Outcome::Reported,
-                    note: None,
-                },
-                tree: Vec::new(),
-            });
-        }
-    }
-
     // Strays: recorded once seen on two consecutive sweeps, once each.
     // Terminating one needs a snapshot this sweep can trust: no malformed
     // row, and this host's work in it (a snapshot that lost its tasks makes
     // every worker look like a stray).
-    let first_stray = planned.len();
+    let mut stray_planned: Vec<Planned> = Vec::new();
     let mut stray_candidates: Vec<Candidate> = Vec::new();
     if strays::enabled(config) {
         let owned = strays::owned(&table, &snapshot);
         let bad_rows = snapshot.rows.iter().any(|r| matches!(r, Row::Bad(_)));
         let distrust = if bad_rows {
-            Some("the snapshot has malformed rows")
+            Some("the snapshot has malformed rows".to_string())
         } else if local == 0 {
-            Some("the snapshot shows no RUNNING task on this host")
+            Some("the snapshot shows no RUNNING task on this host".to_string())
         } else {
-            None
+            blind
+                .as_ref()
+                .map(|why| format!("/proc cannot show every process ({why})"))
         };
+        // A RUNNING task of this host without a pid yet has a worker that
+        // may be this very process: its type's strays are reported only.
+        let pidless: Vec<&str> = running
+            .iter()
+            .filter(|t| t.pid.is_none() && t.host.as_deref().is_none_or(|h| h == config.host))
+            .map(|t| t.droid_type.as_str())
+            .collect();
         for c in strays::candidates(&table, config, &owned) {
             let seen = memory.stray(&boot.boot_id, &c, started_at)?;
             let key = format!(
@@ -485,7 +479,25 @@ pub fn sweep(
             if age < policy.startup_grace {
                 continue;
             }
-            let decision = match (policy.on_stray, policy.mode, distrust) {
+            let unregistered = match c.droid_type.as_deref() {
+                Some(t) => pidless.iter().find(|p| **p == t).map(|t| {
+                    format!("a RUNNING {t} task has no pid recorded yet; this may be its worker")
+                }),
+                // A [defaults] pattern: any type inheriting it may own it.
+                None => pidless
+                    .iter()
+                    .find(|t| {
+                        config.policy(t).process_match.as_ref().map(|r| r.as_str())
+                            == config.defaults.process_match.as_ref().map(|r| r.as_str())
+                    })
+                    .map(|t| {
+                        format!(
+                            "a RUNNING {t} task has no pid recorded yet; this may be its worker"
+                        )
+                    }),
+            };
+            let why_not = distrust.clone().or(unregistered);
+            let decision = match (policy.on_stray, policy.mode, why_not) {
                 (OnStray::Terminate, Mode::Enforce, None) => Decision {
                     action: Action::Terminate,
                     outcome: Outcome::Pending,
@@ -538,7 +550,7 @@ pub fn sweep(
                 "first_seen_at": seen.first_seen_at,
                 "boot_id": boot.boot_id,
             });
-            planned.push(Planned {
+            stray_planned.push(Planned {
                 task: None,
                 finding: NewFinding {
                     task_id: key,
@@ -560,19 +572,164 @@ pub fn sweep(
             stray_candidates.push(c);
         }
     }
-    // One brake for every action of the sweep: strays count with tasks.
-    let acting = |ps: &[Planned]| ps.iter().filter(|p| p.decision.should_act()).count();
-    let terminating = acting(&planned[first_stray..]);
-    let limit = crate::decide::limit(config.defaults.max_actions_per_sweep, running.len());
-    let total = acting(&planned[..first_stray]) + terminating;
-    if terminating > 0 && total > limit {
+    let cases: Vec<Case> = judged
+        .iter()
+        .map(|(task, j, _, _, _)| Case {
+            task,
+            judgement: j,
+            policy: config.policy(&task.droid_type),
+        })
+        .collect();
+    let (decisions, brake) = decide_sweep(
+        &cases,
+        &SweepFacts {
+            now: started_at,
+            starved: starved.clone(),
+            running: local,
+            max_actions: config.defaults.max_actions_per_sweep,
+            shared_pids,
+            recent_actions,
+            window_limit: config.defaults.max_actions_per_window,
+            window: config.defaults.timeout,
+            extra_actions: stray_planned
+                .iter()
+                .filter(|p| p.decision.should_act())
+                .count(),
+        },
+    );
+
+    // Deferral is said where operators look: the sweep's record (twin,
+    // /healthz, metrics read it) and one log line per sweep that defers.
+    let deferred = decisions
+        .iter()
+        .filter(|d| d.outcome == Outcome::DeferredStarvation)
+        .count();
+    let mut said: Vec<String> = deferral.iter().cloned().collect();
+    if let Some(s) = &starved {
+        said.push(s.clone());
+    }
+    if deferred > 0 {
+        let trees = judged
+            .iter()
+            .zip(&decisions)
+            .filter(|((_, j, _, _, _), d)| {
+                d.outcome == Outcome::DeferredStarvation && j.starved.is_some()
+            })
+            .count();
+        said.push(format!(
+            "{deferred} hung verdicts deferred ({trees} of them because the task's own processes were runnable without CPU)"
+        ));
+        warn!(
+            deferred,
+            starved_trees = trees,
+            foreman_starved = starved.as_deref().unwrap_or(""),
+            "hung verdicts deferred for starvation; each acts at the latest max_deferral past its timeout"
+        );
+    }
+    record.deferral = (!said.is_empty()).then(|| said.join("; "));
+    report.deferral = record.deferral.clone();
+
+    // Findings: every verdict but alive, and every bad row.
+    let mut planned: Vec<Planned> = Vec::new();
+    for ((task, j, probe, inputs, resumed), mut d) in judged.iter().zip(decisions) {
+        let mut evidence = serde_json::to_value(&j.evidence)?;
+        let mut tree = Vec::new();
+        if let Some(r) = resumed {
+            // Complete the interrupted termination: the tree as it was
+            // probed then (each member re-verified by its start ticks
+            // before any signal), the evidence that decided it.
+            tree = interrupted_tree(&r.inputs);
+            evidence = r.evidence.clone();
+            if d.outcome != Outcome::Braked {
+                d = Decision {
+                    action: Action::TerminateAndMark,
+                    outcome: if config.policy(&task.droid_type).mode == Mode::Shadow {
+                        Outcome::WouldMarkFailed
+                    } else {
+                        Outcome::Pending
+                    },
+                    note: Some(format!(
+                        "completing the termination of finding {} that a restart interrupted (its process is now {}); signals sent before the restart were not recorded",
+                        r.finding_id, j.evidence.reason
+                    )),
+                };
+            }
+        } else if let Some(Probe::Found(members)) = probe {
+            if let (Some(cmd), Some(map)) = (
+                task.pid.and_then(|p| table.cmdline(p)),
+                evidence.as_object_mut(),
+            ) {
+                map.insert("cmdline".into(), serde_json::Value::String(cmd));
+            }
+            // Descendants first, leader last.
+            tree = members
+                .iter()
+                .rev()
+                .map(|m| Identity {
+                    pid: m.stat.pid,
+                    start_ticks: m.stat.start_ticks,
+                })
+                .collect();
+        }
+        planned.push(Planned {
+            task: Some(task),
+            finding: NewFinding {
+                task_id: task.id.clone(),
+                attempt: task.attempt,
+                kind: j.kind,
+                droid_type: Some(task.droid_type.clone()),
+                plan_id: task.plan_id.clone(),
+                pid: task.pid,
+                host: task.host.clone(),
+                evidence,
+                action: d.action,
+                outcome: d.outcome,
+                detail: d.note.clone(),
+                inputs: inputs.clone(),
+            },
+            decision: d,
+            tree,
+        });
+    }
+    for row in &snapshot.rows {
+        if let Row::Bad(b) = row {
+            planned.push(Planned {
+                task: None,
+                finding: NewFinding {
+                    task_id: b.id.clone(),
+                    attempt: b.attempt,
+                    kind: Kind::Unverifiable,
+                    droid_type: b.droid_type.clone(),
+                    plan_id: b.plan_id.clone(),
+                    pid: None,
+                    host: None,
+                    evidence: serde_json::json!({"reason": format!("malformed snapshot row: {}", b.reason), "boot_id": boot.boot_id}),
+                    action: Action::None,
+                    outcome: Outcome::Reported,
+                    detail: None,
+                    inputs: serde_json::Value::Null,
+                },
+                decision: Decision {
+                    action: Action::None,
+                    outcome: Outcome::Reported,
+                    note: None,
+                },
+                tree: Vec::new(),
+            });
+        }
+    }
+
+    let first_stray = planned.len();
+    planned.extend(stray_planned);
+    // One brake for every action of the sweep: strays count with tasks,
+    // and a braked sweep terminates no stray either.
+    if let Some(note) = &brake {
         for p in planned[first_stray..].iter_mut() {
             if p.decision.should_act() {
-                let note = format!("mass-action brake: this sweep would act on {total} tasks and strays, more than the limit of {limit}; no stray terminated");
                 p.decision.outcome = Outcome::Braked;
                 p.decision.note = Some(note.clone());
                 p.finding.outcome = Outcome::Braked;
-                p.finding.detail = Some(note);
+                p.finding.detail = Some(note.clone());
             }
         }
     }
@@ -661,8 +818,8 @@ pub fn sweep(
     if let Memory::Writing(tx) = &memory {
         let hung: HashSet<&str> = judged
             .iter()
-            .filter(|(_, j, _, _)| j.kind == Kind::Hung)
-            .map(|(t, _, _, _)| t.id.as_str())
+            .filter(|(_, j, _, _, _)| j.kind == Kind::Hung)
+            .map(|(t, _, _, _, _)| t.id.as_str())
             .collect();
         let conn = tx.conn();
         conn.execute_batch("SAVEPOINT monitor_pull")?;
@@ -723,6 +880,49 @@ pub fn sweep(
                 )
             })
             .collect();
+        // The executor may have finished a hung task since the snapshot
+        // (its worker woke up and reported): read the rows again right
+        // before the first signal, and signal only a task still RUNNING
+        // with the same pid and attempt.
+        let mut skipped: HashMap<usize, (Outcome, String)> = HashMap::new();
+        if term.iter().any(|i| planned[*i].task.is_some()) {
+            let fresh = executor.snapshot();
+            for i in &term {
+                let Some(task) = planned[*i].task else {
+                    continue;
+                };
+                match &fresh {
+                    Ok(snap) => {
+                        let now_row = snap.rows.iter().find_map(|r| match r {
+                            Row::Task(t) if t.id == task.id => Some(t),
+                            _ => None,
+                        });
+                        let same = now_row.is_some_and(|t| {
+                            t.state == TaskState::Running
+                                && t.pid == task.pid
+                                && t.attempt == task.attempt
+                        });
+                        if !same {
+                            let now = now_row.map_or("gone from the snapshot".to_string(), |t| {
+                                format!("{:?} (attempt {}, pid {:?})", t.state, t.attempt, t.pid)
+                            });
+                            skipped.insert(*i, (Outcome::AlreadyFinished, format!(
+                                "re-read before signalling: the task is now {now}; nothing signalled, its result kept"
+                            )));
+                        }
+                    }
+                    Err(e) => {
+                        skipped.insert(*i, (Outcome::Error, format!(
+                            "could not re-read the task before signalling ({e:#}); nothing signalled, retried next sweep"
+                        )));
+                    }
+                }
+            }
+        }
+        let term: Vec<usize> = term
+            .into_iter()
+            .filter(|i| !skipped.contains_key(i))
+            .collect();
         let mut term_result: HashMap<usize, Terminated> = HashMap::new();
         if !term.is_empty() {
             let trees: Vec<Vec<Identity>> = term.iter().map(|i| planned[*i].tree.clone()).collect();
@@ -757,6 +957,10 @@ pub fn sweep(
         }
         for i in to_act {
             let p = &planned[i];
+            if let Some((outcome, note)) = skipped.remove(&i) {
+                outcomes[i] = (outcome, Some(note));
+                continue;
+            }
             actions += 1;
             let Some(task) = p.task else {
                 // A stray: terminated, with no task to mark.
@@ -911,6 +1115,40 @@ impl Memory<'_> {
             Memory::Writing(tx) => tx.commit_new(record).map(Some),
             Memory::Reading(_) => Ok(None),
         }
+    }
+}
+
+/// This thread's time spent waiting for a CPU (`/proc/thread-self/schedstat`,
+/// second field, ns): the sweep runs on one thread, so the difference over
+/// the sweep is how long Foreman itself was kept off the CPU.
+fn run_delay() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = text.split_ascii_whitespace().nth(1)?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+/// Waiting longer than this for a CPU within one sweep is starvation: a
+/// sweep needs milliseconds of CPU, and the fair scheduler gives a waking
+/// task its turn within a few of them even on a host saturated by its own
+/// droids.
+const RUN_DELAY_STARVED: Duration = Duration::from_secs(1);
+
+/// The tree a committed hung finding was about to terminate, from its kept
+/// inputs: descendants first, leader last, as `terminate_trees` wants.
+fn interrupted_tree(inputs: &serde_json::Value) -> Vec<Identity> {
+    let Ok(inputs) = serde_json::from_value::<Inputs>(inputs.clone()) else {
+        return Vec::new();
+    };
+    match inputs.probe {
+        Some(Probe::Found(members)) => members
+            .iter()
+            .rev()
+            .map(|m| Identity {
+                pid: m.stat.pid,
+                start_ticks: m.stat.start_ticks,
+            })
+            .collect(),
+        _ => Vec::new(),
     }
 }
 

@@ -9,7 +9,7 @@ pub mod sqlite;
 use crate::config::{Config, ExecutorKind, ExecutorTz};
 use crate::model::{BadRow, Row, Snapshot, Task, TaskState};
 use anyhow::Result;
-use chrono::{DateTime, Local, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Local, NaiveDateTime, TimeZone, Utc};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -136,9 +136,9 @@ fn parse_task(row: &Map<String, Value>, tz: ExecutorTz) -> Result<Task, String> 
     let time = |key: &str| -> Result<Option<DateTime<Utc>>, String> {
         match row.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => parse_time(v, tz)
-                .map(Some)
-                .ok_or_else(|| format!("unparseable {key} {v}")),
+            Some(v) => parse_time(v, tz).map(Some).ok_or_else(|| {
+                format!("unparseable {key} {v} (a time from 1970 to 9999 is required)")
+            }),
         }
     };
     let pid_start_ticks = match row.get("pid_start_ticks") {
@@ -167,7 +167,14 @@ fn parse_task(row: &Map<String, Value>, tz: ExecutorTz) -> Result<Task, String> 
 
 /// RFC 3339, `YYYY-MM-DD HH:MM:SS[.fff]` (SQLite's `CURRENT_TIMESTAMP`,
 /// in the executor's timezone), or unix seconds as a number or string.
+/// Times outside 1970..=9999 are refused: no executor writes them on
+/// purpose (epoch milliseconds read as seconds land in year 50000), and
+/// arithmetic near chrono's limits would overflow.
 pub fn parse_time(v: &Value, tz: ExecutorTz) -> Option<DateTime<Utc>> {
+    parse_time_any(v, tz).filter(|t| (1970..=9999).contains(&t.year()))
+}
+
+fn parse_time_any(v: &Value, tz: ExecutorTz) -> Option<DateTime<Utc>> {
     match v {
         Value::Number(n) => from_unix(n.as_f64()?),
         Value::String(s) => {

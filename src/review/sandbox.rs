@@ -353,7 +353,6 @@ impl World {
 host = "review-host"
 mode = "{mode}"
 # The sandbox must not defer hangs because the machine running it is busy.
-max_cpu_pressure = 100.0
 [executor]
 kind = "sqlite"
 path = "executor.db"
@@ -599,11 +598,17 @@ fn enforce_tasks(droids: &mut Droids, w: &World, force_reuse: bool) -> Result<Pi
             },
         )?;
     } else {
+        // Ten minutes before the reuser, but never before this boot: on a
+        // host up for less than that, a task "started" before the boot
+        // would be judged by the pre-boot rule instead.
+        let boot = crate::probe::boot_facts()?.boot_time;
+        let claimed =
+            (Utc::now() - chrono::Duration::minutes(10)).max(boot + chrono::Duration::seconds(1));
         w.insert(
             "reused",
             Some(p.reuser),
             Row {
-                started_at: Some(at(Utc::now() - chrono::Duration::minutes(10))),
+                started_at: Some(at(claimed)),
                 ..fresh()
             },
         )?;
