@@ -188,7 +188,21 @@ async fn main_loop(
                         mon.metrics.on_sweep(kind.as_str(), result.as_ref().ok(), started.elapsed());
                         match result {
                             Ok(report) => {
-                                mon.liveness.swept(summary(&report));
+                                // For /healthz: this sweep, and the deferral
+                                // of hung verdicts as the log now has it.
+                                let deferral = st
+                                    .log
+                                    .sweep_health()
+                                    .map(|h| h.and_then(|h| h.deferral))
+                                    .map_err(|e| format!("{e:#}"));
+                                if let Err(e) = &deferral {
+                                    error!(error = %e, "reading the deferral of hung verdicts failed");
+                                }
+                                mon.liveness.swept(http::Swept {
+                                    summary: summary(&report),
+                                    snapshot_error: report.snapshot_error.clone(),
+                                    deferral,
+                                });
                                 if let Some(h) = &hook {
                                     h(&report);
                                 }
@@ -583,6 +597,17 @@ fn summary(r: &SweepReport) -> String {
     );
     if let Some(e) = &r.snapshot_error {
         s.push_str(&format!("; snapshot_error: {e}"));
+    }
+    let deferred = r
+        .findings
+        .iter()
+        .filter(|f| f.outcome == crate::model::Outcome::DeferredStarvation)
+        .count();
+    if deferred > 0 || r.deferral.is_some() {
+        s.push_str(&format!("; {deferred} hung verdict(s) deferred"));
+        if let Some(d) = &r.deferral {
+            s.push_str(&format!(": {d}"));
+        }
     }
     s
 }

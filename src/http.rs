@@ -4,7 +4,7 @@
 //! headers and the number of connections is capped: a slow or flooding
 //! client cannot hold the watcher's listener.
 
-use crate::activity::ActivityLog;
+use crate::activity::{ActivityLog, Deferral};
 use crate::config::Config;
 use crate::metrics::{self, Metrics};
 use crate::monitor::{event, store, Batch};
@@ -28,18 +28,31 @@ use tracing::{debug, error, info, warn};
 /// What the daemon tells the listener about its sweeps, for `/healthz`.
 #[derive(Debug, Default)]
 pub struct Liveness {
-    last: Mutex<Option<(Instant, String)>>,
+    last: Mutex<Option<(Instant, Swept)>>,
+}
+
+/// What one finished sweep tells `/healthz`.
+#[derive(Debug, Clone)]
+pub struct Swept {
+    /// One line on the sweep, shown as `last_sweep`.
+    pub summary: String,
+    /// The executor could not be read (`snapshot_error`).
+    pub snapshot_error: Option<String>,
+    /// Hung verdicts deferred for starvation, as the activity log had it
+    /// after this sweep (`activity::sweep_health`); `Err` when it could not
+    /// be read.
+    pub deferral: Result<Option<Deferral>, String>,
 }
 
 impl Liveness {
-    /// A sweep finished; `summary` is shown by `/healthz`.
-    pub fn swept(&self, summary: String) {
+    /// A sweep finished.
+    pub fn swept(&self, sweep: Swept) {
         if let Ok(mut l) = self.last.lock() {
-            *l = Some((Instant::now(), summary));
+            *l = Some((Instant::now(), sweep));
         }
     }
 
-    fn last(&self) -> Option<(Duration, String)> {
+    fn last(&self) -> Option<(Duration, Swept)> {
         let l = self.last.lock().ok()?;
         l.as_ref().map(|(at, s)| (at.elapsed(), s.clone()))
     }
@@ -224,7 +237,14 @@ async fn metrics(State(st): State<St>, headers: HeaderMap) -> Response {
     // get the classic text format.
     let om = metrics::wants_openmetrics(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     match blocking(move || {
-        let log = read_log(&shared.config())?;
+        let config = shared.config();
+        shared
+            .metrics
+            .set_max_deferral(config.defaults.max_deferral());
+        shared
+            .metrics
+            .set_proc_blind(config.proc_blindness().is_some());
+        let log = read_log(&config)?;
         shared.metrics.scrape(log.conn(), depth, Utc::now())
     })
     .await
@@ -239,39 +259,92 @@ async fn metrics(State(st): State<St>, headers: HeaderMap) -> Response {
     }
 }
 
+/// `/healthz`: 200 `ok`, or 503 `failing` with every reason, when no sweep
+/// has finished within twice the interval, the last sweep could not read
+/// the executor (`snapshot_error`), `/proc` cannot show the executor's
+/// processes, hung verdicts have been deferred for starvation without a
+/// break for longer than `[defaults] max_deferral`, or the activity log is
+/// not writable.
 async fn healthz(State(st): State<St>) -> Response {
-    let interval = st.config().interval;
-    let path = st.config().activity.path.clone();
-    let (ok, reason, last) = match st.liveness.last() {
-        None => (
-            false,
-            "no sweep has finished yet (the startup scan is running)".to_string(),
-            None,
-        ),
-        Some((age, summary)) if age > interval * 2 => (
-            false,
-            format!(
-                "the last sweep finished {} ago, more than twice the interval ({})",
-                humantime::format_duration(Duration::from_millis(age.as_millis() as u64)),
-                humantime::format_duration(interval)
-            ),
-            Some((age, summary)),
-        ),
-        Some(last) => (true, String::new(), Some(last)),
+    let config = st.config();
+    let interval = config.interval;
+    let max_deferral = config.defaults.max_deferral();
+    let path = config.activity.path.clone();
+    let cfg = config.clone();
+    // access(2) and /proc, off the runtime's thread.
+    let (writable, blindness) =
+        match blocking(move || Ok((writable(&path), cfg.proc_blindness()))).await {
+            Ok(checks) => checks,
+            Err(e) => (Err(format!("{e:#}")), None),
+        };
+    let now = Utc::now();
+    let last = st.liveness.last();
+    let mut reasons: Vec<String> = Vec::new();
+    match &last {
+        None => reasons.push("no sweep has finished yet (the startup scan is running)".to_string()),
+        Some((age, _)) if *age > interval * 2 => reasons.push(format!(
+            "the last sweep finished {} ago, more than twice the interval ({})",
+            human(*age),
+            humantime::format_duration(interval)
+        )),
+        Some(_) => {}
+    }
+    let swept = last.as_ref().map(|(_, s)| s);
+    let snapshot_error = swept.and_then(|s| s.snapshot_error.clone());
+    if let Some(e) = &snapshot_error {
+        reasons.push(format!(
+            "snapshot_error: the last sweep could not read the executor, so nothing was judged: {e}"
+        ));
+    }
+    if let Some(b) = &blindness {
+        reasons.push(format!(
+            "/proc cannot show the executor's processes, so no task can be judged gone: {b}"
+        ));
+    }
+    let deferral = match swept.map(|s| &s.deferral) {
+        Some(Ok(Some(d))) => {
+            let lasted = d.lasted(now);
+            let exceeded = lasted > max_deferral;
+            if exceeded {
+                reasons.push(format!(
+                    "hung verdicts deferred for starvation for {} without a break (since {}), longer than max_deferral ({}): {}",
+                    human(lasted),
+                    crate::activity::ts(d.since),
+                    humantime::format_duration(max_deferral),
+                    d.reason
+                ));
+            }
+            json!({
+                "reason": d.reason,
+                "since": crate::activity::ts(d.since),
+                "seconds": lasted.as_secs_f64(),
+                "hung_deferred": d.hung_deferred,
+                "max_deferral_seconds": max_deferral.as_secs_f64(),
+                "exceeded": exceeded,
+            })
+        }
+        Some(Err(e)) => {
+            reasons.push(format!(
+                "cannot tell whether hung verdicts are being deferred: {e}"
+            ));
+            serde_json::Value::Null
+        }
+        Some(Ok(None)) | None => serde_json::Value::Null,
     };
-    let writable = writable(&path);
-    let (ok, reason) = match (&writable, ok) {
-        (Err(why), true) => (false, why.clone()),
-        (Err(why), false) => (false, format!("{reason}; {why}")),
-        (Ok(()), ok) => (ok, reason),
-    };
+    if let Err(why) = &writable {
+        reasons.push(why.clone());
+    }
+    let ok = reasons.is_empty();
     let body = json!({
         "status": if ok { "ok" } else { "failing" },
-        "reason": (!ok).then_some(reason),
+        "reason": (!ok).then(|| reasons.join("; ")),
         "last_sweep_age_seconds": last.as_ref().map(|(age, _)| age.as_secs_f64()),
-        "last_sweep": last.map(|(_, s)| s),
+        "last_sweep": swept.map(|s| s.summary.clone()),
         "interval_seconds": interval.as_secs_f64(),
         "activity_log_writable": writable.is_ok(),
+        "snapshot_error": snapshot_error,
+        "proc_blindness": blindness,
+        "deferral": deferral,
     });
     let status = if ok {
         StatusCode::OK
@@ -279,6 +352,11 @@ async fn healthz(State(st): State<St>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// A duration to the millisecond, for people.
+fn human(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_millis(d.as_millis() as u64))
 }
 
 /// The activity log and its directory (SQLite writes -wal and -shm beside

@@ -1,7 +1,8 @@
 //! `GET /metrics`: the monitor's and Foreman's own metrics, in the
 //! OpenMetrics text format (prometheus-client). Counters and histograms
 //! are kept in memory as things happen; gauges are read from the activity
-//! log at each scrape, so they are true whoever wrote the rows.
+//! log at each scrape, so they are true whoever wrote the rows (and
+//! `foreman_proc_blind` from /proc, as the sweep reads it).
 
 use crate::config::Config;
 use crate::monitor::{store, Event, EventType};
@@ -90,6 +91,11 @@ pub struct Metrics {
     last_sweep: Family<Labels, FloatGauge>,
     alerts_pending: Option<Gauge>,
     interval: FloatGauge,
+    snapshot_error: Gauge,
+    hung_deferred: Gauge,
+    deferral: FloatGauge,
+    max_deferral: FloatGauge,
+    proc_blind: Gauge,
     /// One scrape at a time: a scrape clears and refills the gauge families.
     scrape: Mutex<()>,
 }
@@ -187,6 +193,37 @@ impl Metrics {
             "The configured sweep interval",
             interval.clone(),
         );
+        let snapshot_error = Gauge::default();
+        r.register(
+            "foreman_last_sweep_snapshot_error",
+            "1 when the latest sweep recorded in the activity log could not read the executor (snapshot_error: nothing judged, nothing marked), else 0",
+            snapshot_error.clone(),
+        );
+        let hung_deferred = Gauge::default();
+        r.register(
+            "foreman_hung_deferred",
+            "Hung verdicts the latest sweep deferred because Foreman or the task was starved of CPU (outcome deferred_starvation)",
+            hung_deferred.clone(),
+        );
+        let deferral = FloatGauge::default();
+        r.register(
+            "foreman_deferral_seconds",
+            "How long Foreman has deferred hung verdicts for starvation without a break; 0 when the latest sweep deferred none",
+            deferral.clone(),
+        );
+        let max_deferral = FloatGauge::default();
+        max_deferral.set(config.defaults.max_deferral().as_secs_f64());
+        r.register(
+            "foreman_max_deferral_seconds",
+            "The configured [defaults] max_deferral: a longer deferral fails /healthz",
+            max_deferral.clone(),
+        );
+        let proc_blind = Gauge::default();
+        r.register(
+            "foreman_proc_blind",
+            "1 when /proc cannot show the executor's processes (hidepid, another PID namespace), so no task can be judged gone, else 0",
+            proc_blind.clone(),
+        );
         let alerts_pending = (!config.alerts.is_empty() || !config.wellbeing.sinks.is_empty())
             .then(|| {
                 let g = Gauge::default();
@@ -219,6 +256,11 @@ impl Metrics {
             last_sweep,
             alerts_pending,
             interval,
+            snapshot_error,
+            hung_deferred,
+            deferral,
+            max_deferral,
+            proc_blind,
             scrape: Mutex::new(()),
         }
     }
@@ -235,6 +277,17 @@ impl Metrics {
     /// A reload changed the interval.
     pub fn set_interval(&self, interval: std::time::Duration) {
         self.interval.set(interval.as_secs_f64());
+    }
+
+    /// The `max_deferral` in force (it changes with a reload).
+    pub fn set_max_deferral(&self, max: std::time::Duration) {
+        self.max_deferral.set(max.as_secs_f64());
+    }
+
+    /// Whether `/proc` can show every process (read with the config in
+    /// force, at each scrape).
+    pub fn set_proc_blind(&self, blind: bool) {
+        self.proc_blind.set(i64::from(blind));
     }
 
     pub fn on_rejected(&self) {
@@ -317,6 +370,17 @@ impl Metrics {
                 .get_or_create(&vec![])
                 .set(t.timestamp_millis() as f64 / 1000.0);
         }
+        let health = crate::activity::sweep_health(conn)?;
+        let errored = health.as_ref().is_some_and(|h| h.error.is_some());
+        self.snapshot_error.set(i64::from(errored));
+        let deferral = health.and_then(|h| h.deferral);
+        self.hung_deferred
+            .set(deferral.as_ref().map_or(0, |d| d.hung_deferred as i64));
+        self.deferral.set(
+            deferral
+                .as_ref()
+                .map_or(0.0, |d| d.lasted(now).as_secs_f64()),
+        );
         if let Some(g) = &self.alerts_pending {
             let n: i64 = conn
                 .query_row(

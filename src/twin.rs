@@ -104,8 +104,29 @@ pub struct Daemon {
     pub last_sweep_findings: Option<i64>,
     /// Older than twice the interval (or none at all).
     pub stale: bool,
+    /// The last sweep could not read the executor (`snapshot_error`).
+    pub last_sweep_error: Option<String>,
+    /// Hung verdicts the daemon is deferring for starvation, as of its last
+    /// sweep (`activity::sweep_health`).
+    pub deferral: Option<Deferring>,
     /// The latest `foreman review`, when one has run.
     pub last_review: Option<LastReview>,
+}
+
+/// The daemon deferring hung verdicts for starvation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deferring {
+    /// Why: Foreman starved, a suspend or clock step, or the task's tree
+    /// runnable without getting CPU.
+    pub reason: String,
+    /// Since when, without a break.
+    pub since: String,
+    pub seconds: f64,
+    /// Hung verdicts the last sweep deferred.
+    pub hung_deferred: u64,
+    pub max_deferral_seconds: f64,
+    /// Deferring for longer than `max_deferral` (`/healthz` fails).
+    pub exceeded: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -123,6 +144,9 @@ pub struct Twin {
     /// Why the state is not OK.
     pub reasons: Vec<String>,
     pub generated_at: String,
+    /// Why `/proc` cannot show the executor's processes (hidepid, another
+    /// PID namespace): every task would look dead. CRITICAL.
+    pub proc_blindness: Option<String>,
     pub executing: Vec<Executing>,
     /// RUNNING tasks per droid type.
     pub executing_by_type: BTreeMap<String, usize>,
@@ -148,6 +172,7 @@ pub fn take(config: &Config, window: std::time::Duration) -> Result<Twin> {
         state: State::Ok,
         reasons: Vec::new(),
         generated_at: ts(now),
+        proc_blindness: config.proc_blindness(),
         executing: Vec::new(),
         executing_by_type: BTreeMap::new(),
         failures: Failures {
@@ -164,9 +189,11 @@ pub fn take(config: &Config, window: std::time::Duration) -> Result<Twin> {
     let snapshot = match executor::open(config).and_then(|e| e.snapshot()) {
         Ok(s) => s,
         Err(e) => {
-            twin.state = State::Unknown;
-            twin.reasons
-                .push(format!("the executor could not be read: {e:#}"));
+            grade(
+                &mut twin,
+                Some(&format!("{e:#}")),
+                config.twin.warn_failures,
+            );
             return Ok(twin);
         }
     };
@@ -184,15 +211,25 @@ pub fn take(config: &Config, window: std::time::Duration) -> Result<Twin> {
         host: &config.host,
         sweep: SweepKind::Scheduled,
         hang_floor,
+        future_tolerance: config.future_tolerance,
+        pid_max: crate::probe::pid_max(),
     };
+    // As in a sweep: a /proc that cannot show every process calls nothing gone.
+    let blind = twin.proc_blindness.clone();
 
     for task in snapshot.running() {
-        let probe = task.pid.map(|p| table.probe(p));
+        let probe = task.pid.map(|p| match (table.probe(p), &blind) {
+            (Probe::Gone, Some(why)) => Probe::Unreadable(format!(
+                "not visible, and /proc cannot show every process ({why})"
+            )),
+            (probe, _) => probe,
+        });
         let prior = match (task.pid, &log) {
             (Some(pid), Some(l)) => l.prior(&task.id, task.attempt, pid)?,
             _ => None,
         };
-        let j = judge(
+        let j = crate::judge::guarded(
+            judge,
             task,
             probe.as_ref(),
             prior.as_ref(),
@@ -336,15 +373,39 @@ pub fn take(config: &Config, window: std::time::Duration) -> Result<Twin> {
     twin.failures.count = recent.len();
     twin.failures.recent = recent;
 
-    // The state: the worst reason.
+    grade(&mut twin, None, config.twin.warn_failures);
+    Ok(twin)
+}
+
+/// The state and its reasons from what the snapshot found. An executor
+/// that could not be read (`executor_error`) leaves nothing else to judge:
+/// UNKNOWN, unless `/proc` is blind, which is known and CRITICAL.
+fn grade(twin: &mut Twin, executor_error: Option<&str>, warn_failures: u32) {
     let raise = |twin: &mut Twin, state: State, why: String| {
         twin.state = twin.state.max(state);
         twin.reasons.push(why);
     };
+    if let Some(b) = twin.proc_blindness.clone() {
+        raise(
+            twin,
+            State::Critical,
+            format!(
+                "/proc cannot show the executor's processes, so no task can be judged gone: {b}"
+            ),
+        );
+    }
+    if let Some(e) = executor_error {
+        if twin.state != State::Critical {
+            twin.state = State::Unknown;
+        }
+        twin.reasons
+            .push(format!("the executor could not be read: {e}"));
+        return;
+    }
     let gone = twin.crashed.iter().filter(|c| c.what == "task").count();
     if gone > 0 {
         raise(
-            &mut twin,
+            twin,
             State::Critical,
             format!("{gone} task(s) dead, zombie or reused and not marked yet"),
         );
@@ -354,7 +415,40 @@ pub fn take(config: &Config, window: std::time::Duration) -> Result<Twin> {
             Some(t) => format!("the daemon's last sweep ({t}) is older than twice the interval"),
             None => "no sweep recorded: is the daemon running?".to_string(),
         };
-        raise(&mut twin, State::Critical, why);
+        raise(twin, State::Critical, why);
+    }
+    if let Some(e) = twin.daemon.last_sweep_error.clone() {
+        raise(
+            twin,
+            State::Critical,
+            format!("the daemon's last sweep could not read the executor: {e}"),
+        );
+    }
+    if let Some(d) = twin.daemon.deferral.clone() {
+        let lasted = std::time::Duration::from_secs(d.seconds as u64);
+        let max = std::time::Duration::from_secs(d.max_deferral_seconds as u64);
+        if d.exceeded {
+            raise(
+                twin,
+                State::Critical,
+                format!(
+                    "hung verdicts deferred for starvation for {} (since {}), longer than max_deferral {}: {}",
+                    humantime::format_duration(lasted),
+                    d.since,
+                    humantime::format_duration(max),
+                    d.reason
+                ),
+            );
+        } else if d.hung_deferred > 0 {
+            raise(
+                twin,
+                State::Warning,
+                format!(
+                    "{} hung verdict(s) deferred for starvation since {}: {}",
+                    d.hung_deferred, d.since, d.reason
+                ),
+            );
+        }
     }
     if let Some(r) = twin.daemon.last_review.as_ref().filter(|r| !r.passed) {
         let why = format!(
@@ -362,7 +456,7 @@ pub fn take(config: &Config, window: std::time::Duration) -> Result<Twin> {
             r.at,
             r.failed.join(", ")
         );
-        raise(&mut twin, State::Warning, why);
+        raise(twin, State::Warning, why);
     }
     let hung = twin
         .executing
@@ -370,29 +464,24 @@ pub fn take(config: &Config, window: std::time::Duration) -> Result<Twin> {
         .filter(|e| e.verdict == Kind::Hung)
         .count();
     if hung > 0 {
-        raise(&mut twin, State::Warning, format!("{hung} task(s) hung"));
+        raise(twin, State::Warning, format!("{hung} task(s) hung"));
     }
     let others = twin.crashed.iter().filter(|c| c.what != "task").count();
     if others > 0 {
         raise(
-            &mut twin,
+            twin,
             State::Warning,
             format!("{others} zombie or stray process(es)"),
         );
     }
-    if twin.failures.count > config.twin.warn_failures as usize {
-        let (n, w, limit) = (
-            twin.failures.count,
-            twin.failures.window.clone(),
-            config.twin.warn_failures,
-        );
+    if twin.failures.count > warn_failures as usize {
+        let (n, w) = (twin.failures.count, twin.failures.window.clone());
         raise(
-            &mut twin,
+            twin,
             State::Warning,
-            format!("{n} failure(s) in the last {w}, above warn_failures {limit}"),
+            format!("{n} failure(s) in the last {w}, above warn_failures {warn_failures}"),
         );
     }
-    Ok(twin)
 }
 
 fn daemon(config: &Config, log: Option<&ActivityLog>, now: DateTime<Utc>) -> Result<Daemon> {
@@ -420,10 +509,28 @@ fn daemon(config: &Config, log: Option<&ActivityLog>, now: DateTime<Utc>) -> Res
         Some(l) => crate::wellbeing::store::review(l.conn())?,
         None => None,
     };
+    let health = match log {
+        Some(l) => l.sweep_health()?,
+        None => None,
+    };
+    let max = config.defaults.max_deferral();
+    let deferral = health.as_ref().and_then(|h| h.deferral.as_ref()).map(|d| {
+        let lasted = d.lasted(now);
+        Deferring {
+            reason: d.reason.clone(),
+            since: ts(d.since),
+            seconds: lasted.as_secs_f64(),
+            hung_deferred: d.hung_deferred,
+            max_deferral_seconds: max.as_secs_f64(),
+            exceeded: lasted > max,
+        }
+    });
     Ok(Daemon {
         last_sweep_at: last.as_ref().map(|l| l.0.clone()),
         last_sweep_findings: last.map(|l| l.1),
         stale,
+        last_sweep_error: health.and_then(|h| h.error),
+        deferral,
         last_review: last_review.map(|r| LastReview {
             run_id: r.id,
             at: ts(r.at),
@@ -516,6 +623,25 @@ pub fn text(t: &Twin, width: usize, color: bool) -> String {
             Some(r) => format!("{} FAILED ({})", r.at, r.failed.join(", ")),
         }
     );
+
+    if let Some(b) = &t.proc_blindness {
+        let _ = writeln!(out, "/proc BLIND: {b}");
+    }
+    if let Some(e) = &t.daemon.last_sweep_error {
+        let _ = writeln!(out, "daemon's last sweep: {e}");
+    }
+    if let Some(d) = &t.daemon.deferral {
+        let _ = writeln!(
+            out,
+            "deferring hung verdicts since {} ({}{}, max_deferral {}): {} deferred by the last sweep; {}",
+            d.since,
+            dur(Some((d.seconds * 1000.0) as i64)),
+            if d.exceeded { ", TOO LONG" } else { "" },
+            dur(Some((d.max_deferral_seconds * 1000.0) as i64)),
+            d.hung_deferred,
+            d.reason
+        );
+    }
 
     let counts: Vec<String> = t
         .executing_by_type
@@ -675,5 +801,100 @@ pub fn terminal_width() -> usize {
         ws.ws_col as usize
     } else {
         120
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn twin(blind: Option<&str>) -> Twin {
+        Twin {
+            state: State::Ok,
+            reasons: Vec::new(),
+            generated_at: "2025-01-01T00:00:00.000Z".into(),
+            proc_blindness: blind.map(String::from),
+            executing: Vec::new(),
+            executing_by_type: BTreeMap::new(),
+            failures: Failures {
+                window: "1h".into(),
+                since: "2024-12-31T23:00:00.000Z".into(),
+                count: 0,
+                by_type: BTreeMap::new(),
+                recent: Vec::new(),
+            },
+            crashed: Vec::new(),
+            daemon: Daemon {
+                last_sweep_at: Some("2025-01-01T00:00:00.000Z".into()),
+                last_sweep_findings: Some(0),
+                stale: false,
+                last_sweep_error: None,
+                deferral: None,
+                last_review: None,
+            },
+            plans: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_blind_proc_is_critical_naming_the_reason_even_when_the_executor_is_unreadable() {
+        let mut t = twin(None);
+        grade(&mut t, None, 10);
+        assert_eq!((t.state, t.reasons.len()), (State::Ok, 0));
+
+        let why = "/proc is mounted with hidepid=2";
+        let mut t = twin(Some(why));
+        grade(&mut t, None, 10);
+        assert_eq!(t.state, State::Critical);
+        assert_eq!(t.state.exit_code(), 2);
+        assert!(t.reasons.iter().any(|r| r.contains(why)), "{:?}", t.reasons);
+        let text = text(&t, 200, false);
+        assert!(text.starts_with("FOREMAN CRITICAL - "), "{text}");
+        assert!(text.contains(why), "{text}");
+
+        // An unreadable executor alone is UNKNOWN; with a blind /proc,
+        // what is known wins: CRITICAL, both named.
+        let mut t = twin(None);
+        grade(&mut t, Some("no such file"), 10);
+        assert_eq!(t.state, State::Unknown);
+        let mut t = twin(Some(why));
+        grade(&mut t, Some("no such file"), 10);
+        assert_eq!(t.state, State::Critical);
+        assert_eq!(t.reasons.len(), 2, "{:?}", t.reasons);
+    }
+
+    #[test]
+    fn the_daemons_snapshot_error_is_critical_and_a_short_deferral_warns() {
+        let mut t = twin(None);
+        t.daemon.last_sweep_error = Some("snapshot_error: unable to open database file".into());
+        grade(&mut t, None, 10);
+        assert_eq!(t.state, State::Critical);
+        assert!(t.reasons[0].contains("unable to open database file"));
+
+        let deferring = |seconds: f64, hung: u64| Deferring {
+            reason: "this sweep started 40s late".into(),
+            since: "2025-01-01T00:00:00.000Z".into(),
+            seconds,
+            hung_deferred: hung,
+            max_deferral_seconds: 600.0,
+            exceeded: seconds > 600.0,
+        };
+        let mut t = twin(None);
+        t.daemon.deferral = Some(deferring(60.0, 0));
+        grade(&mut t, None, 10);
+        assert_eq!(t.state, State::Ok, "nothing deferred yet: {:?}", t.reasons);
+        let mut t = twin(None);
+        t.daemon.deferral = Some(deferring(60.0, 2));
+        grade(&mut t, None, 10);
+        assert_eq!(t.state, State::Warning);
+        let mut t = twin(None);
+        t.daemon.deferral = Some(deferring(900.0, 0));
+        grade(&mut t, None, 10);
+        assert_eq!(t.state, State::Critical);
+        assert!(
+            t.reasons[0].contains("longer than max_deferral 10m") && t.reasons[0].contains("late"),
+            "{:?}",
+            t.reasons
+        );
     }
 }
