@@ -18,11 +18,12 @@ const SCHEDULED: SweepKind = SweepKind::Scheduled;
 
 /// A quiet (heartbeat-only) task whose heartbeat stopped minutes ago.
 fn hung_task(w: &World, id: &str, droid: &str, pid: i32) {
+    let (started, beat) = started_and_beat(600, 300);
     w.task(id)
         .droid(droid)
         .pid(pid.into())
-        .started(ago(600))
-        .heartbeat(ago(300))
+        .started(started)
+        .heartbeat(beat)
         .insert();
 }
 
@@ -500,12 +501,13 @@ fn command_executor_does_not_expand_placeholders_inside_values() {
 fn timestamps_without_offset_are_utc() {
     let mut w = World::with(Cfg {
         // CURRENT_TIMESTAMP has whole seconds: a heartbeat written now may
-        // read as almost a second old, so the timeout must be well above 1s.
-        tail: "[droid_types.utc]\nprogress = [\"heartbeat\"]\non_hung = \"mark_only\"\ntimeout = \"1m\"\n",
+        // read as almost a second old, so the timeout must be well above 1s
+        // (and below the age of `after_boot`'s times, on a fresh host too).
+        tail: "[droid_types.utc]\nprogress = [\"heartbeat\"]\non_hung = \"mark_only\"\ntimeout = \"5s\"\n",
         ..Cfg::default()
     });
     let naive = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
-    let stale = ago(600);
+    let stale = after_boot(600);
     let hung = w.spawn(&["sleep", "300"]);
     w.task("stale")
         .droid("utc")
@@ -578,12 +580,12 @@ fn committed_but_not_acted(w: &World, task: &str, pid: i32, ticks: u64) -> i64 {
                 boot_id: boot_id.clone(),
                 start_ticks: Some(ticks),
                 binding: Some(Binding::FirstSight),
-                first_seen_at: ago(120),
+                first_seen_at: after_boot(120),
                 seen_at: t,
                 members: Vec::new(),
                 cpu_moved_at: None,
                 io_moved_at: None,
-                gone_since: Some(ago(60)),
+                gone_since: Some(after_boot(60)),
             }],
             findings: vec![NewFinding {
                 task_id: task.into(),
@@ -611,7 +613,10 @@ fn crash_between_commit_and_act_is_resumed_and_marked_exactly_once() {
     let mut w = World::new();
     let pid = w.spawn(&["sleep", "300"]);
     let ticks = start_ticks(pid);
-    w.task("resume").pid(pid.into()).started(ago(120)).insert();
+    w.task("resume")
+        .pid(pid.into())
+        .started(after_boot(120))
+        .insert();
     w.kill(pid);
     let id = committed_but_not_acted(&w, "resume", pid, ticks);
     assert_eq!(w.recorded(id).2, "pending");
@@ -640,7 +645,10 @@ fn crash_between_mark_and_outcome_closes_the_finding_without_marking_again() {
     let mut w = World::new();
     let pid = w.spawn(&["sleep", "300"]);
     let ticks = start_ticks(pid);
-    w.task("marked").pid(pid.into()).started(ago(120)).insert();
+    w.task("marked")
+        .pid(pid.into())
+        .started(after_boot(120))
+        .insert();
     w.kill(pid);
     let id = committed_but_not_acted(&w, "marked", pid, ticks);
     // The mark went through; Foreman stopped before recording the outcome.
@@ -669,9 +677,8 @@ fn crash_between_mark_and_outcome_closes_the_finding_without_marking_again() {
 /// marked failed with the reason, the process untouched.
 #[test]
 fn a_process_foreman_may_not_signal_is_marked_only_at_once() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root to run Foreman as another user (setpriv)");
-        return;
+    if !is_root() {
+        return skip_or_fail("needs root to run Foreman as another user (setpriv)");
     }
     let mut w = World::new();
     let leader = w.spawn(&["sleep", "300"]);
@@ -723,9 +730,8 @@ fn a_process_foreman_may_not_signal_is_marked_only_at_once() {
 /// drop-in would give) are not passed on to the commands it runs.
 #[test]
 fn commands_foreman_runs_do_not_inherit_its_capabilities() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root to grant an ambient capability (setpriv)");
-        return;
+    if !is_root() {
+        return skip_or_fail("needs root to grant an ambient capability (setpriv)");
     }
     let w = World::new();
     use std::os::unix::fs::PermissionsExt;

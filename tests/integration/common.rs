@@ -16,6 +16,7 @@ use std::any::Any;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The host name every test config gives; tasks with `host` NULL are here.
@@ -29,7 +30,8 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// Built-in droid types: `quiet` (heartbeat only) and `cruncher` (CPU only);
 /// anything else is judged with `[defaults]` (heartbeat, cpu, io).
 /// `pid_start_tolerance` is generous (1h) so tasks can claim to have started
-/// minutes before the process the test just spawned.
+/// minutes before the process the test just spawned (never before this
+/// boot: see `after_boot`).
 #[derive(Default)]
 pub struct Cfg<'a> {
     pub top: &'a str,
@@ -467,6 +469,22 @@ impl TaskBuilder<'_> {
 }
 
 // ---- time ----
+//
+// No test time that must fall on one side of this boot is a fixed "hours
+// ago": on a host booted minutes ago that is before the boot, and Foreman's
+// pre-boot rule (nothing that started before this boot can be alive) would
+// answer instead of the verdict under test. Times are derived from
+// `boot_time()`; scripts/test moves it to a minute before the run
+// (`FOREMAN_TEST_BOOT_TIME`) to prove the suite does not need a host that
+// has been up for long.
+
+/// Unix seconds: the boot time the tests and Foreman (built with the
+/// `failpoints` feature) see, instead of this host's.
+pub const TEST_BOOT_TIME: &str = "FOREMAN_TEST_BOOT_TIME";
+
+/// A "while ago" from `after_boot` is at least this old (a stale heartbeat
+/// must be older than the timeouts the tests configure).
+const MIN_AGE_SECS: i64 = 10;
 
 pub fn rfc(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -476,17 +494,85 @@ pub fn now() -> DateTime<Utc> {
     Utc::now()
 }
 
+/// `secs` ago, with no regard to the boot: only for times no boot rule
+/// reads (a task without a pid, a row's bookkeeping).
 pub fn ago(secs: i64) -> DateTime<Utc> {
     Utc::now() - chrono::Duration::seconds(secs)
 }
 
+/// The boot facts Foreman sees (with `FOREMAN_TEST_BOOT_TIME` honoured).
 pub fn boot() -> BootFacts {
-    boot_facts().unwrap()
+    let b = boot_facts().unwrap();
+    assert_eq!(b.boot_time, boot_time(), "the boot time moved");
+    b
+}
+
+/// When this host booted, as the tests and Foreman see it: the instant
+/// `FOREMAN_TEST_BOOT_TIME` names when it is set (checked to be what
+/// Foreman sees too, or the run would prove nothing), else the real one.
+pub fn boot_time() -> DateTime<Utc> {
+    static BOOT: OnceLock<DateTime<Utc>> = OnceLock::new();
+    *BOOT.get_or_init(|| {
+        let seen = boot_facts().expect("boot facts").boot_time;
+        let Ok(text) = std::env::var(TEST_BOOT_TIME) else {
+            return seen;
+        };
+        let secs: i64 = text
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{TEST_BOOT_TIME}={text:?}: not unix seconds: {e}"));
+        let t = DateTime::from_timestamp(secs, 0)
+            .unwrap_or_else(|| panic!("{TEST_BOOT_TIME}={text:?}: out of range"));
+        assert_eq!(
+            seen, t,
+            "{TEST_BOOT_TIME} is set but Foreman sees the boot at {seen}: it is honoured only in builds with the `failpoints` feature"
+        );
+        t
+    })
+}
+
+/// `secs` ago, but never earlier than a second after the boot: when a task
+/// whose process runs now may claim to have started, or last reported
+/// progress. At least `MIN_AGE_SECS` (or `secs`, if less) old: on a host
+/// up for less than that it waits (seconds, once) until it can be.
+pub fn after_boot(secs: i64) -> DateTime<Utc> {
+    let earliest = boot_time() + chrono::Duration::seconds(1);
+    let old_enough = earliest + chrono::Duration::seconds(secs.min(MIN_AGE_SECS));
+    if Utc::now() <= old_enough {
+        wait_past(old_enough);
+    }
+    ago(secs).max(earliest)
+}
+
+/// A task that started `started` s ago and last beat `beat` s ago, both as
+/// `after_boot` gives them, the beat at least a second after the start even
+/// when both fall on the boot (so the heartbeat, not the start, is the last
+/// progress): (started_at, last_progress_at).
+pub fn started_and_beat(started: i64, beat: i64) -> (DateTime<Utc>, DateTime<Utc>) {
+    let s = after_boot(started);
+    (s, after_boot(beat).max(s + chrono::Duration::seconds(1)))
 }
 
 /// An hour before this boot: nothing that started then can be alive.
 pub fn before_boot() -> DateTime<Utc> {
-    boot().boot_time - chrono::Duration::hours(1)
+    boot_time() - chrono::Duration::hours(1)
+}
+
+/// A test that cannot run here (not root, a kernel knob it needs is
+/// missing, the host is not hermetic enough). Under CI (`CI` set, as root
+/// on a fresh machine) that is a failure: a test that passes by skipping
+/// proves nothing. Elsewhere it prints "skipped: why"; the caller returns.
+pub fn skip_or_fail(why: &str) {
+    let ci = std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"));
+    assert!(!ci, "cannot run under CI, where it must: {why}");
+    eprintln!("skipped: {why}");
+}
+
+/// Whether this test runs as root (some need to, e.g. to run Foreman as
+/// another user).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// Wait until the wall clock is past `t` (for a timeout or grace that

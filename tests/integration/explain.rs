@@ -7,6 +7,16 @@ use foreman::explain;
 use foreman::model::{Kind, Outcome, SweepKind};
 use foreman::probe::Probe;
 
+/// A world whose droid type `brief` tolerates a process starting 2s after
+/// its task (a reused pid needs no hours-old task, which a freshly booted
+/// host cannot have).
+fn world() -> World {
+    World::with(Cfg {
+        tail: "[droid_types.brief]\npid_start_tolerance = \"2s\"\n",
+        ..Cfg::default()
+    })
+}
+
 /// A dead, a hung and a pid_reused finding, each acted on.
 fn three_findings(w: &mut World) -> [(String, i64); 3] {
     let gone = w.spawn_exited(&["true"]);
@@ -15,19 +25,27 @@ fn three_findings(w: &mut World) -> [(String, i64); 3] {
         .started(before_boot())
         .insert();
     let hung = w.spawn(&["sleep", "300"]);
+    let (started, beat) = started_and_beat(600, 300);
     w.task("hung-1")
         .droid("quiet")
         .pid(hung.into())
-        .started(ago(600))
-        .heartbeat(ago(300))
+        .started(started)
+        .heartbeat(beat)
         .insert();
-    // Started two hours after its task, past the 1h tolerance: another
-    // process holds the pid now.
+    // Its task started (after this boot) at least ten seconds before the
+    // process now holding the pid, past its droid type's 2s tolerance:
+    // another process holds the pid now.
+    let claimed = after_boot(3 * 3600);
     let other = w.spawn(&["sleep", "300"]);
+    assert!(
+        process_started_at(other) > claimed + chrono::Duration::seconds(5),
+        "the process started well after the task"
+    );
     w.task("reused-1")
+        .droid("brief")
         .pid(other.into())
-        .started(ago(3 * 3600))
-        .heartbeat(ago(5))
+        .started(claimed)
+        .heartbeat(after_boot(5))
         .insert();
     let first = w.sweep(SweepKind::Scheduled);
     // The reused pid waits out exit grace (1s) before it is acted on.
@@ -48,7 +66,7 @@ fn three_findings(w: &mut World) -> [(String, i64); 3] {
 
 #[test]
 fn explain_rederives_dead_hung_and_pid_reused_verdicts_from_kept_inputs() {
-    let mut w = World::new();
+    let mut w = world();
     let findings = three_findings(&mut w);
     let log = ActivityLog::open_read_only(&w.config.activity.path)
         .unwrap()
@@ -103,7 +121,7 @@ fn explain_rederives_dead_hung_and_pid_reused_verdicts_from_kept_inputs() {
 
 #[test]
 fn explain_notices_a_verdict_it_would_not_reach_again() {
-    let mut w = World::new();
+    let mut w = world();
     let [(_, dead), _, _] = three_findings(&mut w);
     // Tamper with the kept inputs: the probe now finds the process alive
     // and heartbeating, so the judge says alive, not dead.
@@ -114,8 +132,9 @@ fn explain_notices_a_verdict_it_would_not_reach_again() {
         })
         .unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&inputs).unwrap();
-    v["task"]["started_at"] = serde_json::json!(rfc(ago(60)));
-    v["task"]["last_progress_at"] = serde_json::json!(rfc(ago(1)));
+    // After this boot, or the pre-boot rule would say dead again.
+    v["task"]["started_at"] = serde_json::json!(rfc(after_boot(60)));
+    v["task"]["last_progress_at"] = serde_json::json!(rfc(after_boot(1)));
     v["probe"] = serde_json::json!({"found": [{"stat": {"pid": v["task"]["pid"], "state": "S", "ppid": 1, "pgrp": 1, "cpu_ticks": 1, "start_ticks": 1}, "io_bytes": 1}]});
     v["prior"] = serde_json::Value::Null;
     v["task"]["pid_start_ticks"] = serde_json::json!(1);

@@ -7,6 +7,8 @@ mod alerts;
 mod cli;
 mod common;
 mod explain;
+mod health;
+mod linux;
 mod log;
 mod monitor;
 mod processes;
@@ -17,6 +19,7 @@ mod review_live;
 mod service;
 mod sinks;
 mod strays;
+mod trust;
 mod twin;
 mod wellbeing;
 

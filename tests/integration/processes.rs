@@ -14,7 +14,7 @@ fn sleeper_with_fresh_heartbeat_is_alive() {
     let pid = w.spawn(&["sleep", "300"]);
     w.task("t1")
         .pid(pid.into())
-        .started(ago(600))
+        .started(after_boot(600))
         .heartbeat(now())
         .insert();
     let r = w.sweep(SCHEDULED);
@@ -29,7 +29,10 @@ fn busy_loop_without_heartbeat_is_alive_because_cpu_moved() {
     let pid = w.spawn(&["sh", "-c", "while :; do :; done"]);
     let ticks = start_ticks(pid);
     // Default progress: heartbeat (none here), cpu, io (a `:` loop does no I/O).
-    w.task("busy").pid(pid.into()).started(ago(600)).insert();
+    w.task("busy")
+        .pid(pid.into())
+        .started(after_boot(600))
+        .insert();
     let first = w.sweep(SCHEDULED);
     assert_no_finding(&first, "busy");
     let cpu = tree_cpu(pid);
@@ -61,7 +64,7 @@ fn shell_wrapping_a_busy_child_is_alive_by_tree_cpu() {
     w.task("wrapped")
         .droid("cruncher")
         .pid(pid.into())
-        .started(ago(600))
+        .started(after_boot(600))
         .insert();
     let first = w.sweep(SCHEDULED);
     assert_no_finding(&first, "wrapped");
@@ -82,11 +85,12 @@ fn shell_wrapping_a_busy_child_is_alive_by_tree_cpu() {
 fn quiet_sleeper_with_stale_heartbeat_is_hung_at_first_sight() {
     let mut w = World::new();
     let pid = w.spawn(&["sleep", "300"]);
+    let (started, beat) = started_and_beat(600, 300);
     w.task("quiet")
         .droid("quiet")
         .pid(pid.into())
-        .started(ago(600))
-        .heartbeat(ago(300))
+        .started(started)
+        .heartbeat(beat)
         .insert();
     let r = w.sweep(SCHEDULED);
     let f = finding(&r, "quiet");
@@ -105,7 +109,7 @@ fn sleeper_is_hung_on_cpu_only_after_being_watched_past_the_timeout() {
     w.task("idle")
         .droid("cruncher")
         .pid(pid.into())
-        .started(ago(600))
+        .started(after_boot(600))
         .insert();
     // First sight: a counter never seen before has no history; not hung.
     let first = w.sweep(SCHEDULED);
@@ -168,7 +172,7 @@ fn unreaped_child_is_a_zombie() {
     });
     w.task("z")
         .pid(zombie.into())
-        .started(ago(60))
+        .started(after_boot(60))
         .heartbeat(now())
         .insert();
     let r = w.sweep(SCHEDULED);
@@ -188,11 +192,12 @@ fn stopped_process_is_unverifiable_and_left_alone() {
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     wait_for("the process to stop", || proc_state(pid) == Some('T'));
     // Stale heartbeat: were it running, it would be hung.
+    let (started, beat) = started_and_beat(600, 300);
     w.task("stopped")
         .droid("quiet")
         .pid(pid.into())
-        .started(ago(600))
-        .heartbeat(ago(300))
+        .started(started)
+        .heartbeat(beat)
         .insert();
     let r = w.sweep(SCHEDULED);
     let f = finding(&r, "stopped");
@@ -375,10 +380,7 @@ fn real_pid_reuse_is_detected_and_the_new_process_is_not_signalled() {
     w.kill(original);
     let newcomer = match spawn_with_pid(&mut w, original, &["sleep", "300"]) {
         Ok(p) => p,
-        Err(why) => {
-            eprintln!("SKIPPED: real_pid_reuse: {why}");
-            return;
-        }
+        Err(why) => return skip_or_fail(&format!("real pid reuse: {why}")),
     };
     let new_ticks = start_ticks(newcomer);
     assert_ne!(new_ticks, original_ticks);
@@ -436,6 +438,7 @@ fn startup_scan_calls_a_task_without_pid_past_startup_grace_an_orphan() {
         tail: "[droid_types.slow]\nstartup_grace = \"1m\"\n",
         ..Cfg::default()
     });
+    // No pid: no boot rule applies, only startup_grace (1m) against the clock.
     w.task("never").droid("slow").started(ago(600)).insert();
     w.task("starting").droid("slow").started(ago(5)).insert();
     let r = w.sweep(STARTUP);

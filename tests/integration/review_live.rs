@@ -463,3 +463,50 @@ fn the_live_checks_write_nothing() {
     assert!(receiver.requests().is_empty());
     assert_eq!(w.task_state("t-running").0, "RUNNING");
 }
+
+/// A /proc that cannot show the executor's processes fails proc-visible
+/// with the reason and evidence: here Foreman runs in a PID namespace of
+/// its own (scratch namespaces, root only); on this host it passes.
+#[test]
+fn a_foreman_in_a_pid_namespace_of_its_own_fails_proc_visible() {
+    let _g = crate::spawning();
+    if !crate::linux::can_make_namespaces() {
+        return;
+    }
+    let w = World::new();
+    deploy(&w, "1m", "");
+    w.executor();
+    let args = ["--only", "proc-visible", "--sandbox-only"];
+    let (out, v) = live(&w, &args);
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    assert_eq!(status(&v, "proc-visible"), "pass", "{v:#}");
+    assert!(
+        reason(&v, "proc-visible").contains("pid 1 is visible"),
+        "{v:#}"
+    );
+
+    let mut all = vec!["review", "--live", "--json"];
+    all.extend_from_slice(&args);
+    let out = run(&mut crate::linux::in_new_namespaces(
+        &w.foreman(&all),
+        Path::new("/proc"),
+        "rw",
+        &[],
+    ));
+    assert_eq!(out.code, Some(1), "{out:#?}");
+    let v = out.json();
+    assert_eq!(status(&v, "proc-visible"), "fail", "{v:#}");
+    let why = reason(&v, "proc-visible");
+    assert!(
+        why.starts_with("Foreman cannot tell a dead task from a hidden one: ")
+            && why.contains("runs in a PID namespace (pid:["),
+        "{v:#}"
+    );
+    let evidence = &check(&v, "proc-visible")["evidence"];
+    assert!(evidence["pid_ns"]["Ok"].as_u64().is_some(), "{v:#}");
+    assert_ne!(
+        evidence["pid_ns"]["Ok"].as_u64(),
+        Some(foreman::probe::INIT_PID_NS_INODE),
+        "{v:#}"
+    );
+}

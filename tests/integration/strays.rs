@@ -180,10 +180,7 @@ fn a_pid_reused_by_another_matching_process_is_never_signalled_for_the_old_one()
         &["sh", "-c", &format!("sleep 300; : {marker}")],
     ) {
         Ok(p) => p,
-        Err(why) => {
-            eprintln!("SKIPPED: stray pid reuse: {why}");
-            return;
-        }
+        Err(why) => return skip_or_fail(&format!("stray pid reuse: {why}")),
     };
     wait_for("its sleeping child", || tree(new).len() == 2);
     let new_ticks = start_ticks(new);

@@ -186,7 +186,7 @@ fn a_hung_task_and_recent_failures_are_warning() {
         &text.replacen("host =", "mode = \"shadow\"\nhost =", 1),
     );
     let pid = p.spawn(&["sleep", "300"]);
-    let stale = (chrono::Utc::now() - chrono::Duration::minutes(10)).to_rfc3339();
+    let stale = crate::common::after_boot(600).to_rfc3339();
     insert_task(
         &w.executor(),
         "stuck",

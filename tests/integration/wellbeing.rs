@@ -513,8 +513,8 @@ fn more_dead_findings_than_max_findings_from_real_sweeps_is_an_issue() {
     let crashed = |db: &Connection, id: &str| {
         task(id, "crashy", "RUNNING")
             .pid(reaped_pid())
-            .started(mins_ago(10))
-            .heartbeat(mins_ago(10))
+            .started(crate::common::after_boot(600))
+            .heartbeat(crate::common::after_boot(600))
             .insert(db)
     };
     crashed(&db, "crash-1");
