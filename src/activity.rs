@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_wellbeing.sql"),
     include_str!("../migrations/0006_review.sql"),
     include_str!("../migrations/0007_monitor.sql"),
+    include_str!("../migrations/0008_identity_facts.sql"),
 ];
 
 pub fn ts(t: DateTime<Utc>) -> String {
@@ -287,12 +288,15 @@ impl SweepTx<'_> {
     pub fn observe(&self, o: &Observation) -> Result<()> {
         let mut stmt = self.tx.prepare_cached(
             "INSERT INTO observations (task_id, attempt, pid, boot_id, start_ticks, binding, first_seen_at, seen_at,
-                                       cpu_moved_at, io_moved_at, gone_since, members)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                                       cpu_moved_at, io_moved_at, gone_since, members,
+                                       pooled, unproven, heartbeat, heartbeat_moved_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
              ON CONFLICT (task_id, attempt, pid) DO UPDATE SET
                 boot_id = excluded.boot_id, start_ticks = excluded.start_ticks, binding = excluded.binding,
                 seen_at = excluded.seen_at, cpu_moved_at = excluded.cpu_moved_at,
-                io_moved_at = excluded.io_moved_at, gone_since = excluded.gone_since, members = excluded.members",
+                io_moved_at = excluded.io_moved_at, gone_since = excluded.gone_since, members = excluded.members,
+                pooled = excluded.pooled, unproven = excluded.unproven,
+                heartbeat = excluded.heartbeat, heartbeat_moved_at = excluded.heartbeat_moved_at",
         )?;
         stmt.execute(params![
             o.task_id,
@@ -310,6 +314,10 @@ impl SweepTx<'_> {
             o.io_moved_at.map(ts),
             o.gone_since.map(ts),
             serde_json::to_string(&o.members)?,
+            o.pooled,
+            o.unproven,
+            o.heartbeat.map(ts),
+            o.heartbeat_moved_at.map(ts),
         ])?;
         Ok(())
     }
@@ -524,7 +532,8 @@ fn read_prior(
 ) -> Result<Option<Observation>> {
     let mut stmt = conn.prepare_cached(
         "SELECT boot_id, start_ticks, binding, first_seen_at, seen_at,
-                cpu_moved_at, io_moved_at, gone_since, members
+                cpu_moved_at, io_moved_at, gone_since, members,
+                pooled, unproven, heartbeat, heartbeat_moved_at
          FROM observations WHERE task_id = ?1 AND attempt = ?2 AND pid = ?3",
     )?;
     let mut rows = stmt.query(params![task_id, attempt, pid])?;
@@ -552,6 +561,10 @@ fn read_prior(
         members: serde_json::from_str::<Vec<MemberCounters>>(&members).with_context(|| {
             format!("bad members JSON in the observation of task {task_id} attempt {attempt}")
         })?,
+        pooled: r.get(9)?,
+        unproven: r.get(10)?,
+        heartbeat: parse_opt(r.get(11)?)?,
+        heartbeat_moved_at: parse_opt(r.get(12)?)?,
     }))
 }
 
@@ -948,14 +961,25 @@ impl ActivityLog {
         }))
     }
 
+    /// Whether Foreman recorded its intent to signal this finding's tree
+    /// (`sweep::INTENDED`): it had begun terminating it.
+    pub fn finding_intended(&self, finding_id: i64) -> Result<bool> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM finding_signals WHERE finding_id = ?1 AND signal = 'INTENT')",
+            params![finding_id],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Actions taken since `since`: tasks marked, strays terminated, trees
-    /// that survived SIGKILL, and in shadow mode what would have been
-    /// marked. The rolling-window brake counts these.
+    /// that survived SIGKILL. The rolling-window brake counts these. Shadow
+    /// mode's would-be actions are not actions: they recur every sweep
+    /// until the task ends, and counting them would brake the very sweeps
+    /// that show them.
     pub fn actions_since(&self, since: DateTime<Utc>) -> Result<usize> {
         let n: i64 = self.conn.query_row(
             "SELECT COUNT(*) FROM findings WHERE
-               (outcome IN ('marked_failed', 'terminated', 'unkillable') AND acted_at >= ?1)
-               OR (outcome = 'would_mark_failed' AND first_seen_at >= ?1)",
+               outcome IN ('marked_failed', 'terminated', 'unkillable') AND acted_at >= ?1",
             params![ts(since)],
             |r| r.get(0),
         )?;

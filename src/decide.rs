@@ -116,8 +116,16 @@ pub fn decide_sweep(cases: &[Case], facts: &SweepFacts) -> (Vec<Decision>, Optio
             })
             .count()
     };
-    let total = acting(&out, &|_| true) + facts.extra_actions;
-    let global = brake(total, facts);
+    // What this sweep really does brakes what it does; a shadow droid
+    // type's would-be actions recur every sweep (nothing settles them), so
+    // they must not hold enforce types' hands. They are braked as if every
+    // type enforced, to show what enforcing would do.
+    let real = out
+        .iter()
+        .filter(|d| d.action.acts() && d.outcome == Outcome::Pending)
+        .count();
+    let global = brake(real + facts.extra_actions, facts);
+    let as_if_enforced = brake(acting(&out, &|_| true) + facts.extra_actions, facts);
     let mut braked_types: Vec<(String, usize, usize)> = Vec::new();
     for c in cases {
         let t = &c.task.droid_type;
@@ -135,7 +143,11 @@ pub fn decide_sweep(cases: &[Case], facts: &SweepFacts) -> (Vec<Decision>, Optio
         if !(d.action.acts() && matches!(d.outcome, Outcome::Pending | Outcome::WouldMarkFailed)) {
             continue;
         }
-        if let Some(note) = &global {
+        let sweep_brake = match d.outcome {
+            Outcome::WouldMarkFailed => &as_if_enforced,
+            _ => &global,
+        };
+        if let Some(note) = sweep_brake {
             d.outcome = Outcome::Braked;
             d.note = Some(note.clone());
         } else if let Some((t, count, n)) = braked_types

@@ -932,3 +932,31 @@ fn strays_count_with_tasks_in_the_brake() {
     );
     assert!(brake.is_some());
 }
+
+#[test]
+fn shadow_would_actions_never_brake_enforced_ones() {
+    // 11 would-be actions of a shadow type beside 1 real one: the real one
+    // acts; the shadow ones show the brake enforcing would meet.
+    let mut items = many(11, || {
+        item(actionable()).droid_type("builder").policy(shadow())
+    });
+    items.push(item(actionable()));
+    let mut expect = all(
+        11,
+        (
+            Action::MarkFailed,
+            Outcome::Braked,
+            Some("mass-action brake"),
+        ),
+    );
+    expect.push(ACT);
+    run(vec![DCase {
+        name: "shadow type over the limit, one enforced death",
+        items,
+        facts: SweepFacts {
+            running: 20,
+            ..sweep()
+        },
+        expect,
+    }]);
+}

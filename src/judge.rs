@@ -325,6 +325,20 @@ pub fn judge(
         );
         return verdict(Kind::Unverifiable, ev, false, None);
     }
+    // Start ticks that put the process's start after now name no process
+    // that can exist: the row's identity cannot be used (taken as exact, they
+    // would call the live task's own process a reused pid).
+    if let Some(t) = task.pid_start_ticks {
+        let start = facts.boot.checked_started_at(t);
+        if start.is_none_or(|s| s > latest) {
+            ev.reason = format!(
+                "malformed row: pid_start_ticks {t} put the process's start at {}, after now ({}); no process can have them",
+                start.map_or("beyond the end of time".into(), |s| fmt_time(Some(s))),
+                fmt_time(Some(now))
+            );
+            return verdict(Kind::Unverifiable, ev, false, None);
+        }
+    }
 
     // A fresh observation, or the prior one carried forward.
     let prior = prior.filter(|p| p.task_id == task.id && p.attempt == task.attempt && p.pid == pid);
@@ -341,6 +355,10 @@ pub fn judge(
         cpu_moved_at: None,
         io_moved_at: None,
         gone_since: None,
+        pooled: false,
+        unproven: false,
+        heartbeat: None,
+        heartbeat_moved_at: None,
     });
     obs.seen_at = now;
     let mark_gone = |obs: &mut Observation, ev: &mut Evidence| {
@@ -449,8 +467,17 @@ pub fn judge(
             return verdict(kind, ev, false, Some(obs));
         }
     }
+    // Without started_at or pid_start_ticks nothing ties the process to the
+    // task: whatever held the pid when Foreman first looked was bound. It
+    // may be marked, never signalled, even if the row gains a started_at
+    // later (that would only be checked against a process already bound);
+    // the executor's exact start ticks are the one proof that lifts it.
+    let unproven_now = task.started_at.is_none() && task.pid_start_ticks.is_none();
     // The process is the task's: bind it if not yet bound.
     if obs.start_ticks.is_none() || task.pid_start_ticks.is_some() {
+        if obs.start_ticks.is_none() {
+            obs.unproven = unproven_now;
+        }
         obs.start_ticks = Some(leader.start_ticks);
         obs.binding = Some(if task.pid_start_ticks.is_some() {
             Binding::Executor
@@ -458,16 +485,22 @@ pub fn judge(
             Binding::FirstSight
         });
     }
+    let unproven = if exact_ticks {
+        false
+    } else {
+        obs.unproven || unproven_now
+    };
+    obs.unproven = unproven;
     // Older than the task by more than the tolerance: a pooled worker. The
     // tolerance absorbs boot-time rounding and executors that record
-    // `started_at` just after the fork.
-    let pooled = task
-        .started_at
-        .is_some_and(|s| plus(proc_started, tolerance).is_some_and(|p| p < s));
-    // Without started_at or pid_start_ticks nothing ties the process to the
-    // task: whatever held the pid when Foreman first looked was bound. It
-    // may be marked, never signalled.
-    let unproven = task.started_at.is_none() && task.pid_start_ticks.is_none();
+    // `started_at` just after the fork. Once seen pooled, always: the
+    // computed start moves with clock steps, and a forward one must not make
+    // a pooled worker signallable.
+    let pooled = obs.pooled
+        || task
+            .started_at
+            .is_some_and(|s| plus(proc_started, tolerance).is_some_and(|p| p < s));
+    obs.pooled = pooled;
 
     // A leader in state Z whose thread group still has threads (its main
     // thread called pthread_exit) is a working process, not a zombie.
@@ -533,10 +566,22 @@ pub fn judge(
         )
     });
 
+    // The heartbeat as a counter: when it last changed. A heartbeat ahead
+    // of this clock beyond `future_tolerance` (a skewed executor clock, or
+    // epoch milliseconds) is no time of progress, but its changing is.
+    if prior.is_none() || obs.heartbeat != task.last_progress_at {
+        obs.heartbeat_moved_at = Some(now);
+    }
+    obs.heartbeat = task.last_progress_at;
     let mut candidates: Vec<(DateTime<Utc>, &str)> = Vec::new();
     if policy.counts(Signal::Heartbeat) {
         if let Some(h) = heartbeat {
             candidates.push((h, "heartbeat"));
+        } else if let Some(t) = obs
+            .heartbeat_moved_at
+            .filter(|_| future_heartbeat.is_some())
+        {
+            candidates.push((t, "heartbeat_moved"));
         }
     }
     if policy.counts(Signal::Cpu) {
@@ -560,19 +605,21 @@ pub fn judge(
         plus(start, ms(policy.startup_grace)).unwrap_or(DateTime::<Utc>::MAX_UTC),
         "startup_grace",
     ));
+    let latest_of = |c: &[(DateTime<Utc>, &'static str)]| {
+        c.iter()
+            .copied()
+            .max_by_key(|(t, _)| *t)
+            .unwrap_or((start, "started_at"))
+    };
     if let Some(f) = facts.hang_floor {
         candidates.push((f, "clock_reset"));
     }
-    let (last, signal) = candidates
-        .iter()
-        .copied()
-        .max_by_key(|(t, _)| *t)
-        .unwrap_or((start, "started_at"));
+    let (last, signal) = latest_of(&candidates);
     let idle = now.signed_duration_since(last);
     let future_note = future_heartbeat
         .map(|h| {
             format!(
-                "; heartbeat {} is more than {} ahead of now, implausible: not counted as progress",
+                "; heartbeat {} is more than {} ahead of now, implausible: not counted as progress, only its changing is",
                 fmt_time(Some(h)),
                 humantime::format_duration(facts.future_tolerance)
             )

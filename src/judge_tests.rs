@@ -195,6 +195,10 @@ fn prior(
         cpu_moved_at,
         io_moved_at,
         gone_since: None,
+        pooled: false,
+        unproven: false,
+        heartbeat: None,
+        heartbeat_moved_at: None,
     }
 }
 
@@ -1244,18 +1248,26 @@ fn times_from_the_future() {
                 t.started_at = Some(now() + mins(5) + secs(1))
             }))
             .expect(expect(Kind::Unverifiable).reason(&["ahead of now"])),
-        case("heartbeat far in the future is not progress: the hang shows")
+        case("heartbeat far in the future and frozen is not progress: the hang shows")
             .task(task_with(|t| t.last_progress_at = far))
+            .prior(prior_with(&[leader('S', t0())], None, None, |o| {
+                o.heartbeat = far;
+                o.heartbeat_moved_at = Some(now() - mins(50));
+            }))
             .policy(heartbeat_only())
             .expect(
                 expect(Kind::Hung)
                     .reason(&["implausible", "not counted as progress"])
-                    .last("startup_grace", t0() + mins(2)),
+                    .last("heartbeat_moved", now() - mins(50)),
             ),
-        case("heartbeat an hour ahead (skewed clock) is not progress")
+        case("heartbeat an hour ahead at first sight counts once, as moving now")
             .task(task_with(|t| t.last_progress_at = Some(now() + mins(60))))
             .policy(heartbeat_only())
-            .expect(expect(Kind::Hung).reason(&["implausible"])),
+            .expect(
+                expect(Kind::Alive)
+                    .reason(&["implausible"])
+                    .last("heartbeat_moved", now()),
+            ),
         case("heartbeat exactly at the tolerance still counts")
             .task(task_with(|t| t.last_progress_at = Some(now() + mins(5))))
             .policy(heartbeat_only())
@@ -1292,14 +1304,16 @@ fn a_bound_identity_survives_clock_steps() {
         Some(now() - mins(2)),
         Some(now() - mins(2)),
     );
-    // The same live process, judged after the wall clock (and so btime)
-    // stepped forward an hour: its computed start is now 07:00, an hour
-    // after the task's started_at.
+    // The same live process, judged after the wall clock stepped: `btime`
+    // (wall clock minus uptime) and now move together, so its computed
+    // start moves too, an hour or days away from the task's started_at.
+    // The sweep restarts hang clocks at a step (hang_floor).
     for step in [mins(60), mins(-60), Duration::days(3)] {
         let stepped = boot_stepped(step);
         let f = Facts {
             boot: &stepped,
-            ..facts(now(), &boot, SweepKind::Scheduled)
+            hang_floor: Some(now() + step),
+            ..facts(now() + step, &boot, SweepKind::Scheduled)
         };
         let j = judge(&task(), Some(&running('S')), Some(&bound), &policy(), &f);
         assert_eq!(j.kind, Kind::Alive, "step {step}: {j:#?}");
@@ -1308,7 +1322,7 @@ fn a_bound_identity_survives_clock_steps() {
         let j = judge(&t, Some(&running('S')), None, &policy(), &f);
         assert_eq!(j.kind, Kind::Alive, "step {step}, executor ticks: {j:#?}");
     }
-    // started_at rewritten later (moved back a day) after binding: same.
+    // started_at rewritten later (moved back hours) after binding: same.
     let t = task_with(|t| t.started_at = Some(t0() - Duration::hours(5)));
     let j = judge(
         &t,
@@ -1327,6 +1341,90 @@ fn a_bound_identity_survives_clock_steps() {
         &facts(now(), &boot, SweepKind::Scheduled),
     );
     assert_eq!(j.kind, Kind::PidReused, "{j:#?}");
+}
+
+#[test]
+fn executor_ticks_after_now_are_a_malformed_row() {
+    let boot = boot();
+    let f = facts(now(), &boot, SweepKind::Scheduled);
+    let t = task_with(|t| t.pid_start_ticks = Some(ticks_at(now() + mins(10))));
+    let j = judge(&t, Some(&running('S')), None, &policy(), &f);
+    assert_eq!(j.kind, Kind::Unverifiable, "{j:#?}");
+    assert!(j.evidence.reason.contains("pid_start_ticks"));
+    let t = task_with(|t| t.pid_start_ticks = Some(u64::MAX));
+    let j = judge(&t, Some(&running('S')), None, &policy(), &f);
+    assert_eq!(j.kind, Kind::Unverifiable, "{j:#?}");
+}
+
+#[test]
+fn never_signal_facts_stick_to_the_binding() {
+    let boot = boot();
+    let f = facts(now(), &boot, SweepKind::Scheduled);
+    // Bound without proof; the row later gains a started_at: still unproven.
+    let bare = task_with(|t| {
+        t.started_at = None;
+        t.last_progress_at = None;
+    });
+    let first = judge(&bare, Some(&running('S')), None, &policy(), &f);
+    let o = first.observation.clone().expect("observation");
+    assert!(o.unproven && first.unproven);
+    let later = task_with(|t| t.last_progress_at = None);
+    let j = judge(&later, Some(&running('S')), Some(&o), &policy(), &f);
+    assert!(j.unproven, "{j:#?}");
+    // The executor's exact ticks are proof.
+    let ticked = task_with(|t| t.pid_start_ticks = Some(ticks_at(t0())));
+    let j = judge(&ticked, Some(&running('S')), Some(&o), &policy(), &f);
+    assert!(!j.unproven, "{j:#?}");
+    // Seen pooled once, pooled after a clock step that moves the start.
+    let pooled_task = task_with(|t| t.started_at = Some(t0() + mins(5)));
+    let first = judge(&pooled_task, Some(&running('S')), None, &policy(), &f);
+    assert!(first.pooled);
+    let o = first.observation.clone().expect("observation");
+    let stepped = boot_stepped(mins(5));
+    let f2 = Facts {
+        boot: &stepped,
+        ..facts(now(), &boot, SweepKind::Scheduled)
+    };
+    let j = judge(&pooled_task, Some(&running('S')), Some(&o), &policy(), &f2);
+    assert!(j.pooled, "{j:#?}");
+}
+
+#[test]
+fn a_moving_heartbeat_ahead_of_this_clock_is_progress() {
+    let boot = boot();
+    let f = facts(now(), &boot, SweepKind::Scheduled);
+    let ahead = |m| task_with(|t| t.last_progress_at = Some(now() + mins(m)));
+    let mut seen = prior(
+        &[leader('S', t0())],
+        Some(now() - mins(40)),
+        Some(now() - mins(40)),
+    );
+    seen.heartbeat = Some(now() + mins(5));
+    seen.heartbeat_moved_at = Some(now() - mins(40));
+    // Changed since the last sweep: progress now.
+    let j = judge(
+        &ahead(6),
+        Some(&running('S')),
+        Some(&seen),
+        &heartbeat_only(),
+        &f,
+    );
+    assert_eq!(j.kind, Kind::Alive, "{j:#?}");
+    assert_eq!(
+        j.evidence.last_progress_signal.as_deref(),
+        Some("heartbeat_moved")
+    );
+    // Frozen ahead of the clock (epoch milliseconds written once): hung.
+    seen.heartbeat = Some(now() + mins(6));
+    let j = judge(
+        &ahead(6),
+        Some(&running('S')),
+        Some(&seen),
+        &heartbeat_only(),
+        &f,
+    );
+    assert_eq!(j.kind, Kind::Hung, "{j:#?}");
+    assert!(j.evidence.reason.contains("implausible"));
 }
 
 #[test]

@@ -45,6 +45,21 @@ pub struct Observation {
     /// The first probe that saw the process gone, a zombie or replaced:
     /// exit grace is counted from here.
     pub gone_since: Option<DateTime<Utc>>,
+    /// Bound as a pooled worker (started before the task): never signalled.
+    /// Sticky, like the two below it, for this (task, attempt, pid).
+    #[serde(default)]
+    pub pooled: bool,
+    /// Bound with nothing to prove it the task's (no `started_at`, no
+    /// `pid_start_ticks` at first sight): never signalled.
+    #[serde(default)]
+    pub unproven: bool,
+    /// The heartbeat as last seen.
+    #[serde(default)]
+    pub heartbeat: Option<DateTime<Utc>>,
+    /// When the heartbeat last changed: a heartbeat ahead of this clock
+    /// (a skewed executor) counts as progress only by moving.
+    #[serde(default)]
+    pub heartbeat_moved_at: Option<DateTime<Utc>>,
 }
 
 impl Observation {

@@ -208,6 +208,10 @@ fn prior() -> impl Strategy<Value = Option<Observation>> {
                     cpu_moved_at: cpu,
                     io_moved_at: io,
                     gone_since: gone,
+                    pooled: false,
+                    unproven: false,
+                    heartbeat: None,
+                    heartbeat_moved_at: None,
                 },
             ),
     )
@@ -569,6 +573,10 @@ proptest! {
             cpu_moved_at: Some(now),
             io_moved_at: Some(now),
             gone_since: None,
+            pooled: false,
+            unproven: false,
+            heartbeat: None,
+            heartbeat_moved_at: None,
         };
         let facts = Facts {
             now,

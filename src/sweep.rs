@@ -28,6 +28,10 @@ use tracing::{error, info, warn};
 /// sweeps is a suspend or a clock step, not drift.
 const CLOCK_JUMP: Duration = Duration::from_secs(5);
 
+/// The result of the `INTENT` signal row written for each member of a tree
+/// before any signal is sent to it.
+pub const INTENDED: &str = "SIGTERM to follow (recorded before signalling)";
+
 /// Tasks judged per batch (see the judging loop).
 const BATCH: usize = 256;
 
@@ -162,7 +166,13 @@ pub fn sweep(
             ));
         }
         if deferral.is_some() {
-            hang_floor = Some(started_at);
+            let step = (suspended <= jump).then_some(stepped);
+            hang_floor = Some(next_floor(
+                hang_floor,
+                started_at,
+                step,
+                config.defaults.max_deferral(),
+            ));
         }
     }
     // Starvation is Foreman's own: its tick fired late, or it waited for a
@@ -253,18 +263,36 @@ pub fn sweep(
         }
         None => 0,
     };
-    // Terminations a crash interrupted, as committed (evidence and tree).
-    let mut interrupted: HashMap<i64, Interrupted> = HashMap::new();
+    // Terminations a crash interrupted: a hung finding still pending whose
+    // intent to signal was recorded, in this boot (after a reboot there is
+    // nothing left of the tree to finish). They are completed whatever the
+    // task or its process looks like now: Foreman had begun killing it.
+    let mut interrupted: Vec<(Interrupted, Inputs)> = Vec::new();
     if let Some(l) = reader {
         for o in open
             .iter()
             .filter(|o| o.kind == Kind::Hung.as_str() && o.action == Action::TerminateAndMark)
         {
-            if let Some(r) = l.resume_of(o.id)? {
-                interrupted.insert(o.id, r);
+            if !l.finding_intended(o.id)? {
+                continue;
+            }
+            let Some(r) = l.resume_of(o.id)? else {
+                continue;
+            };
+            match serde_json::from_value::<Inputs>(r.inputs.clone()) {
+                Ok(i) if i.boot.boot_id == boot.boot_id => interrupted.push((r, i)),
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(finding_id = o.id, error = %e, "an interrupted termination's inputs cannot be read; it is not resumed")
+                }
             }
         }
     }
+    let resuming = |task: &Task| {
+        interrupted
+            .iter()
+            .any(|(_, i)| i.task.id == task.id && i.task.attempt == task.attempt)
+    };
     let table = ProcTable::scan().context("scanning /proc")?;
     // A /proc that cannot show other processes (hidepid, another PID
     // namespace) would make every task look dead: nothing is called gone.
@@ -305,14 +333,7 @@ pub fn sweep(
     // through in batches, each stage over the whole batch: as fast as
     // stage-at-a-time over all tasks (the caches stay warm), while memory
     // holds one batch's probes and observations, not every task's.
-    #[allow(clippy::type_complexity)]
-    let mut judged: Vec<(
-        &Task,
-        Judgement,
-        Option<Probe>,
-        serde_json::Value,
-        Option<Interrupted>,
-    )> = Vec::new();
+    let mut judged: Vec<(&Task, Judgement, Option<Probe>, serde_json::Value)> = Vec::new();
     for batch in running.chunks(BATCH) {
         let probes: Vec<Option<Probe>> = batch
             .iter()
@@ -354,13 +375,13 @@ pub fn sweep(
         }
         for (((task, mut j), probe), prior) in batch.iter().zip(judgements).zip(probes).zip(priors)
         {
-            if j.kind == Kind::Alive {
+            // An interrupted termination is finished below, not judged anew.
+            if j.kind == Kind::Alive || resuming(task) {
                 continue;
             }
             // A gone task keeps the kind of its open finding (an orphan
             // found at startup is still that orphan at the next sweep).
             let verdict = j.kind;
-            let mut resumed = None;
             if j.kind.is_gone() {
                 if let Some(o) = open
                     .iter()
@@ -368,15 +389,6 @@ pub fn sweep(
                 {
                     if let Some(k) = gone_kind(&o.kind) {
                         j.kind = k;
-                    } else if o.kind == Kind::Hung.as_str() && o.action == Action::TerminateAndMark
-                    {
-                        // Foreman stopped between signalling a hung tree and
-                        // recording it: the tree it was killing is gone (or
-                        // going). Finish that termination, not a new verdict.
-                        if let Some(r) = interrupted.get(&o.id) {
-                            j.kind = Kind::Hung;
-                            resumed = Some(r.clone());
-                        }
                     }
                 }
             }
@@ -396,7 +408,7 @@ pub fn sweep(
                 verdict,
                 continues: Some(j.kind).filter(|k| *k != verdict),
             };
-            judged.push((task, j, probe, serde_json::to_value(&inputs)?, resumed));
+            judged.push((task, j, probe, serde_json::to_value(&inputs)?));
         }
     }
     let local = running
@@ -428,6 +440,8 @@ pub fn sweep(
         finding: NewFinding,
         decision: Decision,
         tree: Vec<Identity>,
+        /// Completes a termination a restart interrupted.
+        resume: bool,
     }
     // Strays: recorded once seen on two consecutive sweeps, once each.
     // Terminating one needs a snapshot this sweep can trust: no malformed
@@ -448,7 +462,8 @@ pub fn sweep(
                 .map(|why| format!("/proc cannot show every process ({why})"))
         };
         // A RUNNING task of this host without a pid yet has a worker that
-        // may be this very process: its type's strays are reported only.
+        // may be this very process: a process any such task's type would
+        // match is reported only (whichever type's pattern claimed it).
         let pidless: Vec<&str> = running
             .iter()
             .filter(|t| t.pid.is_none() && t.host.as_deref().is_none_or(|h| h == config.host))
@@ -479,23 +494,18 @@ pub fn sweep(
             if age < policy.startup_grace {
                 continue;
             }
-            let unregistered = match c.droid_type.as_deref() {
-                Some(t) => pidless.iter().find(|p| **p == t).map(|t| {
+            let unregistered = pidless
+                .iter()
+                .find(|t| {
+                    config
+                        .policy(t)
+                        .process_match
+                        .as_ref()
+                        .is_some_and(|re| re.is_match(&c.cmdline))
+                })
+                .map(|t| {
                     format!("a RUNNING {t} task has no pid recorded yet; this may be its worker")
-                }),
-                // A [defaults] pattern: any type inheriting it may own it.
-                None => pidless
-                    .iter()
-                    .find(|t| {
-                        config.policy(t).process_match.as_ref().map(|r| r.as_str())
-                            == config.defaults.process_match.as_ref().map(|r| r.as_str())
-                    })
-                    .map(|t| {
-                        format!(
-                            "a RUNNING {t} task has no pid recorded yet; this may be its worker"
-                        )
-                    }),
-            };
+                });
             let why_not = distrust.clone().or(unregistered);
             let decision = match (policy.on_stray, policy.mode, why_not) {
                 (OnStray::Terminate, Mode::Enforce, None) => Decision {
@@ -523,14 +533,7 @@ pub fn sweep(
             if let Probe::Found(members) = table.probe(pid) {
                 // The same process the scan matched, descendants first.
                 if members.first().map(|m| m.stat.start_ticks) == Some(c.stat.start_ticks) {
-                    tree = members
-                        .iter()
-                        .rev()
-                        .map(|m| Identity {
-                            pid: m.stat.pid,
-                            start_ticks: m.stat.start_ticks,
-                        })
-                        .collect();
+                    tree = tree_of(&members);
                 }
             }
             let evidence = serde_json::json!({
@@ -568,13 +571,14 @@ pub fn sweep(
                 },
                 decision,
                 tree,
+                resume: false,
             });
             stray_candidates.push(c);
         }
     }
     let cases: Vec<Case> = judged
         .iter()
-        .map(|(task, j, _, _, _)| Case {
+        .map(|(task, j, _, _)| Case {
             task,
             judgement: j,
             policy: config.policy(&task.droid_type),
@@ -604,15 +608,20 @@ pub fn sweep(
         .iter()
         .filter(|d| d.outcome == Outcome::DeferredStarvation)
         .count();
+    // Foreman's own starvation is a deferral only when it held a verdict
+    // back; a late tick with nothing hung is a log line, not a deferral
+    // (/healthz would otherwise call a healthy fleet deferred).
     let mut said: Vec<String> = deferral.iter().cloned().collect();
-    if let Some(s) = &starved {
+    if let Some(s) = starved.as_ref().filter(|_| deferred > 0) {
         said.push(s.clone());
+    } else if let Some(s) = &starved {
+        info!(reason = %s, "Foreman was starved this sweep; no hung verdict to defer");
     }
     if deferred > 0 {
         let trees = judged
             .iter()
             .zip(&decisions)
-            .filter(|((_, j, _, _, _), d)| {
+            .filter(|((_, j, _, _), d)| {
                 d.outcome == Outcome::DeferredStarvation && j.starved.is_some()
             })
             .count();
@@ -631,45 +640,17 @@ pub fn sweep(
 
     // Findings: every verdict but alive, and every bad row.
     let mut planned: Vec<Planned> = Vec::new();
-    for ((task, j, probe, inputs, resumed), mut d) in judged.iter().zip(decisions) {
+    for ((task, j, probe, inputs), d) in judged.iter().zip(decisions) {
         let mut evidence = serde_json::to_value(&j.evidence)?;
         let mut tree = Vec::new();
-        if let Some(r) = resumed {
-            // Complete the interrupted termination: the tree as it was
-            // probed then (each member re-verified by its start ticks
-            // before any signal), the evidence that decided it.
-            tree = interrupted_tree(&r.inputs);
-            evidence = r.evidence.clone();
-            if d.outcome != Outcome::Braked {
-                d = Decision {
-                    action: Action::TerminateAndMark,
-                    outcome: if config.policy(&task.droid_type).mode == Mode::Shadow {
-                        Outcome::WouldMarkFailed
-                    } else {
-                        Outcome::Pending
-                    },
-                    note: Some(format!(
-                        "completing the termination of finding {} that a restart interrupted (its process is now {}); signals sent before the restart were not recorded",
-                        r.finding_id, j.evidence.reason
-                    )),
-                };
-            }
-        } else if let Some(Probe::Found(members)) = probe {
+        if let Some(Probe::Found(members)) = probe {
             if let (Some(cmd), Some(map)) = (
                 task.pid.and_then(|p| table.cmdline(p)),
                 evidence.as_object_mut(),
             ) {
                 map.insert("cmdline".into(), serde_json::Value::String(cmd));
             }
-            // Descendants first, leader last.
-            tree = members
-                .iter()
-                .rev()
-                .map(|m| Identity {
-                    pid: m.stat.pid,
-                    start_ticks: m.stat.start_ticks,
-                })
-                .collect();
+            tree = tree_of(members);
         }
         planned.push(Planned {
             task: Some(task),
@@ -689,6 +670,58 @@ pub fn sweep(
             },
             decision: d,
             tree,
+            resume: false,
+        });
+    }
+    // Interrupted terminations: the tree as it was probed then (each member
+    // re-verified by its start ticks before any signal), the evidence that
+    // decided it; the task marked if it is still RUNNING at that attempt.
+    // Neither braked nor re-read: Foreman is finishing what it began.
+    for (r, i) in &interrupted {
+        let now_task = running
+            .iter()
+            .copied()
+            .find(|t| t.id == i.task.id && t.attempt == i.task.attempt);
+        let note = format!(
+            "completing the termination of finding {} that a restart interrupted{}; signals sent before the restart may not be recorded",
+            r.finding_id,
+            if now_task.is_some() {
+                ""
+            } else {
+                " (the task is no longer RUNNING: its tree is finished, the task left as the executor has it)"
+            }
+        );
+        let action = if now_task.is_some() {
+            Action::TerminateAndMark
+        } else {
+            Action::Terminate
+        };
+        planned.push(Planned {
+            task: now_task,
+            finding: NewFinding {
+                task_id: i.task.id.clone(),
+                attempt: i.task.attempt,
+                kind: Kind::Hung,
+                droid_type: Some(i.task.droid_type.clone()),
+                plan_id: i.task.plan_id.clone(),
+                pid: i.task.pid,
+                host: i.task.host.clone(),
+                evidence: r.evidence.clone(),
+                action,
+                outcome: Outcome::Pending,
+                detail: Some(note.clone()),
+                inputs: r.inputs.clone(),
+            },
+            decision: Decision {
+                action,
+                outcome: Outcome::Pending,
+                note: Some(note),
+            },
+            tree: match &i.probe {
+                Some(Probe::Found(members)) => tree_of(members),
+                _ => Vec::new(),
+            },
+            resume: true,
         });
     }
     for row in &snapshot.rows {
@@ -715,6 +748,7 @@ pub fn sweep(
                     note: None,
                 },
                 tree: Vec::new(),
+                resume: false,
             });
         }
     }
@@ -818,8 +852,8 @@ pub fn sweep(
     if let Memory::Writing(tx) = &memory {
         let hung: HashSet<&str> = judged
             .iter()
-            .filter(|(_, j, _, _, _)| j.kind == Kind::Hung)
-            .map(|(t, _, _, _, _)| t.id.as_str())
+            .filter(|(_, j, _, _)| j.kind == Kind::Hung)
+            .map(|(t, _, _, _)| t.id.as_str())
             .collect();
         let conn = tx.conn();
         conn.execute_batch("SAVEPOINT monitor_pull")?;
@@ -888,7 +922,7 @@ pub fn sweep(
         if term.iter().any(|i| planned[*i].task.is_some()) {
             let fresh = executor.snapshot();
             for i in &term {
-                let Some(task) = planned[*i].task else {
+                let Some(task) = planned[*i].task.filter(|_| !planned[*i].resume) else {
                     continue;
                 };
                 match &fresh {
@@ -923,6 +957,17 @@ pub fn sweep(
             .into_iter()
             .filter(|i| !skipped.contains_key(i))
             .collect();
+        // The intent, recorded before the first signal: should Foreman die
+        // between a signal and its record, the next sweep sees that it had
+        // begun and finishes the termination (a finding without it is
+        // judged afresh: nothing was sent).
+        for i in &term {
+            if let (Some(fid), false) = (ids[*i], planned[*i].resume) {
+                for m in &planned[*i].tree {
+                    l.add_signal(fid, Utc::now(), m.pid, m.start_ticks, "INTENT", INTENDED)?;
+                }
+            }
+        }
         let mut term_result: HashMap<usize, Terminated> = HashMap::new();
         if !term.is_empty() {
             let trees: Vec<Vec<Identity>> = term.iter().map(|i| planned[*i].tree.clone()).collect();
@@ -1118,6 +1163,32 @@ impl Memory<'_> {
     }
 }
 
+/// Where hang clocks restart after a suspend or a wall-clock step. A
+/// suspend restarts them now: nothing ran. A step moves a floor still in
+/// force (younger than `max_deferral`) by the step, into the new clock's
+/// frame, instead of to now: a clock stepping at every sweep (a broken
+/// RTC, a flapping time source) would otherwise restart every hang clock
+/// for ever. A floor older than that, or none, starts now.
+fn next_floor(
+    prev: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    step_ns: Option<i64>,
+    max_deferral: Duration,
+) -> DateTime<Utc> {
+    let (Some(prev), Some(step)) = (prev, step_ns) else {
+        return now;
+    };
+    let moved = prev
+        .checked_add_signed(chrono::Duration::nanoseconds(step))
+        .unwrap_or(now);
+    let max = chrono::Duration::from_std(max_deferral).unwrap_or(chrono::Duration::MAX);
+    if moved <= now && now.signed_duration_since(moved) <= max {
+        moved
+    } else {
+        now
+    }
+}
+
 /// This thread's time spent waiting for a CPU (`/proc/thread-self/schedstat`,
 /// second field, ns): the sweep runs on one thread, so the difference over
 /// the sweep is how long Foreman itself was kept off the CPU.
@@ -1133,23 +1204,17 @@ fn run_delay() -> Option<Duration> {
 /// droids.
 const RUN_DELAY_STARVED: Duration = Duration::from_secs(1);
 
-/// The tree a committed hung finding was about to terminate, from its kept
-/// inputs: descendants first, leader last, as `terminate_trees` wants.
-fn interrupted_tree(inputs: &serde_json::Value) -> Vec<Identity> {
-    let Ok(inputs) = serde_json::from_value::<Inputs>(inputs.clone()) else {
-        return Vec::new();
-    };
-    match inputs.probe {
-        Some(Probe::Found(members)) => members
-            .iter()
-            .rev()
-            .map(|m| Identity {
-                pid: m.stat.pid,
-                start_ticks: m.stat.start_ticks,
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
+/// A probed tree as `terminate_trees` wants it: descendants first, leader
+/// last.
+fn tree_of(members: &[crate::probe::Member]) -> Vec<Identity> {
+    members
+        .iter()
+        .rev()
+        .map(|m| Identity {
+            pid: m.stat.pid,
+            start_ticks: m.stat.start_ticks,
+        })
+        .collect()
 }
 
 fn gone_kind(s: &str) -> Option<Kind> {
@@ -1159,5 +1224,40 @@ fn gone_kind(s: &str) -> Option<Kind> {
         "pid_reused" => Some(Kind::PidReused),
         "orphan" => Some(Kind::Orphan),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn hang_floors_after_suspends_and_clock_steps() {
+        let t = |m: i64| {
+            Utc.with_ymd_and_hms(2026, 11, 23, 7, 0, 0).unwrap() + chrono::Duration::minutes(m)
+        };
+        let max = Duration::from_secs(90 * 60);
+        let step = |s: i64| Some(s * 1_000_000_000);
+        // The first step, or a suspend: hang clocks restart now.
+        assert_eq!(next_floor(None, t(0), step(6), max), t(0));
+        assert_eq!(next_floor(Some(t(-2)), t(0), None, max), t(0));
+        // Another step while the floor is in force moves it by the step,
+        // not to now: steps at every sweep cannot hide a hang for ever.
+        assert_eq!(
+            next_floor(Some(t(-10)), t(0), step(6), max),
+            t(-10) + chrono::Duration::seconds(6)
+        );
+        // A floor older than max_deferral (in the new frame): now.
+        assert_eq!(next_floor(Some(t(-200)), t(0), step(6), max), t(0));
+        // A large forward step right after another one lands in the new
+        // frame; a backward one too.
+        assert_eq!(next_floor(Some(t(-5)), t(0), step(-60 * 60), max), t(-65));
+        assert_eq!(
+            next_floor(Some(t(-3 * 24 * 60 - 5)), t(0), step(3 * 24 * 3600), max),
+            t(-5)
+        );
+        // A floor that the step would put in the future: now.
+        assert_eq!(next_floor(Some(t(-1)), t(0), step(120), max), t(0));
     }
 }

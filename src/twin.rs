@@ -254,7 +254,7 @@ pub fn take(config: &Config, window: std::time::Duration) -> Result<Twin> {
         });
         let rss: Option<u64> = (!members.is_empty())
             .then(|| members.iter().filter_map(|m| rss_bytes(m.stat.pid)).sum());
-        for m in members.iter().skip(1).filter(|m| m.stat.state == 'Z') {
+        for m in members.iter().skip(1).filter(|m| m.stat.is_zombie()) {
             twin.crashed.push(Crashed {
                 what: "zombie".into(),
                 task_id: Some(task.id.clone()),

@@ -586,6 +586,10 @@ fn committed_but_not_acted(w: &World, task: &str, pid: i32, ticks: u64) -> i64 {
                 cpu_moved_at: None,
                 io_moved_at: None,
                 gone_since: Some(after_boot(60)),
+                pooled: false,
+                unproven: false,
+                heartbeat: None,
+                heartbeat_moved_at: None,
             }],
             findings: vec![NewFinding {
                 task_id: task.into(),

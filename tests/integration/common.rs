@@ -344,13 +344,23 @@ impl World {
             .unwrap()
     }
 
-    /// Signals recorded for a finding, in order: (pid, signal, result, at).
+    /// Signals sent (or refused) for a finding, in order: (pid, signal,
+    /// result, at). The intent rows written before any signal are `intents`.
     pub fn signals(&self, finding_id: i64) -> Vec<SignalRow> {
+        self.signal_rows(finding_id, "signal != 'INTENT'")
+    }
+
+    /// The `INTENT` rows: Foreman had begun terminating the tree.
+    pub fn intents(&self, finding_id: i64) -> Vec<SignalRow> {
+        self.signal_rows(finding_id, "signal = 'INTENT'")
+    }
+
+    fn signal_rows(&self, finding_id: i64, which: &str) -> Vec<SignalRow> {
         let log = self.log();
         let mut stmt = log
-            .prepare(
-                "SELECT pid, signal, result, at FROM finding_signals WHERE finding_id = ?1 ORDER BY id",
-            )
+            .prepare(&format!(
+                "SELECT pid, signal, result, at FROM finding_signals WHERE finding_id = ?1 AND {which} ORDER BY id"
+            ))
             .unwrap();
         stmt.query_map([finding_id], |r| {
             Ok(SignalRow {

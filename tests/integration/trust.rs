@@ -213,8 +213,10 @@ fn a_heartbeat_from_the_future_is_not_progress_and_the_task_is_hung() {
         why.contains("2100-01-01") && why.contains("implausible") && why.contains("not counted"),
         "{why}"
     );
+    // Its first sight counted as the heartbeat moving (a counter without
+    // history); frozen since, it is no progress.
     assert_eq!(
-        f.evidence["last_progress_signal"], "startup_grace",
+        f.evidence["last_progress_signal"], "heartbeat_moved",
         "{f:#?}"
     );
     assert_eq!(f.outcome, Outcome::MarkedFailed, "{f:#?}");
@@ -452,7 +454,14 @@ fn a_termination_interrupted_by_a_crash_is_completed_by_the_next_sweep() {
     );
     assert!(
         w.signals(id).is_empty(),
-        "nothing recorded before the crash"
+        "no signal recorded before the crash: {:#?}",
+        w.signals(id)
+    );
+    let intents: Vec<i32> = w.intents(id).iter().map(|s| s.pid).collect();
+    assert_eq!(
+        intents,
+        vec![child, leader],
+        "the intent to signal the whole tree was recorded first"
     );
     assert!(alive(child, child_ticks), "the child ignored its SIGTERM");
 
