@@ -69,6 +69,10 @@ fn json_of(v: ValueRef<'_>) -> Value {
     match v {
         ValueRef::Null => Value::Null,
         ValueRef::Integer(i) => Value::from(i),
+        // JSON has no infinity or NaN (serde_json would make them null,
+        // turning `pid = 1e999` into "no pid" and `attempt` into the
+        // default): as text they make the row malformed, with the reason.
+        ValueRef::Real(f) if !f.is_finite() => Value::from(f.to_string()),
         ValueRef::Real(f) => Value::from(f),
         ValueRef::Text(t) => Value::from(String::from_utf8_lossy(t).into_owned()),
         ValueRef::Blob(_) => Value::from("(blob)"),
@@ -185,5 +189,24 @@ impl Executor for SqliteExecutor {
         } else {
             Marked::NotRunning
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_reals_are_text_so_the_row_is_malformed() {
+        assert_eq!(json_of(ValueRef::Real(f64::INFINITY)), Value::from("inf"));
+        assert_eq!(json_of(ValueRef::Real(f64::NAN)), Value::from("NaN"));
+        assert_eq!(json_of(ValueRef::Real(1.5)), Value::from(1.5));
+        let row = serde_json::json!({"id": "a", "droid_type": "x", "state": "RUNNING",
+            "pid": json_of(ValueRef::Real(f64::INFINITY))});
+        let row = row.as_object().cloned().unwrap_or_default();
+        assert!(matches!(
+            crate::executor::parse_row(&row, crate::config::ExecutorTz::Utc),
+            crate::model::Row::Bad(b) if b.reason.contains("invalid pid")
+        ));
     }
 }

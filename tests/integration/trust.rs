@@ -904,3 +904,893 @@ fn deferral_for_starvation_ends_after_max_deferral() {
     assert!(!alive(pid, ticks));
     assert_eq!(w.task_state("starved"), "FAILED");
 }
+
+// ------------------------------------ after the adversarial review (21f013c)
+
+/// Foreman (the real binary) held at `failpoint` during a sweep, then
+/// killed by SIGKILL once `until` holds: a crash at that point.
+#[cfg(feature = "failpoints")]
+fn crash_at(w: &World, failpoint: &str, what: &str, until: impl FnMut() -> bool) {
+    let mut held = Running::start(foreman(w, &["sweep"]).env("FAILPOINTS", failpoint));
+    wait_for(what, until);
+    held.signal(libc::SIGKILL);
+    held.finish(PATIENCE);
+}
+
+/// Whether the activity log holds a hung finding of `task` still pending.
+fn hung_pending(w: &World, task: &str) -> bool {
+    logged(w, task).iter().any(|(_, kind, action, outcome, _)| {
+        kind == "hung" && action == "terminate_and_mark" && outcome == "pending"
+    })
+}
+
+/// The one finding of `task`, a hung `terminate_and_mark` left pending by
+/// a crash: its id.
+fn the_pending_hung(w: &World, task: &str) -> i64 {
+    let rows = logged(w, task);
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    let (id, kind, action, outcome, _) = rows[0].clone();
+    assert_eq!(
+        (kind.as_str(), action.as_str(), outcome.as_str()),
+        ("hung", "terminate_and_mark", "pending"),
+        "{rows:#?}"
+    );
+    id
+}
+
+/// A leader that dies of SIGTERM with a child that ignores it (and sleeps):
+/// (leader, child, child's start ticks).
+fn leader_with_term_ignoring_child(w: &mut World) -> (i32, i32, u64) {
+    let leader = w.spawn(&["sh", "-c", "(trap '' TERM; exec sleep 300) & wait"]);
+    wait_for("the child sleeping with TERM ignored", || {
+        tree(leader).len() == 2 && {
+            let child = tree(leader)[1].0;
+            cmdline(child).starts_with("sleep") && ignores(child, libc::SIGTERM)
+        }
+    });
+    let child = tree(leader)[1].0;
+    (leader, child, start_ticks(child))
+}
+
+/// A crash between the SIGTERMs to `leader`'s tree and their record, the
+/// leader dead of its SIGTERM and its child alive: the pending finding's id
+/// (its intent naming the whole tree recorded, no signal).
+#[cfg(feature = "failpoints")]
+fn termination_interrupted_after_the_leader_died(
+    w: &World,
+    task: &str,
+    leader: i32,
+    child: i32,
+    child_ticks: u64,
+) -> i64 {
+    crash_at(
+        w,
+        "recovery::after_sigterm=sleep(60000)",
+        "the leader to die of its SIGTERM",
+        || proc_state(leader) == Some('Z'),
+    );
+    let id = the_pending_hung(w, task);
+    assert!(
+        w.signals(id).is_empty(),
+        "no signal recorded before the crash: {:#?}",
+        w.signals(id)
+    );
+    let intents: Vec<i32> = w.intents(id).iter().map(|s| s.pid).collect();
+    assert_eq!(intents, vec![child, leader], "the intent names the tree");
+    assert!(alive(child, child_ticks), "the child ignored its SIGTERM");
+    id
+}
+
+/// The executor's row of a task: (state, pid, attempt, error, finished_at).
+fn executor_row(w: &World, id: &str) -> (String, Option<i64>, i64, Option<String>, Option<String>) {
+    w.conn()
+        .query_row(
+            "SELECT state, pid, attempt, error, finished_at FROM tasks WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .unwrap()
+}
+
+fn signal_at(s: &SignalRow) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(&s.at)
+        .unwrap_or_else(|e| panic!("signal time {:?}: {e}", s.at))
+        .with_timezone(&Utc)
+}
+
+/// Review item 1: a hung finding committed, then Foreman killed before it
+/// recorded any intent or sent anything; the process then exits by itself
+/// with its row still RUNNING. Nothing was begun, so nothing is
+/// "completed": the task is judged afresh (dead, waiting out exit grace),
+/// the hung finding is closed `cleared`, and the executor's SUCCESS,
+/// recorded within exit grace, stands.
+///
+/// Fails before 21f013c: every open hung `terminate_and_mark` finding was
+/// resumed once its task looked gone (there was no intent row to tell a
+/// begun termination from one never started), so the sweep after the crash
+/// turned the dead verdict back into hung, said "completing the
+/// termination" and marked the task FAILED at once, before the executor
+/// could record its success.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_hung_finding_never_acted_on_is_judged_afresh_when_its_process_exits() {
+    let mut w = World::with(Cfg {
+        tail: "[droid_types.lingering]\nprogress = [\"heartbeat\"]\nexit_grace = \"1m\"\n",
+        ..Cfg::default()
+    });
+    // A droid that finishes (exit 0) once told to.
+    let go = w.path("go");
+    let pid = w.spawn(&[
+        "sh",
+        "-c",
+        "while [ ! -e \"$0\" ]; do sleep 0.05; done",
+        go.to_str().unwrap(),
+    ]);
+    let (started, beat) = stale();
+    w.task("exits")
+        .droid("lingering")
+        .pid(pid.into())
+        .started(started)
+        .heartbeat(beat)
+        .insert();
+
+    crash_at(
+        &w,
+        "sweep::before_act=sleep(60000)",
+        "the hung finding committed as pending",
+        || hung_pending(&w, "exits"),
+    );
+    let hung = the_pending_hung(&w, "exits");
+    assert!(w.intents(hung).is_empty(), "{:#?}", w.intents(hung));
+    assert!(w.signals(hung).is_empty(), "{:#?}", w.signals(hung));
+
+    std::fs::write(&go, "").unwrap();
+    wait_for("the droid to exit by itself", || w.exited(pid).is_some());
+    assert_eq!(w.exited(pid).and_then(|s| s.code()), Some(0));
+    assert_eq!(w.task_state("exits"), "RUNNING", "not recorded yet");
+
+    let next = w.sweep(SCHEDULED);
+    for f in &next.findings {
+        let detail = f.detail.as_deref().unwrap_or_default();
+        assert!(!detail.contains("completing the termination"), "{f:#?}");
+    }
+    let f = finding(&next, "exits");
+    assert_eq!(f.kind, Kind::Dead, "{f:#?}");
+    assert_eq!((f.action, f.outcome), (Action::Deferred, Outcome::Pending));
+    assert!(
+        f.detail
+            .as_deref()
+            .is_some_and(|d| d.contains("exit grace")),
+        "{f:#?}"
+    );
+    let (kind, _, outcome, detail) = w.recorded(hung);
+    assert_eq!(
+        (kind.as_str(), outcome.as_str()),
+        ("hung", "cleared"),
+        "{detail:?}"
+    );
+    assert!(w.signals(hung).is_empty());
+    assert_eq!(w.task_state("exits"), "RUNNING");
+
+    // The executor records the success before exit grace ends.
+    w.exec(
+        "UPDATE tasks SET state = 'SUCCESS', finished_at = ?1 WHERE id = 'exits'",
+        [rfc(now())],
+    );
+    let last = w.sweep(SCHEDULED);
+    assert_no_finding(&last, "exits");
+    let (_, _, outcome, detail) = w.recorded(f.id.unwrap());
+    assert_eq!(outcome, "already_finished", "{detail:?}");
+    assert_eq!(w.task_state("exits"), "SUCCESS");
+    assert_eq!(w.task_error("exits"), None);
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM finding_signals"),
+        0,
+        "nothing was ever signalled"
+    );
+}
+
+/// Review item 2: a termination interrupted after its SIGTERMs (the
+/// leader died of it, its child ignores it), then the executor records the
+/// leader's death before the next sweep. Foreman had begun killing that
+/// tree: the next sweep finishes it (the TERM-ignoring child gets SIGKILL
+/// after kill_grace, recorded as delivered), the finding ends `terminated`,
+/// and the executor's row is left exactly as it wrote it.
+///
+/// Fails before 21f013c: an interrupted termination was resumed only from a
+/// task still RUNNING (judged gone); a task the executor had finished was
+/// not judged at all, so the open finding was closed `already_finished`
+/// and the child that ignored SIGTERM lived on.
+#[cfg(feature = "failpoints")]
+#[test]
+fn an_interrupted_termination_is_finished_after_the_executor_recorded_the_death() {
+    let mut w = World::new();
+    let (leader, child, child_ticks) = leader_with_term_ignoring_child(&mut w);
+    let (started, beat) = stale();
+    w.task("recorded")
+        .droid("quiet")
+        .pid(leader.into())
+        .started(started)
+        .heartbeat(beat)
+        .insert();
+    let id =
+        termination_interrupted_after_the_leader_died(&w, "recorded", leader, child, child_ticks);
+
+    // The executor saw its droid die of SIGTERM and recorded it.
+    w.exec(
+        "UPDATE tasks SET state = 'FAILED', error = 'droid killed by signal 15', finished_at = ?1
+         WHERE id = 'recorded'",
+        [rfc(now())],
+    );
+    let written = executor_row(&w, "recorded");
+
+    let r = w.sweep(SCHEDULED);
+    let f = finding(&r, "recorded");
+    assert_eq!(f.id, Some(id), "the same finding is finished: {f:#?}");
+    assert_eq!(f.kind, Kind::Hung, "{f:#?}");
+    assert_eq!(
+        (f.action, f.outcome),
+        (Action::Terminate, Outcome::Terminated),
+        "{f:#?}"
+    );
+    assert!(
+        f.detail
+            .as_deref()
+            .is_some_and(|d| d.contains("completing the termination")),
+        "{f:#?}"
+    );
+    let (_, _, outcome, _) = w.recorded(id);
+    assert_eq!(outcome, "terminated");
+    assert!(
+        !alive(child, child_ticks),
+        "the TERM-ignoring child survived"
+    );
+    let sigs = w.signals(id);
+    let to_child: Vec<&SignalRow> = sigs.iter().filter(|s| s.pid == child).collect();
+    let term = to_child
+        .iter()
+        .find(|s| s.signal == "SIGTERM")
+        .unwrap_or_else(|| panic!("{sigs:#?}"));
+    let kill = to_child
+        .iter()
+        .find(|s| s.signal == "SIGKILL")
+        .unwrap_or_else(|| panic!("no SIGKILL for the child: {sigs:#?}"));
+    assert_eq!(kill.result, "delivered", "{sigs:#?}");
+    assert!(
+        signal_at(kill) >= signal_at(term) + TimeDelta::seconds(1),
+        "SIGKILL only after kill_grace (1s): {sigs:#?}"
+    );
+    assert_eq!(
+        executor_row(&w, "recorded"),
+        written,
+        "the executor's row was changed"
+    );
+}
+
+/// Review item 3: a termination interrupted after its SIGTERM, whose
+/// leader caught it and went on running (its trap burns CPU). The next
+/// sweep completes it: SIGKILL, the process gone, the task marked FAILED
+/// `foreman: hung:`.
+///
+/// Fails before 21f013c: the interrupted termination was resumed only for
+/// a task that now looked gone; this one was judged afresh, its CPU moved
+/// (the trap's work), so it was alive and the hung finding was closed
+/// `cleared`, the hung droid left running.
+#[cfg(feature = "failpoints")]
+#[test]
+fn an_interrupted_termination_whose_leader_caught_sigterm_is_completed() {
+    let mut w = World::new();
+    // Sleeps (no CPU, no I/O) until SIGTERM, then burns CPU for ever.
+    let leader = w.spawn(&[
+        "sh",
+        "-c",
+        "trap 'while :; do :; done' TERM; sleep 300 & wait",
+    ]);
+    wait_for("the leader waiting on its sleeping child", || {
+        tree(leader).len() == 2
+            && cmdline(tree(leader)[1].0).starts_with("sleep")
+            && proc_state(leader) == Some('S')
+    });
+    let ticks = start_ticks(leader);
+    let (started, beat) = stale();
+    // Droid type `worker`: heartbeat, CPU and I/O all count as progress.
+    w.task("caught")
+        .pid(leader.into())
+        .started(started)
+        .heartbeat(beat)
+        .insert();
+    // First sight: the counters count as moving; then nothing moves.
+    let first = w.sweep(SCHEDULED);
+    assert_no_finding(&first, "caught");
+    wait_past(first.started_at + TimeDelta::milliseconds(1500));
+
+    let before = tree_cpu(leader);
+    crash_at(
+        &w,
+        "recovery::after_sigterm=sleep(60000)",
+        "the leader to catch its SIGTERM and burn CPU",
+        || tree_cpu(leader) > before + 5,
+    );
+    let id = the_pending_hung(&w, "caught");
+    assert!(w.signals(id).is_empty(), "{:#?}", w.signals(id));
+    assert!(w.intents(id).iter().any(|s| s.pid == leader));
+    // It runs on and makes CPU progress a fresh judgement would count.
+    let busy = tree_cpu(leader);
+    wait_for("the leader to keep burning CPU", || tree_cpu(leader) > busy);
+    assert!(alive(leader, ticks));
+
+    let r = w.sweep(SCHEDULED);
+    let f = finding(&r, "caught");
+    assert_eq!(f.id, Some(id), "{f:#?}");
+    assert_eq!(f.kind, Kind::Hung, "{f:#?}");
+    assert_eq!(
+        (f.action, f.outcome),
+        (Action::TerminateAndMark, Outcome::MarkedFailed),
+        "{f:#?}"
+    );
+    assert!(
+        f.detail
+            .as_deref()
+            .is_some_and(|d| d.contains("completing the termination")),
+        "{f:#?}"
+    );
+    assert_eq!(w.recorded(id).2, "marked_failed");
+    assert!(!alive(leader, ticks), "the leader survived");
+    let sigs = w.signals(id);
+    assert!(
+        sigs.iter()
+            .any(|s| s.pid == leader && s.signal == "SIGKILL" && s.result == "delivered"),
+        "{sigs:#?}"
+    );
+    assert!(w.exited(leader).is_some(), "the leader is gone");
+    assert_eq!(w.task_state("caught"), "FAILED");
+    let error = w.task_error("caught").unwrap_or_default();
+    assert!(error.starts_with("foreman: hung:"), "{error}");
+}
+
+/// Review item 4: an interrupted termination whose kept inputs name
+/// another boot (its tree was probed before a reboot: pids and start ticks
+/// mean nothing now) is not resumed: no signal reaches the tree, still
+/// live, and no delivered signal is recorded for the finding.
+///
+/// Fails before 21f013c: the boot of the kept inputs was not compared; the
+/// task looked gone (its leader a zombie), so the termination was resumed
+/// and the surviving child, re-verified by pid and start ticks alone, was
+/// killed.
+#[cfg(feature = "failpoints")]
+#[test]
+fn an_interrupted_termination_from_another_boot_is_not_resumed() {
+    let mut w = World::new();
+    let (leader, child, child_ticks) = leader_with_term_ignoring_child(&mut w);
+    let (started, beat) = stale();
+    w.task("rebooted")
+        .droid("quiet")
+        .pid(leader.into())
+        .started(started)
+        .heartbeat(beat)
+        .insert();
+    let id =
+        termination_interrupted_after_the_leader_died(&w, "rebooted", leader, child, child_ticks);
+    let log = w.log();
+    let text: String = log
+        .query_row("SELECT inputs FROM findings WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let mut inputs: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(inputs["boot"]["boot_id"], boot().boot_id.as_str());
+    inputs["boot"]["boot_id"] = "00000000-0000-4000-8000-000000000000".into();
+    log.execute(
+        "UPDATE findings SET inputs = ?1 WHERE id = ?2",
+        rusqlite::params![inputs.to_string(), id],
+    )
+    .unwrap();
+
+    let r = w.sweep(SCHEDULED);
+    for f in &r.findings {
+        let detail = f.detail.as_deref().unwrap_or_default();
+        assert!(!detail.contains("completing the termination"), "{f:#?}");
+    }
+    assert!(
+        r.findings
+            .iter()
+            .all(|f| f.task_id != "rebooted" || f.kind != Kind::Hung),
+        "{:#?}",
+        r.findings
+    );
+    assert!(alive(child, child_ticks), "the tree was signalled");
+    assert!(w.signals(id).is_empty(), "{:#?}", w.signals(id));
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM finding_signals WHERE signal != 'INTENT'"),
+        0
+    );
+    let (_, _, outcome, detail) = w.recorded(id);
+    assert_eq!(outcome, "cleared", "{detail:?}");
+    assert_eq!(w.task_state("rebooted"), "RUNNING");
+}
+
+/// Review item 5: a worker started before its task by more than
+/// `pid_start_tolerance` is bound pooled; once `started_at` is rewritten to
+/// just before the process's start (as a clock step would move it), the
+/// worker is still pooled: the hung verdict is marked only, never
+/// signalled, and the process lives.
+///
+/// Fails before 21f013c: "pooled" was recomputed from the row at every
+/// sweep; with the rewritten `started_at` the worker was no longer older
+/// than the task, so the hung task's tree was terminated.
+#[test]
+fn a_pooled_worker_stays_pooled_when_started_at_moves_before_it() {
+    let mut w = World::with(Cfg {
+        tail: "[droid_types.pool]\nprogress = [\"heartbeat\"]\npid_start_tolerance = \"1s\"\n",
+        ..Cfg::default()
+    });
+    after_boot(5);
+    let pid = w.spawn(&["sleep", "300"]);
+    let ticks = start_ticks(pid);
+    let process_start = process_started_at(pid);
+    // Older than the task by well over the tolerance (and btime's rounding).
+    wait_past(process_start + TimeDelta::seconds(3));
+    let beat = now();
+    w.task("pooled")
+        .droid("pool")
+        .pid(pid.into())
+        .started(beat)
+        .heartbeat(beat)
+        .insert();
+
+    let first = w.sweep(SCHEDULED);
+    assert_no_finding(&first, "pooled");
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM observations WHERE task_id = 'pooled' AND pooled = 1"),
+        1,
+        "bound pooled"
+    );
+
+    w.exec(
+        "UPDATE tasks SET started_at = ?1 WHERE id = 'pooled'",
+        [rfc(process_start - TimeDelta::milliseconds(500))],
+    );
+    wait_past(beat + TimeDelta::milliseconds(1500));
+    let second = w.sweep(SCHEDULED);
+    let f = finding(&second, "pooled");
+    assert_eq!(f.kind, Kind::Hung, "{f:#?}");
+    assert_eq!(
+        (f.action, f.outcome),
+        (Action::MarkFailed, Outcome::MarkedFailed),
+        "{f:#?}"
+    );
+    let detail = f.detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.contains("pooled") && detail.contains("never signalled"),
+        "{detail}"
+    );
+    assert!(w.signals(f.id.unwrap()).is_empty());
+    assert!(alive(pid, ticks), "the pooled worker was signalled");
+    assert_eq!(w.task_state("pooled"), "FAILED");
+}
+
+/// Review item 6: a row with a pid but neither `started_at` nor
+/// `pid_start_ticks` binds whatever holds the pid, unproven; a `started_at`
+/// the executor writes afterwards proves nothing about the process already
+/// bound: the hung verdict is marked only, never signalled.
+///
+/// Fails before 21f013c: "unproven" was recomputed from the row at every
+/// sweep; once the row had a `started_at` the bound process counted as the
+/// task's and was terminated.
+#[test]
+fn an_unproven_binding_stays_unproven_when_started_at_arrives() {
+    let mut w = World::new();
+    let pid = w.spawn(&["sleep", "300"]);
+    let ticks = start_ticks(pid);
+    wait_sleeping(pid, "sleep");
+    w.task("late-start").droid("quiet").pid(pid.into()).insert();
+
+    let first = w.sweep(SCHEDULED);
+    assert_no_finding(&first, "late-start");
+    w.exec(
+        "UPDATE tasks SET started_at = ?1 WHERE id = 'late-start'",
+        [rfc(after_boot(1200))],
+    );
+    wait_past(first.started_at + TimeDelta::milliseconds(1500));
+    let second = w.sweep(SCHEDULED);
+    let f = finding(&second, "late-start");
+    assert_eq!(f.kind, Kind::Hung, "{f:#?}");
+    assert_eq!(
+        (f.action, f.outcome),
+        (Action::MarkFailed, Outcome::MarkedFailed),
+        "{f:#?}"
+    );
+    let detail = f.detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.contains("never signalled") && detail.contains("no started_at"),
+        "{detail}"
+    );
+    assert!(w.signals(f.id.unwrap()).is_empty());
+    assert!(alive(pid, ticks), "the unproven process was signalled");
+    assert_eq!(w.task_state("late-start"), "FAILED");
+}
+
+/// Review item 7: a heartbeat more than `future_tolerance` ahead of the
+/// clock (a skewed executor) is no time of progress, but its moving is: a
+/// quiet task whose heartbeat keeps changing stays alive past the timeout;
+/// once it stops changing, the task is hung.
+///
+/// Fails before 21f013c: a future heartbeat was simply not counted, so the
+/// quiet task's last progress was its start and it was hung (and killed)
+/// one timeout after starting, while its executor was still reporting.
+#[test]
+fn a_heartbeat_ahead_of_the_clock_that_keeps_moving_is_progress() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let mut w = World::with(Cfg {
+        top: "future_tolerance = \"1s\"",
+        ..Cfg::default()
+    });
+    let pid = w.spawn(&["sleep", "300"]);
+    let ticks = start_ticks(pid);
+    wait_sleeping(pid, "sleep");
+    let ahead = || rfc(now() + TimeDelta::seconds(10));
+    let started = process_started_at(pid);
+    w.task("skewed")
+        .droid("quiet")
+        .pid(pid.into())
+        .started(started)
+        .heartbeat_text(&ahead())
+        .insert();
+
+    // The executor's clock runs 10 s ahead; it beats every 200 ms.
+    let stop = Arc::new(AtomicBool::new(false));
+    let beater = {
+        let stop = stop.clone();
+        let db = w.db.clone();
+        std::thread::spawn(move || {
+            let conn = rusqlite::Connection::open(&db).unwrap();
+            conn.busy_timeout(Duration::from_secs(5)).unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                conn.execute(
+                    "UPDATE tasks SET last_progress_at = ?1 WHERE id = 'skewed'",
+                    [ahead()],
+                )
+                .unwrap();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    // Sweeps a few times a second, well past the 1 s timeout.
+    let until = now() + TimeDelta::seconds(3);
+    let mut sweeps = 0;
+    while now() < until {
+        let r = w.sweep(SCHEDULED);
+        assert_no_finding(&r, "skewed");
+        sweeps += 1;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(sweeps >= 5, "{sweeps} sweeps");
+    assert!(now() > started + TimeDelta::seconds(3));
+    stop.store(true, Ordering::SeqCst);
+    beater.join().unwrap();
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM findings WHERE task_id = 'skewed'"),
+        0
+    );
+    assert!(alive(pid, ticks));
+
+    // Frozen now: the last change is seen once, then nothing moves.
+    let last = w.sweep(SCHEDULED);
+    assert_no_finding(&last, "skewed");
+    wait_past(last.started_at + TimeDelta::milliseconds(1500));
+    let r = w.sweep(SCHEDULED);
+    let f = finding(&r, "skewed");
+    assert_eq!(f.kind, Kind::Hung, "{f:#?}");
+    assert_eq!(
+        f.evidence["last_progress_signal"], "heartbeat_moved",
+        "{f:#?}"
+    );
+    let why = reason(f);
+    assert!(
+        why.contains("implausible") && why.contains("only its changing is"),
+        "{why}"
+    );
+    assert_eq!(f.outcome, Outcome::MarkedFailed, "{f:#?}");
+    assert_eq!(w.task_state("skewed"), "FAILED");
+}
+
+/// Insert `n` RUNNING tasks of `droid` whose processes just exited (dead,
+/// waiting out exit grace once seen gone).
+fn just_exited(w: &mut World, droid: &str, prefix: &str, n: usize) -> Vec<String> {
+    let started = after_boot(60);
+    (0..n)
+        .map(|i| {
+            let id = format!("{prefix}-{i:02}");
+            let pid = w.spawn_exited(&["true"]);
+            w.task(&id)
+                .droid(droid)
+                .pid(pid.into())
+                .started(started)
+                .insert();
+            id
+        })
+        .collect()
+}
+
+/// Review item 8a: in shadow mode, would-be actions are not actions: the
+/// same six deaths sweep after sweep are `would_mark_failed` every time,
+/// never braked by a rolling window (`max_actions_per_window = 10`) they
+/// would otherwise fill.
+///
+/// Fails before 21f013c: `would_mark_failed` findings first seen within the
+/// window counted as actions taken, so the second sweep saw 6 + 6 > 10 and
+/// braked them, and shadow mode showed a brake enforcing would never meet.
+#[test]
+fn shadow_would_actions_do_not_fill_the_rolling_window() {
+    let mut w = World::with(Cfg {
+        top: "mode = \"shadow\"",
+        ..Cfg::default()
+    });
+    edit_config(&mut w, |t| {
+        t.replace(
+            "[defaults]\ntimeout = \"1s\"\n",
+            "[defaults]\ntimeout = \"10m\"\nmax_actions_per_window = 10\n",
+        )
+    });
+    assert_eq!(w.config.defaults.max_actions_per_window, Some(10));
+    let ids = dead_tasks(&mut w, "dead", 6);
+
+    for sweep in 0..4 {
+        let r = w.sweep(SCHEDULED);
+        for id in &ids {
+            let f = finding(&r, id);
+            assert_eq!(
+                (f.kind, f.action, f.outcome),
+                (Kind::Dead, Action::MarkFailed, Outcome::WouldMarkFailed),
+                "sweep {sweep}: {f:#?}"
+            );
+            assert_eq!(w.task_state(id), "RUNNING");
+        }
+    }
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM findings WHERE outcome = 'braked'"),
+        0
+    );
+}
+
+/// Review item 8b: a shadow droid type's 11 would-be actions beside one
+/// real death of an enforce type: the enforce task is marked failed in the
+/// first sweep past exit grace; the shadow ones are braked as if every type
+/// enforced (12 > 10), to show what enforcing would meet.
+///
+/// Fails before 21f013c: the brake counted would-be actions with real ones,
+/// so the whole sweep was braked and the enforce type's dead task stayed
+/// RUNNING.
+#[test]
+fn shadow_would_actions_do_not_brake_an_enforced_one() {
+    let mut w = World::with(Cfg {
+        tail: "[droid_types.trial]\nprogress = [\"heartbeat\"]\nmode = \"shadow\"\n",
+        ..Cfg::default()
+    });
+    let shadow = just_exited(&mut w, "trial", "trial", 11);
+    let enforced = just_exited(&mut w, "quiet", "real", 1).remove(0);
+
+    let first = w.sweep(SCHEDULED);
+    for id in shadow.iter().chain([&enforced]) {
+        let f = finding(&first, id);
+        assert_eq!(
+            (f.kind, f.action, f.outcome),
+            (Kind::Dead, Action::Deferred, Outcome::Pending),
+            "{f:#?}"
+        );
+        assert!(
+            f.detail
+                .as_deref()
+                .is_some_and(|d| d.contains("exit grace")),
+            "{f:#?}"
+        );
+    }
+
+    wait_past(first.started_at + TimeDelta::milliseconds(1100));
+    let second = w.sweep(SCHEDULED);
+    let f = finding(&second, &enforced);
+    assert_eq!(
+        (f.kind, f.action, f.outcome),
+        (Kind::Dead, Action::MarkFailed, Outcome::MarkedFailed),
+        "{f:#?}"
+    );
+    assert_eq!(w.task_state(&enforced), "FAILED");
+    for id in &shadow {
+        let f = finding(&second, id);
+        assert_eq!((f.kind, f.outcome), (Kind::Dead, Outcome::Braked), "{f:#?}");
+        let detail = f.detail.as_deref().unwrap_or_default();
+        assert!(
+            detail.contains("mass-action brake") && detail.contains("limit of 10"),
+            "{detail}"
+        );
+        assert_eq!(w.task_state(id), "RUNNING");
+    }
+}
+
+/// `GET path` over a connection of its own: (status, body).
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of headers: {raw:?}"));
+    let status = head
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|s| s.get(..3))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("status line of {raw:?}"));
+    (status, body.to_string())
+}
+
+/// Review item 9: late ticks with nothing hung are not a deferral: every
+/// sweep is held a second (interval 500ms, so every tick is late) for
+/// longer than `max_deferral` (3s) beside one healthy task; `/healthz`
+/// does not report a deferral, and `foreman_hung_deferred` is 0.
+///
+/// Fails before 21f013c: Foreman's lateness was written as the sweep's
+/// deferral whether or not anything was deferred, so after 3 s of late
+/// ticks `/healthz` was 503 "deferred ... longer than max_deferral" on a
+/// healthy fleet.
+#[cfg(feature = "failpoints")]
+#[test]
+fn late_ticks_with_nothing_hung_are_no_deferral_in_healthz() {
+    let mut w = World::with(Cfg {
+        defaults: "max_deferral = \"3s\"",
+        tail: "[droid_types.patient]\nprogress = [\"heartbeat\"]\ntimeout = \"1h\"\n",
+        http: Some("listen = \"127.0.0.1:0\""),
+        ..Cfg::default()
+    });
+    let pid = w.spawn(&["sleep", "300"]);
+    w.task("healthy")
+        .droid("patient")
+        .pid(pid.into())
+        .started(process_started_at(pid))
+        .heartbeat(now())
+        .insert();
+
+    let mut cmd = foreman(&w, &["run"]);
+    cmd.env("FAILPOINTS", "sweep::before_act=sleep(1000)")
+        .env_remove("FOREMAN_HTTP_TOKEN");
+    let mut daemon = Running::start(&mut cmd);
+    let re = regex::Regex::new(r"http: listening .*address=(\S+)").unwrap();
+    let mut addr = None;
+    wait_for("the daemon to log its HTTP address", || {
+        assert!(daemon.still_running(), "{}", daemon.stderr());
+        addr = re
+            .captures(&daemon.stderr())
+            .map(|c| c[1].parse::<std::net::SocketAddr>().unwrap());
+        addr.is_some()
+    });
+    let addr = addr.unwrap();
+    let scheduled =
+        "SELECT COUNT(*) FROM sweeps WHERE kind = 'scheduled' AND finished_at IS NOT NULL";
+    assert!(
+        wait_until(Duration::from_secs(30), || w.count(scheduled) >= 5),
+        "five scheduled sweeps: {}",
+        daemon.stderr()
+    );
+    let first: String = w
+        .log()
+        .query_row(
+            "SELECT MIN(started_at) FROM sweeps WHERE kind = 'scheduled'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let first = DateTime::parse_from_rfc3339(&first).unwrap();
+    assert!(
+        now() > first + TimeDelta::milliseconds(3500),
+        "late sweeps for longer than max_deferral"
+    );
+    assert!(
+        daemon.stderr().contains("no hung verdict to defer"),
+        "the ticks were late: {}",
+        daemon.stderr()
+    );
+
+    let (status, body) = http_get(addr, "/healthz");
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert!(v["deferral"].is_null(), "{v:#}");
+    let why = v["reason"].as_str().unwrap_or_default();
+    assert!(
+        !why.contains("deferr") && !why.contains("max_deferral"),
+        "{status}: {v:#}"
+    );
+    if status != 200 {
+        // Sweeps held a second with a 500ms interval may be "late" for
+        // /healthz's own liveness rule; nothing else may fail it.
+        assert!(why.contains("twice the interval"), "{status}: {v:#}");
+    }
+    let (status, metrics) = http_get(addr, "/metrics");
+    assert_eq!(status, 200, "{metrics}");
+    let metric = |name: &str| {
+        metrics.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    assert_eq!(metric("foreman_hung_deferred"), Some(0.0), "{metrics}");
+    assert_eq!(metric("foreman_deferral_seconds"), Some(0.0), "{metrics}");
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM sweeps WHERE deferral IS NOT NULL"),
+        0
+    );
+    assert_eq!(w.task_state("healthy"), "RUNNING");
+    // A held sweep would keep a SIGTERM waiting; dropping kills it.
+    drop(daemon);
+}
+
+/// Review item 10: two droid types whose stray patterns overlap (alpha's
+/// matches everything beta's does, and claims it), and a RUNNING beta task
+/// with no pid yet: an unowned process matching both may be that task's
+/// worker, so it is reported only and lives.
+///
+/// Fails before 21f013c: only the claiming type (alpha) was checked for
+/// pidless rows; the beta task's pidless row protected nothing, and the
+/// process was terminated.
+#[test]
+fn a_pidless_row_protects_every_process_its_type_would_match() {
+    let n = format!(
+        "{}{}",
+        std::process::id(),
+        MARKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    );
+    let (alpha, beta) = (format!("9{n}"), format!("9{n}7"));
+    let tail = format!(
+        "[droid_types.alpha]\nprocess_match = \"^sleep {alpha}\"\non_stray = \"terminate\"\n\
+         [droid_types.beta]\nprocess_match = \"^sleep {beta}\"\non_stray = \"terminate\"\n"
+    );
+    let mut w = World::with(Cfg {
+        tail: &tail,
+        ..Cfg::default()
+    });
+    let worker = w.spawn(&["sleep", &beta]);
+    let worker_ticks = start_ticks(worker);
+    wait_sleeping(worker, "sleep");
+    w.task("registering")
+        .droid("beta")
+        .started(now())
+        .heartbeat(now())
+        .insert();
+
+    let first = sweep_fresh(&w);
+    assert!(strays(&first).is_empty(), "{:#?}", first.findings);
+    let second = sweep_fresh(&w);
+    let found = strays(&second);
+    assert_eq!(found.len(), 1, "{:#?}", second.findings);
+    let f = found[0];
+    assert_eq!(f.pid, Some(worker));
+    assert_eq!(
+        f.droid_type.as_deref(),
+        Some("alpha"),
+        "the overlapping pattern claims it: {f:#?}"
+    );
+    assert_eq!(
+        (f.action, f.outcome),
+        (Action::None, Outcome::Reported),
+        "{f:#?}"
+    );
+    let detail = f.detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.contains("RUNNING beta task") && detail.contains("no pid recorded yet"),
+        "{detail}"
+    );
+    assert!(alive(worker, worker_ticks), "the worker was terminated");
+    assert_eq!(w.count("SELECT COUNT(*) FROM finding_signals"), 0);
+}
