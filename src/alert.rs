@@ -1,14 +1,14 @@
 //! The alert payload and one delivery attempt to one sink. Retries, backoff
 //! and the outbox live elsewhere: here a failure is only a one-line reason.
 
+use crate::child::Failure;
 use crate::config::{Sink, SinkTarget};
 use crate::model::{Action, Kind, Outcome};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 /// Bump when a field changes meaning or goes away (adding one does not).
@@ -106,7 +106,8 @@ impl Message {
 
 /// One delivery attempt. Ok(()) = delivered. Err(reason) = not delivered, retry later;
 /// the reason is one line fit for a log (status code and the start of the body, or
-/// "timed out after 5s", or "exit status 3: <last stderr line>", ...).
+/// "timed out after 5s: <first stderr line>", or "exit status 3: <first
+/// stderr line> … <last stderr line>", ...).
 ///
 /// A command sink runs in its own process group with a cleared environment:
 /// it sees only PATH, HOME, LANG, LC_ALL, TZ, FOREMAN_ALERT_ID and the
@@ -337,80 +338,44 @@ fn run(argv: &[String], timeout: Duration, message: &Message) -> Result<(), Stri
     for (name, value) in &message.env {
         command.env(name, value);
     }
-    let mut child = crate::child::without_capabilities(&mut command)
+    command
         .env("FOREMAN_ALERT_ID", message.outbox_id.to_string())
-        .stdin(Stdio::from(stdin))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        // Its own group, so whatever it starts is killed with it.
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot start {program:?}: {e}"))?;
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    let reader = child.stderr.take().map(|mut stderr| {
-        // Read while it runs: a child filling the pipe would otherwise block
-        // and look like a timeout.
-        std::thread::spawn(move || {
-            let mut tail = Vec::new();
-            let mut chunk = [0u8; 4096];
-            loop {
-                match stderr.read(&mut chunk) {
-                    Ok(0) => break,
-                    Ok(n) => tail.extend_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => break,
-                }
-                if tail.len() > 2 * KEEP_BYTES {
-                    tail.drain(..tail.len() - KEEP_BYTES);
-                }
-            }
-            let _ = tx.send(tail);
-        })
-    });
-    // Wait for the exit without reaping: while the child is a zombie its pid,
-    // which is also the group id, cannot be reused, so the group kill below
-    // reaches only what it started.
-    let (exit_tx, exit_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = exit_tx.send(wait_without_reaping(pid));
-    });
-    let waited = exit_rx.recv_timeout(timeout);
-    // SAFETY: kill(2) has no memory effects. ESRCH (nothing left) is fine.
-    unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
-    if waited.is_err() {
-        // Killed above, so it exits now; reap only once the waiter has seen
-        // it, so the waiter never waits on a reused pid.
-        let _ = exit_rx.recv();
-    }
-    let reaped = child.wait();
-    // The group is gone, so the pipe closes at once; bounded all the same, in
-    // case something left the group and kept stderr open.
-    let tail = match rx.recv_timeout(Duration::from_millis(500)) {
-        Ok(tail) => {
-            if let Some(reader) = reader {
-                let _ = reader.join();
-            }
-            tail
-        }
-        Err(_) => Vec::new(),
+        .stdin(Stdio::from(stdin));
+    // Stdout is discarded; of stderr the head and tail are kept, for the
+    // reason. `child::run`: its own group, SIGKILLed with whatever it
+    // started once it exits or times out; no thread is left behind.
+    let limits = crate::child::Limits {
+        timeout,
+        stdout: None,
+        stderr: KEEP_BYTES,
     };
-    let status = match (waited, reaped) {
-        (Err(_), _) => {
-            return Err(format!(
-                "timed out after {}",
-                humantime::format_duration(timeout)
-            ))
+    let done = match crate::child::run(&mut command, limits) {
+        Ok(done) => done,
+        Err(Failure::Start(e)) => return Err(format!("cannot start {program:?}: {e}")),
+        Err(Failure::TimedOut { stderr }) => {
+            // What it said first is usually what it was waiting for
+            // ("connecting to smtp.example.org").
+            let line = first_line(&stderr);
+            let after = humantime::format_duration(timeout);
+            return Err(if line.is_empty() {
+                format!("timed out after {after}")
+            } else {
+                format!("timed out after {after}: {line}")
+            });
         }
-        (Ok(Err(e)), _) | (Ok(Ok(())), Err(e)) => {
-            return Err(format!("cannot wait for {program:?}: {e} (killed it)"))
-        }
-        (Ok(Ok(())), Ok(status)) => status,
+        Err(e) => return Err(format!("{program:?}: {e}")),
     };
+    let (status, tail) = (done.status, done.stderr);
     if status.success() {
         return Ok(());
     }
-    let line = last_line(&tail);
+    // The first line says what went wrong first; the last, how it ended.
+    let (first, last) = (first_line(&tail), last_line(&tail));
+    let line = if first == last {
+        first
+    } else {
+        format!("{first} … {last}")
+    };
     let what = match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit status {code}"),
         (None, Some(sig)) => format!("killed by signal {sig}{}", signal_name(sig)),
@@ -423,27 +388,9 @@ fn run(argv: &[String], timeout: Duration, message: &Message) -> Result<(), Stri
     })
 }
 
-/// Blocks until the child `pid` has exited, leaving it to be reaped.
-fn wait_without_reaping(pid: u32) -> std::io::Result<()> {
-    loop {
-        // SAFETY: siginfo_t is plain data; waitid only writes into it.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let rc = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if rc == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
+fn first_line(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    excerpt(text.lines().find(|l| !l.trim().is_empty()).unwrap_or(""))
 }
 
 fn last_line(bytes: &[u8]) -> String {

@@ -68,6 +68,7 @@ struct RawHttp {
     #[serde(default, with = "humantime_serde::option")]
     request_timeout: Option<Duration>,
     max_connections: Option<usize>,
+    max_read_jobs: Option<usize>,
     token_env: Option<String>,
     protect_reads: Option<bool>,
 }
@@ -96,6 +97,9 @@ pub struct HttpConfig {
     /// take to send its headers.
     pub request_timeout: Duration,
     pub max_connections: usize,
+    /// Reads of the activity log, /proc or the twin running at once for
+    /// requests (the rest wait, within `request_timeout`).
+    pub max_read_jobs: usize,
     /// The environment variable the bearer token is read from.
     pub token_env: String,
     /// Read from `token_env` when the configuration is loaded.
@@ -108,6 +112,8 @@ pub struct HttpConfig {
 #[serde(deny_unknown_fields)]
 struct RawMonitor {
     queue_capacity: Option<usize>,
+    queue_max_bytes: Option<usize>,
+    max_plans: Option<usize>,
 }
 
 /// `[monitor]`: the execution monitor's queue.
@@ -115,6 +121,11 @@ struct RawMonitor {
 pub struct MonitorConfig {
     /// Batches the queue holds (a pushed request is one batch).
     pub queue_capacity: usize,
+    /// Bytes of pushed events the queue holds in memory (beyond: 503).
+    pub queue_max_bytes: usize,
+    /// Plans tracked at once: beyond, completed plans are evicted (oldest
+    /// first), then new plans are refused (a push: 503).
+    pub max_plans: usize,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -717,6 +728,7 @@ impl Config {
         out.push_str(&format!("max_body_bytes = {}\n", h.max_body_bytes));
         out.push_str(&format!("request_timeout = {:?}\n", d(h.request_timeout)));
         out.push_str(&format!("max_connections = {}\n", h.max_connections));
+        out.push_str(&format!("max_read_jobs = {}\n", h.max_read_jobs));
         out.push_str(&format!(
             "token_env = {:?} # {}\n",
             h.token_env,
@@ -728,6 +740,11 @@ impl Config {
             "queue_capacity = {}\n",
             self.monitor.queue_capacity
         ));
+        out.push_str(&format!(
+            "queue_max_bytes = {}\n",
+            self.monitor.queue_max_bytes
+        ));
+        out.push_str(&format!("max_plans = {}\n", self.monitor.max_plans));
         out
     }
 }
@@ -992,6 +1009,25 @@ fn resolve(
             format!("{queue_capacity} is out of range; give 1 to 1000000"),
         ));
     }
+    let queue_max_bytes = raw.monitor.queue_max_bytes.unwrap_or(64 << 20);
+    if !(1 << 20..=4 << 30).contains(&queue_max_bytes) {
+        return Err((
+            "monitor.queue_max_bytes".into(),
+            format!(
+                "{queue_max_bytes} is out of range; give 1048576 (1 MiB) to 4294967296 (4 GiB)"
+            ),
+        ));
+    }
+    let max_plans = raw
+        .monitor
+        .max_plans
+        .unwrap_or(crate::monitor::store::DEFAULT_MAX_PLANS);
+    if !(1..=1_000_000).contains(&max_plans) {
+        return Err((
+            "monitor.max_plans".into(),
+            format!("{max_plans} is out of range; give 1 to 1000000"),
+        ));
+    }
     let twin = TwinConfig {
         window: raw.twin.window.unwrap_or(Duration::from_secs(3600)),
         warn_failures: raw.twin.warn_failures.unwrap_or(0),
@@ -1014,7 +1050,11 @@ fn resolve(
         wellbeing,
         review,
         http,
-        monitor: MonitorConfig { queue_capacity },
+        monitor: MonitorConfig {
+            queue_capacity,
+            queue_max_bytes,
+            max_plans,
+        },
     })
 }
 
@@ -1082,12 +1122,20 @@ fn resolve_http(raw: RawHttp) -> Result<HttpConfig, KeyError> {
             format!("{max_connections} is out of range; give 1 to 10000"),
         ));
     }
+    let max_read_jobs = raw.max_read_jobs.unwrap_or(4);
+    if !(1..=64).contains(&max_read_jobs) {
+        return Err((
+            key("max_read_jobs"),
+            format!("{max_read_jobs} is out of range; give 1 to 64"),
+        ));
+    }
     Ok(HttpConfig {
         listen_explicit: raw.listen.is_some(),
         listen,
         max_body_bytes,
         request_timeout,
         max_connections,
+        max_read_jobs,
         token_env,
         token,
         protect_reads,

@@ -2,12 +2,15 @@
 //! `/twin`, `/plans`, `/plans/{id}`, and `POST /events`. Its own accept
 //! loop (not `axum::serve`) so that a connection has a deadline for its
 //! headers and the number of connections is capped: a slow or flooding
-//! client cannot hold the watcher's listener.
+//! client cannot hold the watcher's listener. A response not drained
+//! within `request_timeout` closes its connection (a reader that stops
+//! reading frees its slot); blocking work for requests is bounded
+//! (`max_read_jobs`), and concurrent scrapes share one rendering.
 
 use crate::activity::{ActivityLog, Deferral};
 use crate::config::Config;
 use crate::metrics::{self, Metrics};
-use crate::monitor::{event, store, Batch};
+use crate::monitor::{event, queue, store, Batch};
 use crate::twin;
 use anyhow::{Context, Result};
 use axum::body::Bytes;
@@ -19,16 +22,22 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::Utc;
 use serde_json::json;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, error, info, warn};
 
 /// What the daemon tells the listener about its sweeps, for `/healthz`.
 #[derive(Debug, Default)]
 pub struct Liveness {
     last: Mutex<Option<(Instant, Swept)>>,
+    /// Sweeps finished (a `/metrics` rendering from before one is stale).
+    sweeps: std::sync::atomic::AtomicU64,
 }
 
 /// What one finished sweep tells `/healthz`.
@@ -50,6 +59,17 @@ impl Liveness {
         if let Ok(mut l) = self.last.lock() {
             *l = Some((Instant::now(), sweep));
         }
+        self.sweeps
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// What the activity log's state has been through: sweeps finished and
+    /// monitor batches recorded. A rendering made at another is stale.
+    fn generation(&self) -> (u64, u64) {
+        (
+            self.sweeps.load(std::sync::atomic::Ordering::SeqCst),
+            queue::recorded_batches(),
+        )
     }
 
     fn last(&self) -> Option<(Duration, Swept)> {
@@ -79,7 +99,46 @@ impl Shared {
     }
 }
 
-type St = Arc<Shared>;
+/// What the routes share: the daemon's `Shared`, the bound on blocking
+/// jobs, and the last `/metrics` rendering.
+pub struct Listener {
+    shared: Shared,
+    /// Blocking jobs for requests (`[http] max_read_jobs`): a job holds its
+    /// permit until it ends, even when its request was abandoned, so jobs
+    /// cannot pile up on the blocking pool.
+    jobs: Arc<Semaphore>,
+    /// The last `/metrics` rendering (OpenMetrics text) and when it was
+    /// made; the lock is held while rendering, so concurrent scrapes wait
+    /// for one rendering instead of each making their own.
+    scrape: tokio::sync::Mutex<Option<Rendering>>,
+}
+
+impl std::ops::Deref for Listener {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl Listener {
+    pub fn new(shared: Shared) -> Listener {
+        let jobs = shared.config().http.max_read_jobs;
+        Listener {
+            shared,
+            jobs: Arc::new(Semaphore::new(jobs)),
+            scrape: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+type St = Arc<Listener>;
+
+/// One `/metrics` rendering: when, at which generation of the log's
+/// state (`Liveness::generation`), the OpenMetrics text.
+type Rendering = (Instant, (u64, u64), Arc<String>);
+
+/// How long a scrape's rendering is served to other scrapes.
+const SCRAPE_FRESH: Duration = Duration::from_secs(1);
 
 /// Bind now (so a taken port fails the start, with the address named),
 /// serve in the background on the current runtime. The default address
@@ -99,7 +158,7 @@ pub async fn start(shared: Shared) -> Result<Option<std::net::SocketAddr>> {
     };
     let bound = listener.local_addr().context("reading the bound address")?;
     let http = shared.config().http.clone();
-    let app = router(Arc::new(shared));
+    let app = router(Arc::new(Listener::new(shared)));
     info!(address = %bound, "http: listening (/metrics, /healthz, /twin, /plans, POST /events)");
     tokio::spawn(accept(
         listener,
@@ -131,12 +190,113 @@ async fn accept(listener: TcpListener, app: Router, timeout: Duration, max: usiz
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(timeout)
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(Deadlined::new(stream, timeout)), service);
             if let Err(e) = conn.await {
                 debug!(peer = %peer, error = %e, "http: connection ended with an error");
             }
             drop(permit);
         });
+    }
+}
+
+/// A connection whose writes must drain within `timeout`: from the first
+/// write after the client last sent something, the response must be
+/// taken within the timeout, else the write fails and the connection
+/// closes (a client that stops reading cannot hold its slot).
+struct Deadlined {
+    stream: TcpStream,
+    timeout: Duration,
+    /// Armed by the first write of a response, disarmed by a read.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Deadlined {
+    fn new(stream: TcpStream, timeout: Duration) -> Deadlined {
+        Deadlined {
+            stream,
+            timeout,
+            deadline: None,
+        }
+    }
+
+    /// The write did not complete: fail it if its deadline passed, else
+    /// wait for the socket or the deadline.
+    fn pending<T>(&mut self, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<T>> {
+        match self.deadline.as_mut().map(|d| d.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client did not take the response within [http] request_timeout",
+            ))),
+            _ => Poll::Pending,
+        }
+    }
+
+    fn arm(&mut self) {
+        if self.deadline.is_none() {
+            self.deadline = Some(Box::pin(tokio::time::sleep(self.timeout)));
+        }
+    }
+}
+
+impl AsyncRead for Deadlined {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.deadline = None;
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Deadlined {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.arm();
+        match Pin::new(&mut self.stream).poll_write(cx, buf) {
+            Poll::Pending => self.pending(cx),
+            r => r,
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.arm();
+        match Pin::new(&mut self.stream).poll_write_vectored(cx, bufs) {
+            Poll::Pending => self.pending(cx),
+            r => r,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.stream).poll_flush(cx) {
+            Poll::Pending => self.pending(cx),
+            r => r,
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.stream).poll_shutdown(cx) {
+            Poll::Pending => self.pending(cx),
+            r => r,
+        }
     }
 }
 
@@ -184,7 +344,7 @@ async fn deadline(req: Request, next: Next, timeout: Duration) -> Response {
 
 /// `Authorization: Bearer <token>`, compared in constant time: the refusal
 /// to send, if the request may not pass.
-fn refused(st: &Shared, headers: &HeaderMap, write: bool) -> Option<Response> {
+fn refused(st: &Listener, headers: &HeaderMap, write: bool) -> Option<Response> {
     let config = st.config();
     let token = config.http.token.as_ref()?;
     if !write && !config.http.protect_reads {
@@ -207,49 +367,117 @@ fn refused(st: &Shared, headers: &HeaderMap, write: bool) -> Option<Response> {
     Some(r)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// `given` equals `want`, in time that depends on `given`'s length only:
+/// every byte of `given` is compared (against `want`'s, or 0 past its
+/// end) into one accumulator, with no early return, so neither the
+/// token's bytes nor its length show in the time taken.
+fn constant_time_eq(given: &[u8], want: &[u8]) -> bool {
+    let mut acc = u8::from(given.len() != want.len());
+    for (i, g) in given.iter().enumerate() {
+        acc |= g ^ want.get(i).copied().unwrap_or(0);
+    }
+    std::hint::black_box(acc) == 0
 }
 
-/// Blocking work (SQLite, /proc) off the runtime's thread.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
+/// Blocking work (SQLite, /proc) off the runtime's thread, holding one of
+/// `[http] max_read_jobs` permits until it ends: waiting for a permit is
+/// abandoned with the request; a job already running finishes, but no
+/// more than the bound run at once.
+async fn blocking<T: Send + 'static>(
+    st: &Listener,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let permit = st
+        .jobs
+        .clone()
+        .acquire_owned()
         .await
-        .context("the request's worker panicked")?
+        .context("the listener is stopping")?;
+    run_blocking(permit, f).await
 }
 
+/// The job a blocking thread runs for a request: where `read_log` leaves
+/// its connection's interrupt handle.
+type JobSlot = Arc<Mutex<Option<rusqlite::InterruptHandle>>>;
+
+thread_local! {
+    static JOB: std::cell::RefCell<Option<JobSlot>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Interrupts the SQLite statement of a job whose request was abandoned
+/// (its future dropped, a 408 say): the job ends with an error instead of
+/// running on for nobody.
+struct InterruptOnDrop(JobSlot);
+
+impl InterruptOnDrop {
+    /// The job ended: nothing to interrupt.
+    fn disarm(self) {
+        if let Ok(mut h) = self.0.lock() {
+            h.take();
+        }
+    }
+}
+
+impl Drop for InterruptOnDrop {
+    fn drop(&mut self) {
+        if let Ok(h) = self.0.lock() {
+            if let Some(h) = h.as_ref() {
+                h.interrupt();
+            }
+        }
+    }
+}
+
+async fn run_blocking<T: Send + 'static>(
+    permit: OwnedSemaphorePermit,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let slot = JobSlot::default();
+    let guard = InterruptOnDrop(slot.clone());
+    let r = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        JOB.with(|j| *j.borrow_mut() = Some(slot));
+        let r = f();
+        JOB.with(|j| j.borrow_mut().take());
+        r
+    })
+    .await;
+    guard.disarm();
+    r.context("the request's worker panicked")?
+}
+
+/// The activity log, read-only; in a request's job, interrupted if the
+/// request is abandoned.
 fn read_log(config: &Config) -> Result<ActivityLog> {
-    ActivityLog::open_read_only(&config.activity.path)?.with_context(|| {
+    let log = ActivityLog::open_read_only(&config.activity.path)?.with_context(|| {
         format!(
             "the activity log {} has no data yet",
             config.activity.path.display()
         )
-    })
+    })?;
+    JOB.with(|j| {
+        if let Some(slot) = j.borrow().as_ref() {
+            if let Ok(mut h) = slot.lock() {
+                *h = Some(log.conn().get_interrupt_handle());
+            }
+        }
+    });
+    Ok(log)
 }
 
 async fn metrics(State(st): State<St>, headers: HeaderMap) -> Response {
     if let Some(r) = refused(&st, &headers, false) {
         return r;
     }
-    let depth = st.queue.max_capacity() - st.queue.capacity();
-    let shared = st.clone();
     // Prometheus asks for OpenMetrics; curl, promtool and older scrapers
     // get the classic text format.
     let om = metrics::wants_openmetrics(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    match blocking(move || {
-        let config = shared.config();
-        shared
-            .metrics
-            .set_max_deferral(config.defaults.max_deferral());
-        shared
-            .metrics
-            .set_proc_blind(config.proc_blindness().is_some());
-        let log = read_log(&config)?;
-        shared.metrics.scrape(log.conn(), depth, Utc::now())
-    })
-    .await
-    {
-        Ok(body) if om => ([(header::CONTENT_TYPE, metrics::OPENMETRICS)], body).into_response(),
+    match render(&st).await {
+        Ok(body) if om => (
+            [(header::CONTENT_TYPE, metrics::OPENMETRICS)],
+            String::clone(&body),
+        )
+            .into_response(),
         Ok(body) => (
             [(header::CONTENT_TYPE, metrics::TEXT)],
             metrics::to_classic_text(&body),
@@ -257,6 +485,37 @@ async fn metrics(State(st): State<St>, headers: HeaderMap) -> Response {
             .into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &format!("{e:#}")),
     }
+}
+
+/// The OpenMetrics text: the last rendering if under `SCRAPE_FRESH` old
+/// and no sweep or recorded batch came since, else a new one (other
+/// scrapes wait for it and share it).
+async fn render(st: &St) -> Result<Arc<String>> {
+    let mut cached = st.scrape.lock().await;
+    let generation = st.liveness.generation();
+    if let Some((at, made_at, body)) = cached.as_ref() {
+        if at.elapsed() < SCRAPE_FRESH && *made_at == generation {
+            return Ok(body.clone());
+        }
+    }
+    let depth = st.queue.max_capacity() - st.queue.capacity();
+    let shared = st.clone();
+    let body = Arc::new(
+        blocking(st, move || {
+            let config = shared.config();
+            shared
+                .metrics
+                .set_max_deferral(config.defaults.max_deferral());
+            shared
+                .metrics
+                .set_proc_blind(config.proc_blindness().is_some());
+            let log = read_log(&config)?;
+            shared.metrics.scrape(log.conn(), depth, Utc::now())
+        })
+        .await?,
+    );
+    *cached = Some((Instant::now(), generation, body.clone()));
+    Ok(body)
 }
 
 /// `/healthz`: 200 `ok`, or 503 `failing` with every reason, when no sweep
@@ -271,12 +530,13 @@ async fn healthz(State(st): State<St>) -> Response {
     let max_deferral = config.defaults.max_deferral();
     let path = config.activity.path.clone();
     let cfg = config.clone();
-    // access(2) and /proc, off the runtime's thread.
-    let (writable, blindness) =
-        match blocking(move || Ok((writable(&path), cfg.proc_blindness()))).await {
-            Ok(checks) => checks,
-            Err(e) => (Err(format!("{e:#}")), None),
-        };
+    // access(2) and /proc, off the runtime's thread; not behind
+    // max_read_jobs (it is quick), so slow scrapes cannot silence it.
+    let checks = tokio::task::spawn_blocking(move || (writable(&path), cfg.proc_blindness()));
+    let (writable, blindness) = match checks.await.context("the request's worker panicked") {
+        Ok(checks) => checks,
+        Err(e) => (Err(format!("{e:#}")), None),
+    };
     let now = Utc::now();
     let last = st.liveness.last();
     let mut reasons: Vec<String> = Vec::new();
@@ -386,19 +646,39 @@ async fn twin_doc(State(st): State<St>, headers: HeaderMap) -> Response {
         return r;
     }
     let config = st.config().clone();
-    match blocking(move || twin::take(&config, config.twin.window)).await {
+    match blocking(&st, move || twin::take(&config, config.twin.window)).await {
         Ok(t) => Json(t).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &format!("{e:#}")),
     }
 }
 
-async fn plans(State(st): State<St>, headers: HeaderMap) -> Response {
+/// `GET /plans?limit=&after=`: a page of plans in plan id order
+/// (`limit` 100 by default, at most 1000), with `next`, the `after` of the
+/// next page (`null` on the last).
+async fn plans(
+    State(st): State<St>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
     if let Some(r) = refused(&st, &headers, false) {
         return r;
     }
+    let page = match crate::monitor::view::page_request(query.as_deref()) {
+        Ok(p) => p,
+        Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+    };
     let config = st.config().clone();
-    match blocking(move || store::views(read_log(&config)?.conn(), Utc::now())).await {
-        Ok(v) => Json(json!({ "plans": v })).into_response(),
+    match blocking(&st, move || {
+        store::views_page(
+            read_log(&config)?.conn(),
+            Utc::now(),
+            page.after.as_deref(),
+            page.limit,
+        )
+    })
+    .await
+    {
+        Ok(p) => Json(p).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &format!("{e:#}")),
     }
 }
@@ -409,7 +689,7 @@ async fn plan(State(st): State<St>, headers: HeaderMap, UrlPath(id): UrlPath<Str
     }
     let config = st.config().clone();
     let wanted = id.clone();
-    match blocking(move || store::view(read_log(&config)?.conn(), &wanted)).await {
+    match blocking(&st, move || store::view(read_log(&config)?.conn(), &wanted)).await {
         Ok(Some(v)) => Json(v).into_response(),
         Ok(None) => error(
             StatusCode::NOT_FOUND,
@@ -425,46 +705,219 @@ async fn events_gate(State(st): State<St>, req: Request, next: Next) -> Response
     if let Some(r) = refused(&st, req.headers(), true) {
         return r;
     }
-    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-        let json = ct
-            .to_str()
-            .ok()
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-        if !json {
-            return error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "send Content-Type: application/json",
-            );
-        }
+    // A missing Content-Type is refused like a wrong one.
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|ct| ct.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send Content-Type: application/json",
+        );
     }
     next.run(req).await
 }
 
+/// A 503 with `Retry-After: 1`: nothing was taken, send it again.
+fn busy(reason: &str) -> Response {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, reason);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// How long a push waits for the activity log's write lock (and for a
+/// job's permit) before it is refused: half of `request_timeout`, at most
+/// 2 s, so the 503 comes well within the request's deadline.
+fn keep_wait(request_timeout: Duration) -> Duration {
+    (request_timeout / 2).min(Duration::from_secs(2))
+}
+
+/// `POST /events`: 202 only once the batch is in the activity log's inbox
+/// (synced), from which it is recorded even across a crash; 503 with
+/// `Retry-After` when the queue is full (in batches or bytes) or the log
+/// cannot take it in time, with nothing taken.
 async fn events(State(st): State<St>, body: Bytes) -> Response {
     let batch = match event::parse_batch(&body, Utc::now()) {
         Ok(b) => b,
         Err(why) => return error(StatusCode::BAD_REQUEST, &why),
     };
+    drop(body);
     let n = batch.len();
     if n == 0 {
         return (StatusCode::ACCEPTED, Json(json!({ "accepted": 0 }))).into_response();
     }
-    match st.queue.try_send(Batch::Pushed(batch)) {
-        Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "accepted": n }))).into_response(),
+    let config = st.config();
+    let wait = keep_wait(config.http.request_timeout);
+    // Room first (a slot and the bytes), so nothing is kept that cannot
+    // be queued at once.
+    let slot = match st.queue.clone().try_reserve_owned() {
+        Ok(slot) => slot,
         Err(mpsc::error::TrySendError::Full(_)) => {
             st.metrics.on_rejected();
-            let mut r = error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the monitor's queue is full; nothing was taken, send the batch again",
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            r
+            return busy("the monitor's queue is full; nothing was taken, send the batch again");
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the monitor is stopping; nothing was taken",
-        ),
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the monitor is stopping; nothing was taken",
+            )
+        }
+    };
+    let Some(charge) = queue::Charge::take(
+        queue::bytes_of_events(&batch),
+        config.monitor.queue_max_bytes,
+    ) else {
+        st.metrics.on_rejected();
+        return busy(
+            "the monitor's queue holds [monitor] queue_max_bytes; nothing was taken, send the batch again",
+        );
+    };
+    let Ok(Ok(permit)) = tokio::time::timeout(wait, st.jobs.clone().acquire_owned()).await else {
+        st.metrics.on_rejected();
+        return busy("the listener is busy; nothing was taken, send the batch again");
+    };
+    let path = config.activity.path.clone();
+    let max_plans = config.monitor.max_plans;
+    match run_blocking(permit, move || queue::keep(&path, &batch, wait, max_plans)).await {
+        Ok(rows) => {
+            charge.queued();
+            slot.send(Batch::Pulled(rows));
+            (StatusCode::ACCEPTED, Json(json!({ "accepted": n }))).into_response()
+        }
+        // Counted by the store (foreman_plans_refused_total), not as a
+        // full queue.
+        Err(e)
+            if e.downcast_ref::<crate::monitor::store::PlansFull>()
+                .is_some() =>
+        {
+            busy(&e.to_string())
+        }
+        Err(e) => {
+            st.metrics.on_rejected();
+            warn!(error = %format!("{e:#}"), events = n, "http: a pushed batch could not be kept; refused (503)");
+            busy(&format!(
+                "the activity log cannot take the batch now ({e:#}); nothing was taken, send the batch again"
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_token_comparison_is_exact_whatever_the_lengths() {
+        let token = b"s3cret-token";
+        assert!(constant_time_eq(token, token));
+        for given in [
+            &b""[..],
+            b"s3cret-toke",
+            b"s3cret-token\0",
+            b"s3cret-tokeN",
+            b"S3cret-token",
+            b"s3cret-token-and-more",
+        ] {
+            assert!(!constant_time_eq(given, token), "{given:?}");
+        }
+        // A byte past the token compares against 0, yet a longer input
+        // with a NUL there is still refused (the lengths differ).
+        assert!(!constant_time_eq(b"ab\0", b"ab"));
+    }
+
+    #[test]
+    fn http_a_push_waits_for_the_log_well_within_the_request_deadline() {
+        assert_eq!(keep_wait(Duration::from_secs(10)), Duration::from_secs(2));
+        assert_eq!(
+            keep_wait(Duration::from_secs(1)),
+            Duration::from_millis(500)
+        );
+    }
+
+    /// A request dropped while its job reads SQLite interrupts the read:
+    /// the job ends at once instead of running on for nobody.
+    #[test]
+    fn http_an_abandoned_request_interrupts_its_read() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("foreman.db");
+            ActivityLog::open(&path).expect("log");
+            let text = format!(
+                "[executor]\nkind = \"sqlite\"\npath = \"executor.db\"\n\n[activity]\npath = {:?}\n",
+                path.display().to_string()
+            );
+            let config = Config::parse(&text, &dir.path().join("foreman.toml")).expect("config");
+            let permits = Arc::new(Semaphore::new(1));
+            let permit = permits.clone().acquire_owned().await.expect("permit");
+            let (tx, rx) = std::sync::mpsc::channel();
+            let job = run_blocking(permit, move || {
+                let log = read_log(&config)?;
+                // A query that would run for a long while.
+                let r = log.conn().query_row(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000000)
+                     SELECT COUNT(*) FROM n",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                );
+                let _ = tx.send(r.map_err(|e| e.to_string()));
+                Ok(())
+            });
+            // The request gives up after 300 ms.
+            let t = Instant::now();
+            assert!(tokio::time::timeout(Duration::from_millis(300), job)
+                .await
+                .is_err());
+            let ended = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(5)))
+                .await
+                .expect("join");
+            let r = ended.expect("the job ended soon after its request was dropped");
+            assert!(r.expect_err("interrupted").contains("interrupt"));
+            assert!(t.elapsed() < Duration::from_secs(5));
+            // Its permit came back with it.
+            let _again = permits.acquire_owned().await.expect("permit back");
+        });
+    }
+
+    /// A peer that never reads: the write fails once `timeout` passed,
+    /// instead of waiting for ever.
+    #[test]
+    fn http_a_write_not_drained_within_the_timeout_fails() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let _peer = TcpStream::connect(addr).await.expect("connect");
+            let (stream, _) = listener.accept().await.expect("accept");
+            let mut conn = Deadlined::new(stream, Duration::from_millis(300));
+            let big = vec![0u8; 64 << 20];
+            let t = Instant::now();
+            let write_all = async {
+                let mut off = 0;
+                while off < big.len() {
+                    off +=
+                        std::future::poll_fn(|cx| Pin::new(&mut conn).poll_write(cx, &big[off..]))
+                            .await?;
+                }
+                Ok::<(), std::io::Error>(())
+            };
+            let r = tokio::time::timeout(Duration::from_secs(10), write_all).await;
+            let took = t.elapsed();
+            let err = r
+                .expect("the write gave up by itself")
+                .expect_err("not drained");
+            assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+            assert!(took < Duration::from_secs(3), "{took:?}");
+        });
     }
 }

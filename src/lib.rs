@@ -39,4 +39,6 @@ pub mod twin;
 pub mod wellbeing;
 
 #[cfg(test)]
+mod parsers_properties_tests;
+#[cfg(test)]
 mod properties_tests;

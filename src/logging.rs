@@ -3,11 +3,20 @@
 //! terminal), journal (chosen by default under systemd, where stderr is the
 //! journal: `<N>` syslog priority prefixes that journald turns into the
 //! entry's priority, no timestamp, which journald adds), and json.
+//!
+//! Fields carry text from outside (task ids, an executor's stderr): in every
+//! format a control character (C0, DEL, C1) or a line/paragraph separator in
+//! a field is written escaped (`\n`, `\r`, `\t`, `\u{1b}`), so no field can
+//! start a forged line or reach the terminal as an escape sequence. Text and
+//! journal escape field by field (`Escaped`); json is escaped by serde, and
+//! what JSON allows raw (DEL, C1, U+2028/9) is written as `\uXXXX`.
 
 use crate::cli::LogFormat;
 use std::fmt;
 use std::io::IsTerminal;
+use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
 use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::registry::LookupSpan;
@@ -51,11 +60,179 @@ pub fn init(verbose: u8, quiet: u8, format: Option<LogFormat>) {
     let _ = match format.unwrap_or_else(default_format) {
         LogFormat::Text => {
             let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-            builder.with_ansi(ansi).try_init()
+            builder.with_ansi(ansi).fmt_fields(Escaped).try_init()
         }
-        LogFormat::Journal => builder.with_ansi(false).event_format(Journal).try_init(),
-        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+        LogFormat::Journal => builder
+            .with_ansi(false)
+            .fmt_fields(Escaped)
+            .event_format(Journal)
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_ansi(false)
+            .event_format(JsonSafe(tracing_subscriber::fmt::format().json()))
+            .try_init(),
     };
+}
+
+/// Whether a character is written escaped: every control character (C0,
+/// DEL, C1) and the Unicode line and paragraph separators.
+fn needs_escape(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
+
+/// A `fmt::Write` that escapes what `needs_escape` picks as it passes.
+struct Escaping<'w, W: fmt::Write>(&'w mut W);
+
+impl<W: fmt::Write> fmt::Write for Escaping<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut rest = s;
+        while let Some((at, c)) = rest.char_indices().find(|&(_, c)| needs_escape(c)) {
+            self.0.write_str(&rest[..at])?;
+            match c {
+                '\n' => self.0.write_str("\\n")?,
+                '\r' => self.0.write_str("\\r")?,
+                '\t' => self.0.write_str("\\t")?,
+                c => write!(self.0, "\\u{{{:x}}}", c as u32)?,
+            }
+            rest = &rest[at + c.len_utf8()..];
+        }
+        self.0.write_str(rest)
+    }
+}
+
+/// Text with every control character escaped: for logs, and for anything
+/// else printed to a terminal that came from outside (task ids, reasons).
+pub fn escaped(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let _ = fmt::Write::write_str(&mut Escaping(&mut out), s);
+    out
+}
+
+/// The fields of text and journal lines, as tracing-subscriber's default
+/// (`message` first and bare, then `name=value`), every value escaped.
+struct Escaped;
+
+impl<'a> MakeVisitor<Writer<'a>> for Escaped {
+    type Visitor = EscapedVisitor<'a>;
+
+    fn make_visitor(&self, target: Writer<'a>) -> Self::Visitor {
+        EscapedVisitor {
+            writer: target,
+            is_empty: true,
+            result: Ok(()),
+        }
+    }
+}
+
+struct EscapedVisitor<'a> {
+    writer: Writer<'a>,
+    is_empty: bool,
+    result: fmt::Result,
+}
+
+impl EscapedVisitor<'_> {
+    fn write_field(&mut self, field: &Field, value: fmt::Arguments<'_>) {
+        if self.result.is_err() {
+            return;
+        }
+        let name = field.name();
+        if name.starts_with("log.") {
+            return;
+        }
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        self.result = (|| {
+            if self.is_empty {
+                self.is_empty = false;
+            } else {
+                self.writer.write_char(' ')?;
+            }
+            if name != "message" {
+                if self.writer.has_ansi_escapes() {
+                    write!(self.writer, "\x1b[3m{name}\x1b[0m\x1b[2m=\x1b[0m")?;
+                } else {
+                    write!(self.writer, "{name}=")?;
+                }
+            }
+            fmt::Write::write_fmt(&mut Escaping(&mut self.writer), value)
+        })();
+    }
+}
+
+impl Visit for EscapedVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.write_field(field, format_args!("{value}"))
+        } else {
+            self.write_field(field, format_args!("{value:?}"))
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        let mut text = value.to_string();
+        let mut source = value.source();
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        self.write_field(field, format_args!("{text}"))
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.write_field(field, format_args!("{value:?}"))
+    }
+}
+
+impl VisitOutput<fmt::Result> for EscapedVisitor<'_> {
+    fn finish(self) -> fmt::Result {
+        self.result
+    }
+}
+
+impl VisitFmt for EscapedVisitor<'_> {
+    fn writer(&mut self) -> &mut dyn fmt::Write {
+        &mut self.writer
+    }
+}
+
+/// tracing-subscriber's json lines, with what JSON allows raw in a string
+/// but a terminal or a log viewer may act on (DEL, C1, U+2028/9) written as
+/// `\uXXXX`: the same JSON value, no raw control byte. serde escapes the
+/// rest (C0, quotes, backslashes).
+struct JsonSafe<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for JsonSafe<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        writer.write_str(&json_safe(&line))
+    }
+}
+
+/// JSON text with DEL, C1 and U+2028/9 as `\uXXXX` escapes. Outside a
+/// string JSON has no such characters, so only strings change, and only in
+/// spelling.
+fn json_safe(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    for c in line.chars() {
+        if (c as u32) >= 0x7f && needs_escape(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `<priority>target: message key=value…`, one line per event.
@@ -75,7 +252,8 @@ where
         let meta = event.metadata();
         // journald reads a priority at the start of every line: a newline
         // inside a message (an executor's stderr) must not start a line
-        // with a priority of its own.
+        // with a priority of its own. The fields come escaped (`Escaped`);
+        // escaping again catches any other field formatter.
         let mut fields = String::new();
         ctx.format_fields(Writer::new(&mut fields), event)?;
         writeln!(
@@ -83,7 +261,7 @@ where
             "<{}>{}: {}",
             priority(*meta.level()),
             meta.target(),
-            fields.replace('\n', "\\n").replace('\r', "\\r")
+            escaped(&fields)
         )
     }
 }
@@ -110,6 +288,95 @@ mod tests {
         assert_eq!(priority(Level::INFO), 6);
         assert_eq!(priority(Level::DEBUG), 7);
         assert_eq!(priority(Level::TRACE), 7);
+    }
+
+    const FORGED: &str = "t1\n2026-12-02T00:00:00Z ERROR forged\r\x1b[31mred\x7f\u{9b}2J\u{2028}x";
+
+    /// What one event looks like in each format, the subscriber built as
+    /// `init` builds it.
+    fn lines(format: LogFormat) -> String {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let builder = tracing_subscriber::fmt()
+            .with_writer(move || buf.clone())
+            .with_ansi(false);
+        let emit = || {
+            let err = std::io::Error::other(FORGED);
+            tracing::warn!(task_id = %FORGED, debug = ?FORGED, text = FORGED, error = &err as &(dyn std::error::Error + 'static), "finding {FORGED}");
+        };
+        match format {
+            LogFormat::Text => {
+                tracing::subscriber::with_default(builder.fmt_fields(Escaped).finish(), emit)
+            }
+            LogFormat::Journal => tracing::subscriber::with_default(
+                builder.fmt_fields(Escaped).event_format(Journal).finish(),
+                emit,
+            ),
+            LogFormat::Json => tracing::subscriber::with_default(
+                builder
+                    .json()
+                    .event_format(JsonSafe(tracing_subscriber::fmt::format().json()))
+                    .finish(),
+                emit,
+            ),
+        }
+        let bytes = out.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        String::from_utf8(bytes).expect("utf-8")
+    }
+
+    #[test]
+    fn no_field_forges_a_line_or_reaches_the_terminal_raw() {
+        for format in [LogFormat::Text, LogFormat::Journal, LogFormat::Json] {
+            let out = lines(format);
+            assert_eq!(out.lines().count(), 1, "{format:?}: {out}");
+            assert!(out.ends_with('\n'), "{format:?}: {out}");
+            let bad = out
+                .trim_end_matches('\n')
+                .chars()
+                .find(|c| needs_escape(*c));
+            assert_eq!(bad, None, "{format:?}: {out:?}");
+            assert!(out.contains("forged"), "{format:?}: {out}");
+        }
+        let text = lines(LogFormat::Text);
+        assert!(
+            text.contains("task_id=t1\\n2026-12-02T00:00:00Z ERROR forged\\r\\u{1b}[31mred\\u{7f}\\u{9b}2J\\u{2028}x"),
+            "{text}"
+        );
+        assert!(text.contains("finding t1\\n2026"), "{text}");
+        let json = lines(LogFormat::Json);
+        let v: serde_json::Value = serde_json::from_str(json.trim_end()).expect("one JSON object");
+        assert_eq!(v["fields"]["task_id"], FORGED, "{json}");
+    }
+
+    #[test]
+    fn escaping_leaves_plain_text_alone() {
+        assert_eq!(
+            escaped("plain text, ünïcode \\ \"quoted\""),
+            "plain text, ünïcode \\ \"quoted\""
+        );
+        assert_eq!(
+            escaped("a\nb\r\t\x1b\x00\x7f\u{85}"),
+            "a\\nb\\r\\t\\u{1b}\\u{0}\\u{7f}\\u{85}"
+        );
+        assert_eq!(
+            json_safe("{\"a\":\"x\x7f\u{9b}\"}\n"),
+            "{\"a\":\"x\\u007f\\u009b\"}\n"
+        );
     }
 
     #[test]

@@ -43,15 +43,18 @@ fn main() -> ExitCode {
                 .log_format
                 .unwrap_or_else(foreman::logging::default_format)
             {
-                LogFormat::Journal => eprintln!(
-                    "<3>foreman: {}",
-                    e.to_string().replace('\n', "\\n").replace('\r', "\\r")
-                ),
+                // An error may quote executor text: escaped like every log
+                // field, so it cannot forge a line or reach the terminal.
+                LogFormat::Journal => {
+                    eprintln!("<3>foreman: {}", foreman::logging::escaped(&e.to_string()))
+                }
                 LogFormat::Json => eprintln!(
                     "{}",
                     serde_json::json!({"level": "ERROR", "fields": {"message": format!("foreman: {e}")}, "target": "foreman"})
                 ),
-                LogFormat::Text => eprintln!("foreman: {e}"),
+                LogFormat::Text => {
+                    eprintln!("foreman: {}", foreman::logging::escaped(&e.to_string()))
+                }
             }
             ExitCode::from(e.exit_code())
         }

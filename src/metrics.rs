@@ -79,6 +79,7 @@ pub struct Metrics {
     events: Family<Labels, Counter>,
     stalls: Counter,
     plans_tracked: Gauge,
+    plans_refused: Counter,
     health: Family<Labels, FloatGauge>,
     plan_tasks: Family<Labels, Gauge>,
     view_latency: Histogram,
@@ -123,6 +124,22 @@ impl Metrics {
             "execmon_plans_tracked",
             "Plans with a view: not complete, or completed within the last hour",
             plans_tracked.clone(),
+        );
+        let plans_refused = Counter::default();
+        r.register(
+            "foreman_plans_refused",
+            "New plans not tracked because [monitor] max_plans was reached and no plan could be evicted: each plan a refused push (503) would have started, and each a sweep or a recorded push could not start",
+            plans_refused.clone(),
+        );
+        // The cap the monitor's store applies from now on (a restart
+        // changes it, as every [monitor] key).
+        store::set_max_plans(config.monitor.max_plans);
+        let max_plans: Gauge = Gauge::default();
+        max_plans.set(i64::try_from(config.monitor.max_plans).unwrap_or(i64::MAX));
+        r.register(
+            "foreman_max_plans",
+            "The configured [monitor] max_plans: plans tracked at once (and so the bound on per-plan series)",
+            max_plans,
         );
         let health = Family::<Labels, FloatGauge>::default();
         r.register(
@@ -244,6 +261,7 @@ impl Metrics {
             events,
             stalls,
             plans_tracked,
+            plans_refused,
             health,
             plan_tasks,
             view_latency,
@@ -338,7 +356,14 @@ impl Metrics {
         let views = store::views(conn, now)?;
         self.view_latency.observe(started.elapsed().as_secs_f64());
         self.plans_tracked.set(views.len() as i64);
-        // Plans that left the views (an hour after completing) lose their series.
+        let refused = store::plans_refused();
+        let counted = self.plans_refused.get();
+        if refused > counted {
+            self.plans_refused.inc_by(refused - counted);
+        }
+        // Plans that left the views (an hour after completing, or evicted
+        // at [monitor] max_plans) lose their series: there are never more
+        // than max_plans.
         self.health.clear();
         self.plan_tasks.clear();
         for v in &views {

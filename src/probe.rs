@@ -107,7 +107,9 @@ pub fn parse_io(text: &str) -> Option<u64> {
             wchar = v.trim().parse::<u64>().ok();
         }
     }
-    Some(rchar? + wchar?)
+    // Saturating: counters near u64::MAX (or a forged file) must not
+    // panic, and a sum pinned at the top still compares as "not moved".
+    Some(rchar?.saturating_add(wchar?))
 }
 
 /// Facts about this boot of the host.

@@ -1,5 +1,6 @@
 //! How sweep results are shown: one JSON object, or a readable table.
 
+use crate::logging::escaped;
 use crate::model::Outcome;
 use crate::sweep::SweepReport;
 use std::fmt::Write;
@@ -31,11 +32,12 @@ pub fn table(report: &SweepReport) -> String {
     if let Some(e) = &report.snapshot_error {
         let _ = writeln!(
             out,
-            "snapshot_error: {e}\nnothing was judged and nothing was marked"
+            "snapshot_error: {}\nnothing was judged and nothing was marked",
+            escaped(e)
         );
     }
     if let Some(d) = &report.deferral {
-        let _ = writeln!(out, "hung verdicts deferred: {d}");
+        let _ = writeln!(out, "hung verdicts deferred: {}", escaped(d));
     }
     if report.findings.is_empty() {
         return out;
@@ -49,21 +51,24 @@ pub fn table(report: &SweepReport) -> String {
             } else {
                 f.outcome.as_str().to_string()
             };
+            // Ids and reasons come from the executor: never raw to a terminal.
             [
-                f.task_id.clone(),
-                f.droid_type.clone().unwrap_or_default(),
+                escaped(&f.task_id),
+                escaped(f.droid_type.as_deref().unwrap_or_default()),
                 f.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                 f.kind.as_str().to_string(),
                 outcome,
-                f.detail
-                    .clone()
-                    .or_else(|| {
-                        f.evidence
-                            .get("reason")
-                            .and_then(|r| r.as_str())
-                            .map(String::from)
-                    })
-                    .unwrap_or_default(),
+                escaped(
+                    &f.detail
+                        .clone()
+                        .or_else(|| {
+                            f.evidence
+                                .get("reason")
+                                .and_then(|r| r.as_str())
+                                .map(String::from)
+                        })
+                        .unwrap_or_default(),
+                ),
             ]
         })
         .collect();

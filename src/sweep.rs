@@ -857,7 +857,14 @@ pub fn sweep(
             .collect();
         let conn = tx.conn();
         conn.execute_batch("SAVEPOINT monitor_pull")?;
-        match crate::monitor::store::pull(conn, &snapshot, &hung, started_at, config.interval) {
+        match crate::monitor::store::pull_with(
+            conn,
+            &snapshot,
+            &hung,
+            started_at,
+            config.interval,
+            config.monitor.max_plans,
+        ) {
             Ok(pulled) => {
                 conn.execute_batch("RELEASE monitor_pull")?;
                 report.monitor = Some(pulled);

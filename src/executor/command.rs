@@ -3,17 +3,16 @@
 //! as separate argv items, never through a shell.
 
 use super::{parse_enabled, parse_row, Executor, History, Marked};
+use crate::child::{self, Failure, Limits};
 use crate::config::{ExecutorConfig, ExecutorTz};
 use crate::model::{Snapshot, Task};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tracing::warn;
-use wait_timeout::ChildExt;
 
 pub struct CommandExecutor {
     snapshot: Vec<String>,
@@ -35,55 +34,56 @@ impl CommandExecutor {
     }
 }
 
-/// Run argv with a deadline; returns (exit code, stdout, stderr).
+/// The most a snapshot command may print on stdout: far above a snapshot of
+/// 10,000 tasks (a few MiB), far below what would hurt Foreman. More is an
+/// error (the command is killed), not a snapshot.
+pub const MAX_STDOUT: usize = 64 << 20;
+/// Of an executor command's stderr, the first and the last this many bytes
+/// are kept for the error.
+pub const KEEP_STDERR: usize = 4096;
+
+/// Run argv with a deadline (`crate::child::run`: its own group, killed with
+/// everything it started once it exits or times out; the reads bounded by
+/// the same deadline and by `MAX_STDOUT`); returns (exit code, stdout, stderr).
 fn run(
     argv: &[String],
     timeout: Duration,
     env: &[(&str, String)],
-) -> Result<(Option<i32>, String, String)> {
+) -> Result<(Option<i32>, Vec<u8>, String)> {
     let (prog, args) = argv.split_first().context("empty command")?;
-    let mut child = crate::child::without_capabilities(&mut Command::new(prog))
+    let mut command = Command::new(prog);
+    command
         .args(args)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        // Its own process group: a signal to Foreman's group (systemd's
-        // stop, Ctrl-C) lets the command finish instead of turning a stop
-        // into a failed snapshot.
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {prog}"))?;
-    // Drain both pipes on threads so a chatty command cannot block on a full pipe.
-    let mut out = child.stdout.take().context("no stdout")?;
-    let mut err = child.stderr.take().context("no stderr")?;
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let status = match child.wait_timeout(timeout)? {
-        Some(s) => s,
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "{prog} did not finish within {}",
-                humantime::format_duration(timeout)
-            );
-        }
+        .stdin(Stdio::null());
+    let limits = Limits {
+        timeout,
+        stdout: Some(MAX_STDOUT),
+        stderr: KEEP_STDERR,
     };
-    let stdout = out_t.join().unwrap_or_default();
-    let stderr = err_t.join().unwrap_or_default();
+    let done = match child::run(&mut command, limits) {
+        Ok(done) => done,
+        Err(Failure::Start(e)) => return Err(e).with_context(|| format!("starting {prog}")),
+        Err(Failure::TimedOut { stderr }) => {
+            let said = String::from_utf8_lossy(&stderr);
+            let first = said
+                .lines()
+                .map(|l| l.trim().chars().take(200).collect::<String>())
+                .find(|l| !l.is_empty());
+            bail!(
+                "{prog} did not finish within {}{}",
+                humantime::format_duration(timeout),
+                first.map(|l| format!(" (stderr: {l})")).unwrap_or_default()
+            )
+        }
+        Err(e) => bail!("{prog}: {e}"),
+    };
+    let stdout = done.stdout;
+    let stderr = String::from_utf8_lossy(&done.stderr).into_owned();
     Ok((
-        status.code(),
+        done.status.code(),
         stdout,
-        match status.signal() {
+        match done.status.signal() {
             Some(sig) => format!("killed by signal {sig}; {stderr}"),
             None => stderr,
         },
@@ -105,7 +105,7 @@ impl CommandExecutor {
             );
         }
         let doc: serde_json::Value =
-            serde_json::from_str(&stdout).context("the snapshot command did not print JSON")?;
+            serde_json::from_slice(&stdout).context("the snapshot command did not print JSON")?;
         let tasks = doc
             .get("tasks")
             .and_then(|t| t.as_array())

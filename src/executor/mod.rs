@@ -64,21 +64,26 @@ pub fn open(config: &Config) -> Result<Box<dyn Executor>> {
 pub fn parse_row(row: &Map<String, Value>, tz: ExecutorTz) -> Row {
     match parse_task(row, tz) {
         Ok(t) => Row::Task(t),
-        Err(reason) => {
-            let id = text(row.get("id"))
-                .unwrap_or_else(|| format!("(row without id: {})", Value::Object(row.clone())));
-            Row::Bad(BadRow {
-                id,
-                droid_type: text(row.get("droid_type")),
-                plan_id: text(row.get("plan_id")),
-                attempt: row.get("attempt").and_then(Value::as_i64).unwrap_or(1),
-                reason,
-                pid: text(row.get("pid"))
-                    .and_then(|p| p.trim().parse::<i32>().ok())
-                    .filter(|p| *p > 1),
-            })
-        }
+        Err(reason) => bad_row(row, reason),
     }
+}
+
+/// A row the source already knows is malformed (say, an id that is not
+/// text), with the reason: what can be read of it is kept, as for a row
+/// `parse_row` refuses.
+pub fn bad_row(row: &Map<String, Value>, reason: String) -> Row {
+    let id = text(row.get("id"))
+        .unwrap_or_else(|| format!("(row without id: {})", Value::Object(row.clone())));
+    Row::Bad(BadRow {
+        id,
+        droid_type: text(row.get("droid_type")),
+        plan_id: text(row.get("plan_id")),
+        attempt: row.get("attempt").and_then(Value::as_i64).unwrap_or(1),
+        reason,
+        pid: text(row.get("pid"))
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .filter(|p| *p > 1),
+    })
 }
 
 /// An `enabled` value as executors write it: a boolean, 0/1, or text.

@@ -1,7 +1,7 @@
 //! The executor's own SQLite database (the contract's `tasks` table, or any
 //! schema through `snapshot_query` / `mark_failed_query`).
 
-use super::{parse_enabled, parse_row, Executor, History, Marked};
+use super::{bad_row, parse_enabled, parse_row, Executor, History, Marked};
 use crate::config::{ExecutorConfig, ExecutorTz};
 use crate::model::{Snapshot, Task};
 use anyhow::{Context, Result};
@@ -74,8 +74,40 @@ fn json_of(v: ValueRef<'_>) -> Value {
         // default): as text they make the row malformed, with the reason.
         ValueRef::Real(f) if !f.is_finite() => Value::from(f.to_string()),
         ValueRef::Real(f) => Value::from(f),
-        ValueRef::Text(t) => Value::from(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Text(t) => Value::from(escape_bytes(t)),
         ValueRef::Blob(_) => Value::from("(blob)"),
+    }
+}
+
+/// Bytes as text: valid UTF-8 as it is, each invalid byte as `\xNN`. Unlike
+/// a lossy conversion, two different byte strings stay two texts.
+fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Why an id cannot be named back to the executor exactly: a text that is
+/// not UTF-8 (Foreman would read other characters than the executor wrote)
+/// or a BLOB (`id = :id` with text never matches it), so the
+/// compare-and-set of `mark_failed` could never find the row. Such a row
+/// is malformed (`unverifiable`, reported once), never marked.
+fn unreadable_id(v: ValueRef<'_>) -> Option<String> {
+    match v {
+        ValueRef::Text(t) if std::str::from_utf8(t).is_err() => Some(format!(
+            "id is not valid UTF-8 text (its bytes: {}); Foreman cannot name it to the executor",
+            escape_bytes(t)
+        )),
+        ValueRef::Blob(b) => Some(format!(
+            "id is a BLOB, not text (its bytes: {}); Foreman cannot name it to the executor",
+            escape_bytes(b)
+        )),
+        _ => None,
     }
 }
 
@@ -95,13 +127,28 @@ impl SqliteExecutor {
         let mut out = Vec::new();
         while let Some(r) = rows.next().context("reading the snapshot")? {
             let mut map = Map::new();
+            let mut unreadable = None;
             for (i, name) in names.iter().enumerate() {
                 // The first occurrence of a column name wins (`*` repeats them).
                 if !map.contains_key(name) {
-                    map.insert(name.clone(), json_of(r.get_ref(i)?));
+                    let v = r.get_ref(i)?;
+                    if name == "id" {
+                        unreadable = unreadable_id(v);
+                    }
+                    let v = match v {
+                        // Each BLOB id its own row, not one "(blob)".
+                        ValueRef::Blob(b) if name == "id" => {
+                            Value::from(format!("(blob) {}", escape_bytes(b)))
+                        }
+                        v => json_of(v),
+                    };
+                    map.insert(name.clone(), v);
                 }
             }
-            out.push(parse_row(&map, self.tz));
+            out.push(match unreadable {
+                None => parse_row(&map, self.tz),
+                Some(reason) => bad_row(&map, reason),
+            });
         }
         Ok(Snapshot { rows: out })
     }
@@ -195,6 +242,17 @@ impl Executor for SqliteExecutor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_escaped_not_replaced() {
+        assert_eq!(escape_bytes(b"plain"), "plain");
+        assert_eq!(escape_bytes(b"t\xff\xfe-\xc3\xa9"), "t\\xff\\xfe-\u{e9}");
+        assert_ne!(escape_bytes(b"t\xff"), escape_bytes(b"t\xfe"));
+        assert!(unreadable_id(ValueRef::Text(b"t\xff")).is_some());
+        assert!(unreadable_id(ValueRef::Blob(b"t")).is_some());
+        assert!(unreadable_id(ValueRef::Text(b"t")).is_none());
+        assert!(unreadable_id(ValueRef::Integer(7)).is_none());
+    }
 
     #[test]
     fn non_finite_reals_are_text_so_the_row_is_malformed() {

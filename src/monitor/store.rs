@@ -12,6 +12,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use tracing::{info, warn};
 
 /// What a sweep's pull found.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -21,10 +23,175 @@ pub struct Pulled {
     /// Events put in the inbox for the monitor.
     pub events: usize,
     pub newly_stalled: usize,
+    /// New plans this pull could not track (`[monitor] max_plans`).
+    pub plans_refused: usize,
 }
 
 /// A plan's `plan_id` series stay this long after it completes.
 pub const TRACK_AFTER_COMPLETION: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// `[monitor] max_plans`'s default: plans tracked at once (rows of
+/// `monitor_plans`). Each costs six series on `/metrics` (about 500 bytes
+/// with UUID plan ids) and one entry of `/plans`: 10,000 plans are about
+/// 5 MB of exposition.
+pub const DEFAULT_MAX_PLANS: usize = 10_000;
+
+/// The cap `pull` and `ingest` apply; the daemon sets it from the
+/// configuration at start (`set_max_plans`).
+static MAX_PLANS: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_PLANS);
+/// New plans refused in this process, for `foreman_plans_refused_total`.
+static PLANS_REFUSED: AtomicU64 = AtomicU64::new(0);
+/// The cap was hit and nothing could be evicted: logged once, until a new
+/// plan fits again.
+static AT_CAP: AtomicBool = AtomicBool::new(false);
+
+/// Set the cap `pull` and `ingest` apply (`[monitor] max_plans`).
+pub fn set_max_plans(n: usize) {
+    MAX_PLANS.store(n.max(1), Ordering::Relaxed);
+}
+
+/// The cap `pull` and `ingest` apply.
+pub fn max_plans() -> usize {
+    MAX_PLANS.load(Ordering::Relaxed)
+}
+
+/// New plans refused so far in this process (a counter).
+pub fn plans_refused() -> u64 {
+    PLANS_REFUSED.load(Ordering::Relaxed)
+}
+
+/// A pushed batch refused: it would create more plans than
+/// `[monitor] max_plans` leaves room for, once every evictable plan (a
+/// completed one, or one with no task left) is counted as room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlansFull {
+    /// Plans the batch would create.
+    pub new_plans: usize,
+    /// Plans that could still be created (free slots and evictable plans).
+    pub room: usize,
+    pub max_plans: usize,
+}
+
+impl std::fmt::Display for PlansFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the monitor tracks its maximum of {} plans ([monitor] max_plans) and too few of them are complete to make room: the batch would start {} new plan(s), there is room for {}; nothing was taken, send it again later",
+            self.max_plans, self.new_plans, self.room
+        )
+    }
+}
+
+impl std::error::Error for PlansFull {}
+
+fn refused(n: usize, max: usize) {
+    if n == 0 {
+        return;
+    }
+    PLANS_REFUSED.fetch_add(n as u64, Ordering::Relaxed);
+    if !AT_CAP.swap(true, Ordering::Relaxed) {
+        warn!(
+            max_plans = max,
+            refused = n,
+            "monitor: [monitor] max_plans reached and no plan is complete: new plans are not tracked (their tasks and events still are) and pushed batches that would start one are refused; counted in foreman_plans_refused_total (logged once until there is room again)"
+        );
+    }
+}
+
+fn room_again() {
+    if AT_CAP.swap(false, Ordering::Relaxed) {
+        info!("monitor: room for new plans again ([monitor] max_plans)");
+    }
+}
+
+/// Plans that may go to make room: those with no task left first, then
+/// completed ones, oldest first.
+const EVICTABLE: &str = "FROM monitor_plans p WHERE p.completed_at IS NOT NULL
+       OR NOT EXISTS (SELECT 1 FROM monitor_tasks t WHERE t.plan_id = p.plan_id)";
+
+fn plan_count(conn: &Connection) -> Result<usize> {
+    let n: i64 = conn.query_row("SELECT COUNT(*) FROM monitor_plans", [], |r| r.get(0))?;
+    Ok(n.max(0) as usize)
+}
+
+/// Evict up to `n` plans (none of `keep`): the plan row, and its tasks
+/// that left the snapshot (a task still in it stays, so the next sweep
+/// does not see it as new). Returns how many went.
+fn evict(conn: &Connection, n: usize, keep: &BTreeSet<String>) -> Result<usize> {
+    if n == 0 {
+        return Ok(0);
+    }
+    let want = n.saturating_add(keep.len());
+    let ids: Vec<String> = conn
+        .prepare_cached(&format!(
+            "SELECT p.plan_id {EVICTABLE}
+             ORDER BY p.completed_at IS NOT NULL, COALESCE(p.completed_at, p.updated_at), p.plan_id
+             LIMIT ?1"
+        ))?
+        .query_map([i64::try_from(want).unwrap_or(i64::MAX)], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut plan = conn.prepare_cached("DELETE FROM monitor_plans WHERE plan_id = ?1")?;
+    let mut tasks =
+        conn.prepare_cached("DELETE FROM monitor_tasks WHERE plan_id = ?1 AND current = 0")?;
+    let mut gone = 0;
+    for id in ids.iter().filter(|id| !keep.contains(*id)).take(n) {
+        plan.execute([id])?;
+        tasks.execute([id])?;
+        gone += 1;
+    }
+    Ok(gone)
+}
+
+/// The plans a pushed batch would create (distinct `plan_id`s of its task
+/// events that the monitor does not track).
+fn new_plans(conn: &Connection, events: &[Event]) -> Result<BTreeSet<String>> {
+    let mut known = conn.prepare_cached("SELECT 1 FROM monitor_plans WHERE plan_id = ?1")?;
+    let mut new = BTreeSet::new();
+    for e in events {
+        let Some(plan) = e.plan_id.as_deref().filter(|_| e.kind.target().is_some()) else {
+            continue;
+        };
+        if !new.contains(plan) && known.query_row([plan], |_| Ok(())).optional()?.is_none() {
+            new.insert(plan.to_string());
+        }
+    }
+    Ok(new)
+}
+
+/// Whether a pushed batch may be taken under `max_plans`: `Ok(Err(_))`
+/// when it would start more new plans than there is room for (free slots
+/// plus evictable plans), counted in `foreman_plans_refused_total` (one per
+/// plan it would have started); the listener answers 503 with Retry-After.
+/// Read-only: the eviction itself happens when the batch is recorded
+/// (`ingest`), which applies the cap again (two batches checked at once may
+/// both pass; the later one's new plans are then not tracked, and counted).
+pub fn admit_pushed(
+    conn: &Connection,
+    events: &[Event],
+    max_plans: usize,
+) -> Result<std::result::Result<(), PlansFull>> {
+    let new = new_plans(conn, events)?;
+    if new.is_empty() {
+        return Ok(Ok(()));
+    }
+    let count = plan_count(conn)?;
+    let free = max_plans.saturating_sub(count);
+    if new.len() <= free {
+        return Ok(Ok(()));
+    }
+    let evictable: i64 =
+        conn.query_row(&format!("SELECT COUNT(*) {EVICTABLE}"), [], |r| r.get(0))?;
+    let room = free.saturating_add(evictable.max(0) as usize);
+    if new.len() <= room {
+        return Ok(Ok(()));
+    }
+    refused(new.len(), max_plans);
+    Ok(Err(PlansFull {
+        new_plans: new.len(),
+        room,
+        max_plans,
+    }))
+}
 
 fn state_str(s: TaskState) -> &'static str {
     match s {
@@ -83,12 +250,29 @@ const KNOWN: &str =
 /// `hold` before `now` is not moved back by a snapshot that has not caught
 /// up (an executor's table may lag its push; the daemon holds for one
 /// interval).
+///
+/// At most `max_plans()` plans are tracked (see `pull_with`).
 pub fn pull(
     conn: &Connection,
     snapshot: &Snapshot,
     hung: &HashSet<&str>,
     now: DateTime<Utc>,
     hold: std::time::Duration,
+) -> Result<Pulled> {
+    pull_with(conn, snapshot, hung, now, hold, max_plans())
+}
+
+/// `pull` under a cap of `max_plans` tracked plans: a plan a change would
+/// start beyond it evicts one with no task left or the oldest completed;
+/// failing that, it is not tracked (its tasks and events still are) and is
+/// counted in `Pulled::plans_refused`.
+pub fn pull_with(
+    conn: &Connection,
+    snapshot: &Snapshot,
+    hung: &HashSet<&str>,
+    now: DateTime<Utc>,
+    hold: std::time::Duration,
+    max_plans: usize,
 ) -> Result<Pulled> {
     let held_since = now - chrono::Duration::from_std(hold).unwrap_or(chrono::Duration::MAX);
     let baseline = conn
@@ -160,7 +344,8 @@ pub fn pull(
         }
     }
     let mut events = d.events;
-    events.extend(plans(conn, &d.plans, now, baseline)?);
+    let (plan_events, plans_refused) = plans(conn, &d.plans, now, baseline, max_plans)?;
+    events.extend(plan_events);
     {
         let mut inbox = conn.prepare_cached("INSERT INTO event_inbox (event) VALUES (?1)")?;
         for e in &events {
@@ -177,17 +362,21 @@ pub fn pull(
         baseline,
         events: events.len(),
         newly_stalled: d.newly_stalled,
+        plans_refused,
     })
 }
 
 /// Look at each plan's tasks again: mark it complete (and return its
-/// PLAN_COMPLETED) or reopen it.
+/// PLAN_COMPLETED) or reopen it. A plan not tracked yet is started only
+/// under `max_plans` (evicting to make room); returns the events and how
+/// many new plans were refused.
 fn plans(
     conn: &Connection,
     ids: &BTreeSet<String>,
     now: DateTime<Utc>,
     silent: bool,
-) -> Result<Vec<Event>> {
+    max_plans: usize,
+) -> Result<(Vec<Event>, usize)> {
     let mut facts = conn.prepare_cached(
         "SELECT COUNT(*), COUNT(*) FILTER (WHERE state IN ('PENDING', 'RUNNING'))
          FROM monitor_tasks WHERE plan_id = ?1",
@@ -195,10 +384,9 @@ fn plans(
     let mut mark = conn.prepare_cached(
         "SELECT completed_at IS NOT NULL, generation FROM monitor_plans WHERE plan_id = ?1",
     )?;
-    let mut events = Vec::new();
+    let mut priors = Vec::with_capacity(ids.len());
+    let mut new = 0usize;
     for id in ids {
-        let (tasks, unfinished): (i64, i64) =
-            facts.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let prior = mark
             .query_row([id], |r| {
                 Ok(PlanMark {
@@ -207,6 +395,41 @@ fn plans(
                 })
             })
             .optional()?;
+        if prior.is_none() {
+            // A plan whose tasks are all gone is not started.
+            let tasks: i64 = facts.query_row([id], |r| r.get(0))?;
+            if tasks == 0 {
+                continue;
+            }
+            new += 1;
+        }
+        priors.push((id, prior));
+    }
+    // Room for the new plans: evict what is needed, then admit what fits
+    // (in plan id order), refuse the rest.
+    let mut admit = new;
+    if new > 0 {
+        let count = plan_count(conn)?;
+        let over = (count + new).saturating_sub(max_plans);
+        let evicted = evict(conn, over, ids)?;
+        admit = max_plans.saturating_sub(count - evicted).min(new);
+        if admit == new {
+            room_again();
+        } else {
+            refused(new - admit, max_plans);
+        }
+    }
+    let refused_n = new - admit;
+    let mut events = Vec::new();
+    for (id, prior) in priors {
+        if prior.is_none() {
+            if admit == 0 {
+                continue;
+            }
+            admit -= 1;
+        }
+        let (tasks, unfinished): (i64, i64) =
+            facts.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let facts = PlanFacts {
             tasks: tasks as usize,
             unfinished: unfinished as usize,
@@ -239,7 +462,7 @@ fn plans(
             });
         }
     }
-    Ok(events)
+    Ok((events, refused_n))
 }
 
 /// Pulled events waiting for the queue, oldest first, after inbox id `after`.
@@ -273,7 +496,22 @@ pub enum Batch {
 /// source, is not). A pushed event also moves its task on (never back: an
 /// older attempt, or RUNNING after the same attempt finished, is recorded
 /// but changes nothing), and a plan whose last task it finished completes.
+///
+/// At most `max_plans()` plans are tracked (see `ingest_with`).
 pub fn ingest(conn: &mut Connection, batch: &Batch, now: DateTime<Utc>) -> Result<Vec<Event>> {
+    ingest_with(conn, batch, now, max_plans())
+}
+
+/// `ingest` under a cap of `max_plans` tracked plans, as `pull_with`: a
+/// pushed event that would start a plan beyond it (when `admit_pushed` let
+/// its batch through, racing another) is recorded and moves its task on,
+/// but the plan is not tracked, and counted.
+pub fn ingest_with(
+    conn: &mut Connection,
+    batch: &Batch,
+    now: DateTime<Utc>,
+    max_plans: usize,
+) -> Result<Vec<Event>> {
     // IMMEDIATE: take the write lock first, waiting out a sweep's
     // transaction (busy timeout), instead of failing when a read inside
     // the transaction would have to be upgraded to a write.
@@ -304,7 +542,7 @@ pub fn ingest(conn: &mut Connection, batch: &Batch, now: DateTime<Utc>) -> Resul
                 }
                 new.push(e);
             }
-            for e in plans(&tx, &touched, now, false)? {
+            for e in plans(&tx, &touched, now, false, max_plans)?.0 {
                 if record(&tx, &e, Source::Monitor, now)? {
                     new.push(e);
                 }
@@ -400,18 +638,69 @@ pub fn views(conn: &Connection, now: DateTime<Utc>) -> Result<Vec<MonitorView>> 
     )
 }
 
+/// One page of `views`: the plans after plan id `after` (all when `None`),
+/// at most `limit` (at least 1), with the cursor of the next page when
+/// there are more.
+pub fn views_page(
+    conn: &Connection,
+    now: DateTime<Utc>,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<view::Page> {
+    let since = ts(now - TRACK_AFTER_COMPLETION);
+    let limit = limit.max(1);
+    let shown = "(completed_at IS NULL OR completed_at >= ?1)";
+    let mut ids: Vec<String> = conn
+        .prepare_cached(&format!(
+            "SELECT plan_id FROM monitor_plans
+             WHERE {shown} AND (?2 IS NULL OR plan_id > ?2)
+               AND EXISTS (SELECT 1 FROM monitor_tasks t WHERE t.plan_id = monitor_plans.plan_id)
+             ORDER BY plan_id LIMIT ?3"
+        ))?
+        .query_map(
+            params![since, after, i64::try_from(limit + 1).unwrap_or(i64::MAX)],
+            |r| r.get(0),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let more = ids.len() > limit;
+    ids.truncate(limit);
+    let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+        return Ok(view::Page {
+            plans: Vec::new(),
+            next: None,
+        });
+    };
+    let plans = read_views_with(
+        conn,
+        "WHERE (p.completed_at IS NULL OR p.completed_at >= ?1) AND p.plan_id >= ?2 AND p.plan_id <= ?3",
+        params![since, first, last],
+    )?;
+    Ok(view::Page {
+        next: more.then(|| last.clone()),
+        plans,
+    })
+}
+
 /// One plan's view, whatever its age (until pruned).
 pub fn view(conn: &Connection, plan_id: &str) -> Result<Option<MonitorView>> {
     Ok(read_views(conn, "WHERE p.plan_id = ?1", plan_id)?.pop())
 }
 
 fn read_views(conn: &Connection, filter: &str, arg: &str) -> Result<Vec<MonitorView>> {
+    read_views_with(conn, filter, [arg])
+}
+
+fn read_views_with(
+    conn: &Connection,
+    filter: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<MonitorView>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT p.plan_id, p.completed_at, t.task_id, t.state, t.stalled, t.updated_at
          FROM monitor_plans p JOIN monitor_tasks t ON t.plan_id = p.plan_id
          {filter} ORDER BY p.plan_id"
     ))?;
-    let mut rows = stmt.query([arg])?;
+    let mut rows = stmt.query(args)?;
     let mut out = Vec::new();
     let mut plan: Option<(String, Option<String>, Vec<view::Row>)> = None;
     while let Some(r) = rows.next()? {
@@ -483,6 +772,13 @@ pub fn prune(conn: &Connection, cutoff: DateTime<Utc>) -> Result<usize> {
     // Finished tasks of no plan, out of the snapshot.
     n += conn.execute(
         "DELETE FROM monitor_tasks WHERE plan_id IS NULL AND current = 0 AND updated_at < ?1",
+        [&cutoff],
+    )?;
+    // Finished tasks of a plan not tracked (evicted, or refused at
+    // `max_plans`), out of the snapshot.
+    n += conn.execute(
+        "DELETE FROM monitor_tasks WHERE plan_id IS NOT NULL AND current = 0 AND updated_at < ?1
+            AND plan_id NOT IN (SELECT plan_id FROM monitor_plans)",
         [&cutoff],
     )?;
     // Plans with no task left: completed long ago, or whose tasks the

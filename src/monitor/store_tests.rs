@@ -244,6 +244,7 @@ fn the_first_pull_is_the_silent_baseline_and_later_pulls_fill_the_inbox() {
             events: 0,
             // Stalls are counted on the baseline too; only events are silent.
             newly_stalled: 1,
+            plans_refused: 0,
         }
     );
     assert!(log.inbox().is_empty());
@@ -275,7 +276,8 @@ fn the_first_pull_is_the_silent_baseline_and_later_pulls_fill_the_inbox() {
         Pulled {
             baseline: false,
             events: 3,
-            newly_stalled: 0
+            newly_stalled: 0,
+            plans_refused: 0,
         }
     );
     let inbox = log.inbox();
@@ -335,7 +337,8 @@ fn a_restart_neither_replays_nor_loses_events() {
         Pulled {
             baseline: false,
             events: 0,
-            newly_stalled: 0
+            newly_stalled: 0,
+            plans_refused: 0,
         },
         "no second baseline, no replay"
     );
@@ -1319,4 +1322,233 @@ fn a_snapshot_read_after_a_wrong_push_is_believed() {
         log.sweep(&[pt("a", Success, 1)], 3),
         [b(COMPLETED, "a", 1), b(PLAN_COMPLETED, "p", 2)]
     );
+}
+
+// ---------------------------------------------------------------- max_plans
+
+/// A pushed task event of plan `plan`.
+fn pev(kind: EventType, task_id: &str, plan: &str, attempt: i64) -> Event {
+    Event {
+        plan_id: Some(plan.into()),
+        ..ev(kind, task_id, attempt)
+    }
+}
+
+impl Log {
+    fn plan_ids(&self) -> Vec<String> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT plan_id FROM monitor_plans ORDER BY plan_id")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    fn pull_capped(&self, tasks: &[Task], minute: i64, max: usize) -> Pulled {
+        pull_with(
+            &self.conn,
+            &snap(tasks),
+            &HashSet::new(),
+            at(minute),
+            HOLD,
+            max,
+        )
+        .expect("pull")
+    }
+
+    fn push_capped(&mut self, events: &[Event], minute: i64, max: usize) -> Vec<Event> {
+        ingest_with(
+            &mut self.conn,
+            &Batch::Pushed(events.to_vec()),
+            at(minute),
+            max,
+        )
+        .expect("ingest pushed")
+    }
+}
+
+/// A sweep that sees more plans than `max_plans` tracks the first ones
+/// (plan id order) and refuses the rest, whose tasks are still recorded;
+/// once plans complete, a new plan evicts the oldest completed one (its
+/// tasks still in the snapshot stay), and an open plan is never evicted.
+#[test]
+fn pulled_plans_beyond_max_plans_evict_the_oldest_completed_then_are_refused() {
+    let mut log = Log::new();
+    let t = |id: &str, plan: &str, state| task(id, Some(plan), state, 1);
+    let mut tasks = vec![
+        t("a", "p1", Running),
+        t("b", "p2", Running),
+        t("c", "p3", Running),
+        t("d", "p4", Running),
+    ];
+    let pulled = log.pull_capped(&tasks, 0, 3);
+    assert_eq!(pulled.plans_refused, 1);
+    assert_eq!(log.plan_ids(), ["p1", "p2", "p3"]);
+    assert_eq!(
+        log.task("d"),
+        row("RUNNING", 1, false, true),
+        "its task is kept"
+    );
+    assert_eq!(log.view("p4"), None);
+
+    // p2 completes, then p1: both may go, p2 first.
+    tasks[1] = t("b", "p2", Success);
+    log.pull_capped(&tasks, 1, 3);
+    tasks[0] = t("a", "p1", Success);
+    log.pull_capped(&tasks, 2, 3);
+    log.drain(2);
+    assert_eq!(log.plan_ids(), ["p1", "p2", "p3"]);
+    // A new plan: p2 is evicted for it; its task b, still in the snapshot,
+    // stays (no replay).
+    tasks.push(t("e", "p5", Running));
+    let pulled = log.pull_capped(&tasks, 3, 3);
+    assert_eq!(pulled.plans_refused, 0);
+    assert_eq!(log.plan_ids(), ["p1", "p3", "p5"]);
+    assert_eq!(log.task("b"), row("SUCCESS", 1, false, true));
+    assert!(log
+        .drain(3)
+        .iter()
+        .all(|e| e.task_id.as_deref() == Some("e")));
+    // Two more new plans: p1 goes for one, the other is refused (p3 and
+    // p5 are open).
+    tasks.push(t("f", "p6", Running));
+    tasks.push(t("g", "p7", Running));
+    let pulled = log.pull_capped(&tasks, 4, 3);
+    assert_eq!(pulled.plans_refused, 1);
+    assert_eq!(log.plan_ids(), ["p3", "p5", "p6"]);
+    assert_eq!(log.count("SELECT COUNT(*) FROM monitor_plans"), 3);
+}
+
+/// A pushed batch that would start more plans than there is room for is
+/// refused before it is taken (`admit_pushed`, counted); one for tracked
+/// plans passes; a batch let through that finds no room when recorded is
+/// recorded without its plan; a completed plan makes room.
+#[test]
+fn pushed_plans_beyond_max_plans_are_refused_or_evict_a_completed_plan() {
+    let mut log = Log::new();
+    log.push_capped(
+        &[pev(STARTED, "a", "pa", 1), pev(STARTED, "b", "pb", 1)],
+        0,
+        2,
+    );
+    assert_eq!(log.plan_ids(), ["pa", "pb"]);
+
+    let before = plans_refused();
+    let new = [pev(STARTED, "c", "pc", 1), pev(STARTED, "d", "pd", 1)];
+    let full = admit_pushed(&log.conn, &new, 2)
+        .unwrap()
+        .expect_err("no room");
+    assert_eq!(
+        full,
+        PlansFull {
+            new_plans: 2,
+            room: 0,
+            max_plans: 2
+        }
+    );
+    assert!(full.to_string().contains("max_plans"), "{full}");
+    assert!(plans_refused() >= before + 2, "counted");
+    // Events of tracked plans, and of no plan, pass.
+    let known = [pev(COMPLETED, "a", "pa", 1), ev(STARTED, "x", 1)];
+    let known = [
+        known[0].clone(),
+        Event {
+            plan_id: None,
+            ..known[1].clone()
+        },
+    ];
+    assert_eq!(admit_pushed(&log.conn, &known, 2).unwrap(), Ok(()));
+
+    // Recorded anyway (a race past the check): the event and the task are,
+    // the plan is not.
+    let recorded = log.push_capped(&new[..1], 1, 2);
+    assert_eq!(brief(&recorded), [b(STARTED, "c", 1)]);
+    assert_eq!(log.task("c"), row("RUNNING", 1, false, true));
+    assert_eq!(log.plan_ids(), ["pa", "pb"]);
+
+    // pa completes: room for one new plan (not two).
+    log.push_capped(&known[..1], 2, 2);
+    assert!(log.view("pa").unwrap().is_complete);
+    let full = admit_pushed(&log.conn, &new, 2).unwrap().expect_err("one");
+    assert_eq!((full.new_plans, full.room), (2, 1));
+    assert_eq!(admit_pushed(&log.conn, &new[1..], 2).unwrap(), Ok(()));
+    log.push_capped(&new[1..], 3, 2);
+    assert_eq!(log.plan_ids(), ["pb", "pd"]);
+    assert_eq!(log.view("pa"), None, "evicted");
+    assert_eq!(log.task("a"), row("SUCCESS", 1, false, true));
+}
+
+/// A plan whose tasks all left (a push the snapshot never had) holds no
+/// view and goes first.
+#[test]
+fn a_plan_with_no_task_left_is_evicted_before_a_completed_one() {
+    let mut log = Log::new();
+    log.pull_capped(&[task("a", Some("done"), Running, 1)], 0, 2);
+    log.pull_capped(&[task("a", Some("done"), Success, 1)], 1, 2);
+    log.push_capped(&[pev(STARTED, "ghost", "empty", 1)], 2, 2);
+    // The next sweep (past the hold) drops ghost: "empty" has no task.
+    log.pull_capped(&[task("a", Some("done"), Success, 1)], 10, 2);
+    assert_eq!(log.task("ghost"), None);
+    assert_eq!(log.plan_ids(), ["done", "empty"]);
+    log.push_capped(&[pev(STARTED, "n", "new", 1)], 11, 2);
+    assert_eq!(log.plan_ids(), ["done", "new"]);
+}
+
+/// `/plans` a page at a time: plan id order, `next` until the last page,
+/// plans not shown (completed over an hour ago, or with no task) skipped.
+#[test]
+fn views_page_through_every_shown_plan() {
+    let log = Log::new();
+    let mut tasks: Vec<Task> = (1..=5)
+        .map(|i| task(&format!("t{i}"), Some(&format!("p{i}")), Running, 1))
+        .collect();
+    tasks.push(task("old", Some("p0"), Running, 1));
+    log.pull(&tasks, 0);
+    tasks[5] = task("old", Some("p0"), Success, 1);
+    log.pull(&tasks, 1);
+    let now = at(3 * 60);
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = views_page(&log.conn, now, after.as_deref(), 2).unwrap();
+        assert!(page.plans.len() <= 2);
+        seen.extend(page.plans.iter().map(|v| v.plan_id.clone()));
+        pages += 1;
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["p1", "p2", "p3", "p4", "p5"]);
+    assert_eq!(pages, 3);
+    let all = views_page(&log.conn, now, None, 100).unwrap();
+    assert_eq!(all.plans, views(&log.conn, now).unwrap());
+    assert_eq!(all.next, None);
+    let past = views_page(&log.conn, now, Some("p5"), 2).unwrap();
+    assert!(past.plans.is_empty() && past.next.is_none());
+}
+
+/// Tasks of a plan that is not tracked are pruned once out of the snapshot.
+#[test]
+fn prune_forgets_finished_tasks_of_untracked_plans() {
+    let mut log = Log::new();
+    log.pull_capped(&[task("a", Some("p1"), Running, 1)], 0, 1);
+    log.pull_capped(
+        &[
+            task("a", Some("p1"), Running, 1),
+            task("b", Some("p2"), Success, 1),
+        ],
+        1,
+        1,
+    );
+    log.drain(1);
+    assert_eq!(log.plan_ids(), ["p1"]);
+    log.pull_capped(&[task("a", Some("p1"), Running, 1)], 2, 1);
+    assert_eq!(log.task("b"), row("SUCCESS", 1, false, false));
+    prune(&log.conn, at(60)).unwrap();
+    assert_eq!(log.task("b"), None);
+    assert_eq!(log.task("a"), row("RUNNING", 1, false, true));
 }

@@ -68,6 +68,76 @@ pub struct MonitorView {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
+/// `GET /plans`: plans in plan id order, a page at a time.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Page {
+    pub plans: Vec<MonitorView>,
+    /// The `after` of the next page; `null` on the last.
+    pub next: Option<String>,
+}
+
+/// Plans per page of `/plans` when `limit` is not given.
+pub const DEFAULT_PAGE: usize = 100;
+/// The largest `limit` of `/plans`; a larger one is taken as this.
+pub const MAX_PAGE: usize = 1000;
+
+/// What `/plans?limit=&after=` asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    /// 1 to `MAX_PAGE`.
+    pub limit: usize,
+    /// Plans after this plan id (the previous page's `next`).
+    pub after: Option<String>,
+}
+
+/// Parse the query string of `/plans` (percent-encoded, `+` a space):
+/// `limit` (1 or more, at most `MAX_PAGE` taken; `DEFAULT_PAGE` when
+/// absent) and `after` (a plan id). Anything else is refused, with the
+/// reason.
+pub fn page_request(query: Option<&str>) -> Result<PageRequest, String> {
+    let mut req = PageRequest {
+        limit: DEFAULT_PAGE,
+        after: None,
+    };
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v).ok_or_else(|| format!("{k}: not valid percent-encoded UTF-8"))?;
+        match percent_decode(k).as_deref() {
+            Some("limit") => {
+                let n: usize = v
+                    .parse()
+                    .map_err(|_| format!("limit {v:?} is not a whole number"))?;
+                if n == 0 {
+                    return Err("limit must be at least 1".into());
+                }
+                req.limit = n.min(MAX_PAGE);
+            }
+            Some("after") => req.after = Some(v),
+            _ => return Err(format!("unknown parameter {k:?}; give limit and after")),
+        }
+    }
+    Ok(req)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
 /// One task row of a plan, as the view needs it.
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -230,6 +300,37 @@ mod tests {
         ];
         for (counts, want) in table {
             assert!((health_score(&counts) - want).abs() < 1e-12, "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn page_requests_default_clamp_decode_and_refuse() {
+        let ok = |q: Option<&str>, limit: usize, after: Option<&str>| {
+            assert_eq!(
+                page_request(q),
+                Ok(PageRequest {
+                    limit,
+                    after: after.map(String::from)
+                }),
+                "{q:?}"
+            );
+        };
+        ok(None, DEFAULT_PAGE, None);
+        ok(Some(""), DEFAULT_PAGE, None);
+        ok(Some("limit=5"), 5, None);
+        ok(Some("limit=99999"), MAX_PAGE, None);
+        ok(Some("after=p%2F1+x&limit=2"), 2, Some("p/1 x"));
+        ok(Some("after="), DEFAULT_PAGE, Some(""));
+        for bad in [
+            "limit=0",
+            "limit=-1",
+            "limit=x",
+            "offset=3",
+            "after=%zz",
+            "after=%ff",
+            "after=%4",
+        ] {
+            assert!(page_request(Some(bad)).is_err(), "{bad}");
         }
     }
 
