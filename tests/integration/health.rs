@@ -286,8 +286,11 @@ fn healthz_is_503_once_hung_verdicts_are_deferred_longer_than_max_deferral() {
         assert_eq!(out.code, Some(2), "{out:#?}");
         assert!(t["reasons"].to_string().contains("max_deferral"), "{t:#}");
     } else {
-        wait_until("the hung verdict is acted on, saying it waited", PATIENCE, || {
-            Connection::open(w.activity_path())
+        wait_until(
+            "the hung verdict is acted on, saying it waited",
+            PATIENCE,
+            || {
+                Connection::open(w.activity_path())
                 .ok()
                 .and_then(|c| {
                     c.query_row(
@@ -301,7 +304,8 @@ fn healthz_is_503_once_hung_verdicts_are_deferred_longer_than_max_deferral() {
                     outcome == "would_mark_failed"
                         && detail.is_some_and(|d| d.contains("waited") && d.contains("max_deferral"))
                 })
-        });
+            },
+        );
     }
     // A held sweep would keep a SIGTERM waiting; dropping kills it.
     drop(proc);
