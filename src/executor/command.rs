@@ -104,28 +104,35 @@ impl CommandExecutor {
                 stderr.trim()
             );
         }
-        let doc: serde_json::Value =
-            serde_json::from_slice(&stdout).context("the snapshot command did not print JSON")?;
+        // Never the whole document as one `serde_json::Value` (a tree of
+        // small values costs up to 80 times its bytes): its arrays are split
+        // into raw slices of stdout, and each row is read, parsed and
+        // dropped in turn, so memory holds stdout and one row's tree.
+        let doc: Doc = serde_json::from_slice(&stdout)
+            .context("the snapshot command did not print a JSON object")?;
         let tasks = doc
-            .get("tasks")
-            .and_then(|t| t.as_array())
+            .tasks
             .context("the snapshot command's JSON has no \"tasks\" array")?;
         let rows = tasks
             .iter()
-            .map(|t| match t.as_object() {
-                Some(map) => parse_row(map, self.tz),
-                None => parse_row(&serde_json::Map::new(), self.tz),
-            })
+            .map(
+                |raw| match serde_json::from_str::<serde_json::Value>(raw.get()) {
+                    Ok(serde_json::Value::Object(map)) => parse_row(&map, self.tz),
+                    _ => parse_row(&serde_json::Map::new(), self.tz),
+                },
+            )
             .collect();
         // Optional: `"droid_types": [{"name": "builder", "enabled": true}]`.
-        let droid_types = match doc.get("droid_types") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(types) => {
-                let types = types
-                    .as_array()
+        let droid_types = match doc.droid_types {
+            None => None,
+            Some(raw) if raw.get() == "null" => None,
+            Some(raw) => {
+                let types: Vec<&serde_json::value::RawValue> = serde_json::from_str(raw.get())
                     .context("the snapshot command's \"droid_types\" is not an array")?;
                 let mut out = BTreeMap::new();
-                for t in types {
+                for raw in types {
+                    let t: serde_json::Value =
+                        serde_json::from_str(raw.get()).unwrap_or(serde_json::Value::Null);
                     let name = t.get("name").and_then(|n| n.as_str());
                     let enabled = t.get("enabled").and_then(parse_enabled);
                     match (name, enabled) {
@@ -145,6 +152,15 @@ impl CommandExecutor {
             droid_types,
         })
     }
+}
+
+/// The snapshot command's document, its arrays left as slices of stdout.
+#[derive(serde::Deserialize)]
+struct Doc<'a> {
+    #[serde(borrow, default)]
+    tasks: Option<Vec<&'a serde_json::value::RawValue>>,
+    #[serde(borrow, default)]
+    droid_types: Option<&'a serde_json::value::RawValue>,
 }
 
 impl Executor for CommandExecutor {
