@@ -7,63 +7,26 @@
 //! since" (`activity::sweep_health`) is checked on a log written by hand.
 
 use crate::cli::{
-    insert_task, now_text, run, wait_for, wait_until, Running, Sleeper, World, HOST, PATIENCE,
+    insert_task, now_text, run, wait_for, wait_until, Sleeper, World, HOST, PATIENCE,
 };
+use crate::http_client::{self, listening, Resp};
 use chrono::{DateTime, Duration as ChronoDuration, SecondsFormat, Utc};
 use foreman::activity::ActivityLog;
-use regex::Regex;
 use rusqlite::{params, Connection};
 use serde_json::Value;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-/// One answer: status and body.
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    body: String,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("the body is not JSON ({e}): {self:#?}"))
-    }
-}
-
-/// `GET path` on a connection of its own (`Connection: close`).
+/// `GET path` on a connection of its own (`Connection: close`); the
+/// answer is not chunked.
 fn get(addr: SocketAddr, path: &str) -> Resp {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(15)))
-        .expect("read timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send the request");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read the answer");
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no end of headers: {raw:?}"));
+    let r = http_client::get(addr, path);
     assert!(
-        !head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked"),
-        "a chunked answer: {raw:?}"
+        !r.header("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked")),
+        "a chunked answer: {r:#?}"
     );
-    let status = head
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|s| s.get(..3))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("status line of {raw:?}"));
-    Resp {
-        status,
-        body: body.to_string(),
-    }
+    r
 }
 
 /// `name{}`'s value in a classic exposition.
@@ -87,32 +50,6 @@ fn config(w: &World, interval: &str, defaults: &str) {
     );
 }
 
-/// `foreman run` (with `env`) and the address its listener logged.
-fn daemon(w: &World, env: &[(&str, &str)]) -> (Running, SocketAddr) {
-    let mut cmd = w.foreman(&["run"]);
-    cmd.env_remove("FOREMAN_HTTP_TOKEN");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut proc = Running::start(&mut cmd);
-    let re = Regex::new(r"http: listening .*address=(\S+)").expect("regex");
-    let addr = wait_for("the daemon logs its HTTP address", PATIENCE, || {
-        if let Some(c) = re.captures(&proc.stderr()) {
-            return Some(
-                c[1].parse::<SocketAddr>()
-                    .unwrap_or_else(|e| panic!("address {:?}: {e}", &c[1])),
-            );
-        }
-        assert!(
-            proc.still_running(),
-            "the daemon exited before listening:\n{}",
-            proc.stderr()
-        );
-        None
-    });
-    (proc, addr)
-}
-
 /// The placeholder config's failure: the executor's database does not
 /// exist. Every sweep records `snapshot_error`, and `/healthz` says so
 /// with 503 (the sweeps themselves are on time); the metric is 1. Once the
@@ -123,7 +60,7 @@ fn healthz_is_503_naming_snapshot_error_until_the_executor_can_be_read() {
     let w = World::new();
     config(&w, "500ms", "timeout = \"1h\"\nstartup_grace = \"1h\"");
     assert!(!w.executor_path().exists());
-    let (mut proc, addr) = daemon(&w, &[]);
+    let (mut proc, addr) = listening(&w, &[]);
 
     let failing = wait_for("/healthz names snapshot_error", PATIENCE, || {
         let r = get(addr, "/healthz");
@@ -221,7 +158,7 @@ fn healthz_is_503_once_hung_verdicts_are_deferred_longer_than_max_deferral() {
         &now,
         Some(&now),
     );
-    let (proc, addr) = daemon(&w, &[("FAILPOINTS", "sweep::before_act=sleep(1000)")]);
+    let (proc, addr) = listening(&w, &[("FAILPOINTS", "sweep::before_act=sleep(1000)")]);
 
     let deferring = wait_for("/healthz counts a deferred hung verdict", PATIENCE, || {
         let r = get(addr, "/healthz");

@@ -9,31 +9,16 @@
 //! HTTP is spoken by hand over a `TcpStream`, one request per connection.
 
 use crate::cli::{wait_for, wait_until, Running, World, HOST, PATIENCE};
-use regex::Regex;
+use crate::http_client::{get, listening, post_json, request, tiny_reader, try_request, Resp};
 use rusqlite::Connection;
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::os::fd::FromRawFd;
+use std::io::Write;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const LOOPBACK: &str = "listen = \"127.0.0.1:0\"";
 
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
 impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
     /// A 503 that says when to come back.
     fn assert_retry_later(&self) {
         assert_eq!(self.status, 503, "{self:#?}");
@@ -46,68 +31,6 @@ impl Resp {
     }
 }
 
-fn try_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<Resp> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(15)))?;
-    s.set_write_timeout(Some(Duration::from_secs(15)))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if method == "POST" {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(body);
-    let wrote = s.write_all(&bytes);
-    let mut raw = Vec::new();
-    let read = s.read_to_end(&mut raw);
-    if raw.is_empty() {
-        wrote?;
-        read?;
-        return Err(std::io::Error::other("the server closed without answering"));
-    }
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no end of headers"))?;
-    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.strip_prefix("HTTP/1.1 "))
-        .and_then(|s| s.get(..3))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("status line in {head:?}")))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    Ok(Resp {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&raw[end + 4..]).into_owned(),
-    })
-}
-
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Resp {
-    try_request(addr, method, path, headers, body)
-        .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"))
-}
-
 /// `foreman run` and its listener's address, as it logged it.
 struct Daemon {
     proc: Running,
@@ -116,24 +39,7 @@ struct Daemon {
 
 impl Daemon {
     fn start(w: &World, env: &[(&str, &str)]) -> Daemon {
-        let mut cmd = w.foreman(&["run"]);
-        cmd.env_remove("FOREMAN_HTTP_TOKEN");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut proc = Running::start(&mut cmd);
-        let re = Regex::new(r"http: listening .*address=(\S+)").expect("regex");
-        let addr: SocketAddr = wait_for("the daemon logs its HTTP address", PATIENCE, || {
-            if let Some(c) = re.captures(&proc.stderr()) {
-                return Some(c[1].parse().expect("address"));
-            }
-            assert!(
-                proc.still_running(),
-                "the daemon exited before listening:\n{}",
-                proc.stderr()
-            );
-            None
-        });
+        let (proc, addr) = listening(w, env);
         let d = Daemon { proc, addr };
         // The first sweep has committed: the activity log is there.
         wait_until("a first sweep", PATIENCE, || {
@@ -145,17 +51,11 @@ impl Daemon {
     }
 
     fn get(&self, path: &str) -> Resp {
-        request(self.addr, "GET", path, &[], b"")
+        get(self.addr, path)
     }
 
     fn push(&self, events: &Value) -> Resp {
-        request(
-            self.addr,
-            "POST",
-            "/events",
-            &[("Content-Type", "application/json")],
-            events.to_string().as_bytes(),
-        )
+        post_json(self.addr, "/events", events.to_string().as_bytes())
     }
 
     /// The daemon's threads now.
@@ -327,42 +227,6 @@ fn the_queue_is_bounded_in_bytes() {
     wait_until("4000 events recorded", PATIENCE, || {
         w.log_i64("SELECT COUNT(*) FROM events WHERE source = 'push'") == Some(4000)
     });
-}
-
-/// A client socket with a tiny receive buffer, connected to `addr`.
-fn tiny_reader(addr: SocketAddr) -> TcpStream {
-    // SAFETY: plain socket calls on a descriptor this function owns until
-    // it is handed to the TcpStream.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-        assert!(fd >= 0, "socket");
-        let size: libc::c_int = 1024;
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &size as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        let SocketAddr::V4(v4) = addr else {
-            panic!("loopback is IPv4")
-        };
-        let sa = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*v4.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let rc = libc::connect(
-            fd,
-            &sa as *const libc::sockaddr_in as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
-        TcpStream::from_raw_fd(fd)
-    }
 }
 
 /// `max_connections` clients ask for many responses (pipelined) and never

@@ -33,13 +33,12 @@
 //! batches this attack has refused (some 150 of 0.5 MiB) would take about
 //! 75 MiB more, and the unbounded daemon of issue 15 reached gigabytes.
 
-use crate::cli::{wait_for, wait_until, Running, World, HOST, PATIENCE};
-use regex::Regex;
+use crate::cli::{wait_until, World, HOST, PATIENCE};
+use crate::http_client::{listening, tiny_reader};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -129,42 +128,6 @@ fn why(body: &str) -> &'static str {
     .iter()
     .find(|(k, _)| body.contains(k))
     .map_or("", |(_, v)| v)
-}
-
-/// A client socket with a tiny receive buffer, connected to `addr`.
-fn tiny_reader(addr: SocketAddr) -> TcpStream {
-    // SAFETY: plain socket calls on a descriptor this function owns until
-    // it is handed to the TcpStream.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-        assert!(fd >= 0, "socket");
-        let size: libc::c_int = 1024;
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &size as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        let SocketAddr::V4(v4) = addr else {
-            panic!("loopback is IPv4")
-        };
-        let sa = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*v4.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let rc = libc::connect(
-            fd,
-            &sa as *const libc::sockaddr_in as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
-        TcpStream::from_raw_fd(fd)
-    }
 }
 
 /// A field of `/proc/PID/status` (`VmRSS` in KiB, `Threads`).
@@ -468,22 +431,8 @@ fn the_listener_holds_its_bounds_under_a_combined_attack() {
     let began = Instant::now();
     let w = World::new();
     config(&w);
-    let mut cmd = w.foreman(&["run"]);
-    cmd.env_remove("FOREMAN_HTTP_TOKEN");
-    let mut proc = Running::start(&mut cmd);
+    let (mut proc, addr) = listening(&w, &[]);
     let pid = proc.pid();
-    let re = Regex::new(r"http: listening .*address=(\S+)").expect("regex");
-    let addr: SocketAddr = wait_for("the daemon logs its HTTP address", PATIENCE, || {
-        if let Some(c) = re.captures(&proc.stderr()) {
-            return Some(c[1].parse().expect("address"));
-        }
-        assert!(
-            proc.still_running(),
-            "the daemon exited before listening:\n{}",
-            proc.stderr()
-        );
-        None
-    });
     wait_until("the executor's plans tracked", PATIENCE, || {
         w.log_i64("SELECT COUNT(*) FROM monitor_plans") == Some(MAX_PLANS as i64)
     });

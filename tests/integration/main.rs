@@ -10,6 +10,7 @@ mod common;
 mod explain;
 mod files;
 mod health;
+mod http_client;
 mod linux;
 mod listener;
 mod load;

@@ -14,12 +14,13 @@ use crate::cli::{
     before_boot, now_text, reaped_pid, run, wait_for, wait_until, Out, Running, Sleeper, World,
     HOST, PATIENCE,
 };
+use crate::http_client::{get, listening, request, Resp};
 use regex::Regex;
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,26 +47,7 @@ const EVENT_TYPES: [&str; 6] = [
 
 // ------------------------------------------------------------------ HTTP
 
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
 impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("the body is not JSON ({e}): {self:#?}"))
-    }
-
     /// The `error` of a JSON refusal.
     fn reason(&self) -> String {
         self.json()["error"]
@@ -73,126 +55,6 @@ impl Resp {
             .unwrap_or_else(|| panic!("no \"error\" string in {self:#?}"))
             .to_string()
     }
-}
-
-fn bad(what: String) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, what)
-}
-
-fn dechunk(mut b: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = b
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| bad("truncated chunk size".into()))?;
-        let size = std::str::from_utf8(&b[..eol]).map_err(|e| bad(e.to_string()))?;
-        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|e| bad(format!("chunk size {size:?}: {e}")))?;
-        b = &b[eol + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if b.len() < size + 2 {
-            return Err(bad("truncated chunk".into()));
-        }
-        out.extend_from_slice(&b[..size]);
-        b = &b[size + 2..];
-    }
-}
-
-fn parse_response(raw: &[u8]) -> std::io::Result<Resp> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| {
-            bad(format!(
-                "no end of headers in {:?}",
-                String::from_utf8_lossy(raw)
-            ))
-        })?;
-    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let status = status_line
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|s| s.get(..3))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad(format!("status line {status_line:?}")))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let rest = &raw[end + 4..];
-    let find = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
-    let body = if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        dechunk(rest)?
-    } else if let Some(n) = find("content-length") {
-        let n: usize = n
-            .parse()
-            .map_err(|_| bad(format!("content-length {n:?}")))?;
-        if rest.len() < n {
-            return Err(bad(format!("body truncated: {} of {n} bytes", rest.len())));
-        }
-        rest[..n].to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Ok(Resp {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
-}
-
-/// One request on a connection of its own (`Connection: close`).
-fn try_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<Resp> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(15)))?;
-    s.set_write_timeout(Some(Duration::from_secs(15)))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if !body.is_empty() || method == "POST" || method == "PUT" {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(body);
-    // A server may answer (413) and close before it read all of a body:
-    // what it answered is what counts, so a failed write is not fatal yet.
-    let wrote = s.write_all(&bytes);
-    let mut raw = Vec::new();
-    let read = s.read_to_end(&mut raw);
-    if raw.is_empty() {
-        wrote?;
-        read?;
-        return Err(bad("the server closed without answering".into()));
-    }
-    parse_response(&raw)
-}
-
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Resp {
-    try_request(addr, method, path, headers, body)
-        .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"))
 }
 
 // ---------------------------------------------------------------- daemon
@@ -210,27 +72,7 @@ impl Daemon {
     /// Start `foreman run` (no token in its environment unless `env` gives
     /// one) and wait for its listener.
     fn start(w: &World, env: &[(&str, &str)]) -> Daemon {
-        let mut cmd = w.foreman(&["run"]);
-        cmd.env_remove("FOREMAN_HTTP_TOKEN");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut proc = Running::start(&mut cmd);
-        let re = Regex::new(r"http: listening .*address=(\S+)").expect("regex");
-        let bound: SocketAddr = wait_for("the daemon logs its HTTP address", PATIENCE, || {
-            if let Some(c) = re.captures(&proc.stderr()) {
-                return Some(
-                    c[1].parse()
-                        .unwrap_or_else(|e| panic!("address {:?}: {e}", &c[1])),
-                );
-            }
-            assert!(
-                proc.still_running(),
-                "the daemon exited before listening:\n{}",
-                proc.stderr()
-            );
-            None
-        });
+        let (proc, bound) = listening(w, env);
         let addr = if bound.ip().is_unspecified() {
             SocketAddr::from(([127, 0, 0, 1], bound.port()))
         } else {
@@ -241,7 +83,7 @@ impl Daemon {
     }
 
     fn get(&self, path: &str) -> Resp {
-        request(self.addr, "GET", path, &[], b"")
+        get(self.addr, path)
     }
 
     fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Resp {

@@ -5,92 +5,16 @@
 //! never outnumber the cap, completed plans make room (oldest first), and
 //! `/plans` pages through every plan (`limit`, `after`, `next`).
 
-use crate::cli::{now_text, run, wait_for, wait_until, Running, World, HOST, PATIENCE};
+use crate::cli::{now_text, run, wait_until, Running, World, HOST, PATIENCE};
+use crate::http_client::{get, listening, post_json, Resp};
 use regex::Regex;
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 const MAX_PLANS: usize = 20;
-
-struct Resp {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
-    }
-
-    fn header(&self, name: &str) -> Option<String> {
-        self.head.split("\r\n").find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_string())
-        })
-    }
-}
-
-/// One request on a connection of its own (`Connection: close`).
-fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> Resp {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(15)))
-        .expect("read timeout");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if method == "POST" {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).expect("send");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read the response");
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = raw
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no end of headers: {raw:?}"));
-    let status = head
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("status line: {head:?}"));
-    let mut r = Resp {
-        status,
-        head: head.to_string(),
-        body: String::new(),
-    };
-    r.body = if r
-        .header("transfer-encoding")
-        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
-    {
-        dechunk(rest)
-    } else {
-        rest.to_string()
-    };
-    r
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
-    out
-}
 
 /// `foreman run` with its listener's address.
 struct Daemon {
@@ -100,30 +24,16 @@ struct Daemon {
 
 impl Daemon {
     fn start(w: &World) -> Daemon {
-        let mut cmd = w.foreman(&["run"]);
-        cmd.env_remove("FOREMAN_HTTP_TOKEN");
-        let mut proc = Running::start(&mut cmd);
-        let re = Regex::new(r"http: listening .*address=(\S+)").expect("regex");
-        let addr: SocketAddr = wait_for("the daemon logs its HTTP address", PATIENCE, || {
-            if let Some(c) = re.captures(&proc.stderr()) {
-                return c[1].parse().ok();
-            }
-            assert!(
-                proc.still_running(),
-                "the daemon exited before listening:\n{}",
-                proc.stderr()
-            );
-            None
-        });
+        let (proc, addr) = listening(w, &[]);
         Daemon { proc, addr }
     }
 
     fn get(&self, path: &str) -> Resp {
-        request(self.addr, "GET", path, "")
+        get(self.addr, path)
     }
 
     fn push(&self, events: &Value) -> Resp {
-        request(self.addr, "POST", "/events", &events.to_string())
+        post_json(self.addr, "/events", events.to_string().as_bytes())
     }
 
     fn metrics(&self) -> String {
