@@ -331,33 +331,18 @@ async fn main_loop(
     let mut ticker = tokio::time::interval_at(Instant::now() + config.interval, config.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
+        // Biased, in this order: a stop or a reload first, the watchdog's
+        // ping, then what is due at most once in a while (schedule slots,
+        // alert retries, the monitor's feed), and the sweep ticker last.
+        // After a long sweep the ticker is ready at once (a missed tick),
+        // so an unbiased choice let it win at random, and on a busy host a
+        // due wellbeing slot could lose for tens of seconds.
         tokio::select! {
-            scheduled = ticker.tick() => {
-                let lateness = Instant::now().saturating_duration_since(scheduled);
-                sweep_now!(SweepKind::Scheduled, Some(lateness));
-                prune(state.as_ref(), &config, &mut last_prune);
-            }
-            // A due slot is ready at once (a zero sleep is not ready until
-            // the timer's next turn, so a busy ticker or a signal would
-            // always win); otherwise the sleep only wakes the loop.
-            _ = wake(wellbeing_slots.wait(), wellbeing_slots.due()), if wellbeing_slots.armed() => {
-                if let Some(slot) = wellbeing_slots.take_due() {
-                    job!(Work::Wellbeing(RunId::slot(&config, slot, RunKind::Scheduled)));
-                }
-            }
-            _ = wake(review_slots.wait(), review_slots.due()), if review_slots.armed() => {
-                if review_slots.take_due().is_some() {
-                    job!(Work::Review);
-                }
-            }
-            _ = sleep_until(alert_due), if alert_due.is_some() => {
-                job!(Work::Deliver);
-            }
-            _ = sleep_until(feed_due), if feed_due.is_some() => {
-                job!(Work::Feed);
-            }
-            _ = tick(watchdog.as_mut()), if watchdog.is_some() => {
-                notifier.ping();
+            biased;
+            Some(sig) = sigs.recv() => {
+                notifier.stopping();
+                info!(signal = sig, "stopping");
+                return Ok(Exit::Clean);
             }
             Some(()) = hup.recv() => {
                 notifier.reloading();
@@ -385,10 +370,32 @@ async fn main_loop(
                     }
                 }
             }
-            Some(sig) = sigs.recv() => {
-                notifier.stopping();
-                info!(signal = sig, "stopping");
-                return Ok(Exit::Clean);
+            _ = tick(watchdog.as_mut()), if watchdog.is_some() => {
+                notifier.ping();
+            }
+            // A due slot is ready at once (a zero sleep is not ready until
+            // the timer's next turn, so a busy ticker or a signal would
+            // always win); otherwise the sleep only wakes the loop.
+            _ = wake(wellbeing_slots.wait(), wellbeing_slots.due()), if wellbeing_slots.armed() => {
+                if let Some(slot) = wellbeing_slots.take_due() {
+                    job!(Work::Wellbeing(RunId::slot(&config, slot, RunKind::Scheduled)));
+                }
+            }
+            _ = wake(review_slots.wait(), review_slots.due()), if review_slots.armed() => {
+                if review_slots.take_due().is_some() {
+                    job!(Work::Review);
+                }
+            }
+            _ = sleep_until(alert_due), if alert_due.is_some() => {
+                job!(Work::Deliver);
+            }
+            _ = sleep_until(feed_due), if feed_due.is_some() => {
+                job!(Work::Feed);
+            }
+            scheduled = ticker.tick() => {
+                let lateness = Instant::now().saturating_duration_since(scheduled);
+                sweep_now!(SweepKind::Scheduled, Some(lateness));
+                prune(state.as_ref(), &config, &mut last_prune);
             }
         }
     }
