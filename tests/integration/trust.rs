@@ -1180,11 +1180,14 @@ fn an_interrupted_termination_is_finished_after_the_executor_recorded_the_death(
 #[test]
 fn an_interrupted_termination_whose_leader_caught_sigterm_is_completed() {
     let mut w = World::new();
-    // Sleeps (no CPU, no I/O) until SIGTERM, then burns CPU for ever.
+    // Sleeps (no CPU, no I/O) until SIGTERM, then burns CPU for ever. Its
+    // child ignores SIGTERM: were it to die of its own (it is signalled
+    // first), the shell's `wait` would return and the shell exit before
+    // its SIGTERM arrived.
     let leader = w.spawn(&[
         "sh",
         "-c",
-        "trap 'while :; do :; done' TERM; sleep 300 & wait",
+        "trap 'while :; do :; done' TERM; (trap '' TERM; exec sleep 300) & wait",
     ]);
     wait_for("the leader waiting on its sleeping child", || {
         tree(leader).len() == 2
