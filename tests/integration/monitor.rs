@@ -1521,7 +1521,9 @@ fn a_taken_port_stops_the_daemon_only_when_listen_is_explicit() {
     let default = match TcpListener::bind("127.0.0.1:9464") {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("SKIPPED the default-address half: cannot bind 127.0.0.1:9464 here ({e})");
+            crate::common::skip_or_fail(&format!(
+                "the default-address half: cannot bind 127.0.0.1:9464 here ({e})"
+            ));
             return;
         }
     };
