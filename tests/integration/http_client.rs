@@ -235,3 +235,37 @@ pub fn listening(w: &World, env: &[(&str, &str)]) -> (Running, SocketAddr) {
     });
     (proc, addr)
 }
+
+/// A `foreman.toml` for listener tests: a 500ms interval, a scratch SQLite
+/// executor, long timeouts (nothing goes hung), `[http]` and `[monitor]`
+/// bodies as given (`http` names its `listen`).
+pub fn listener_config(w: &World, http: &str, monitor: &str) {
+    w.write(
+        "foreman.toml",
+        &format!(
+            r#"interval = "500ms"
+host = "{host}"
+max_cpu_pressure = 100.0
+
+[executor]
+kind = "sqlite"
+path = "executor.db"
+
+[activity]
+path = "foreman.db"
+
+[defaults]
+timeout = "1h"
+startup_grace = "1h"
+pid_start_tolerance = "1h"
+
+[http]
+{http}
+
+[monitor]
+{monitor}
+"#,
+            host = crate::cli::HOST
+        ),
+    );
+}

@@ -8,7 +8,7 @@
 //!
 //! HTTP is spoken by hand over a `TcpStream`, one request per connection.
 
-use crate::cli::{wait_for, wait_until, Running, World, HOST, PATIENCE};
+use crate::cli::{wait_for, wait_until, Running, World, PATIENCE};
 use crate::http_client::{get, listening, post_json, request, tiny_reader, try_request, Resp};
 use rusqlite::Connection;
 use serde_json::{json, Value};
@@ -68,34 +68,7 @@ impl Daemon {
 
 /// `foreman.toml`: a 500ms interval, `[http]` and `[monitor]` as given.
 fn config(w: &World, http: &str, monitor: &str) {
-    w.write(
-        "foreman.toml",
-        &format!(
-            r#"interval = "500ms"
-host = "{HOST}"
-max_cpu_pressure = 100.0
-
-[executor]
-kind = "sqlite"
-path = "executor.db"
-
-[activity]
-path = "foreman.db"
-
-[defaults]
-timeout = "1h"
-startup_grace = "1h"
-pid_start_tolerance = "1h"
-
-[http]
-{LOOPBACK}
-{http}
-
-[monitor]
-{monitor}
-"#
-        ),
-    );
+    crate::http_client::listener_config(w, &format!("{LOOPBACK}\n{http}"), monitor);
     w.executor();
 }
 

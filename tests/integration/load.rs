@@ -33,7 +33,7 @@
 //! batches this attack has refused (some 150 of 0.5 MiB) would take about
 //! 75 MiB more, and the unbounded daemon of issue 15 reached gigabytes.
 
-use crate::cli::{wait_until, World, HOST, PATIENCE};
+use crate::cli::{wait_until, World, PATIENCE};
 use crate::http_client::{listening, tiny_reader};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -151,38 +151,14 @@ fn value(metrics: &str, name: &str) -> Option<f64> {
 }
 
 fn config(w: &World) {
-    w.write(
-        "foreman.toml",
+    crate::http_client::listener_config(
+        w,
         &format!(
-            r#"interval = "500ms"
-host = "{HOST}"
-max_cpu_pressure = 100.0
-
-[executor]
-kind = "sqlite"
-path = "executor.db"
-
-[activity]
-path = "foreman.db"
-
-[defaults]
-timeout = "1h"
-startup_grace = "1h"
-pid_start_tolerance = "1h"
-
-[http]
-listen = "127.0.0.1:0"
-request_timeout = "{}s"
-max_connections = 8
-max_read_jobs = {MAX_READ_JOBS}
-max_body_bytes = 1048576
-
-[monitor]
-max_plans = {MAX_PLANS}
-queue_max_bytes = 1048576
-"#,
+            "listen = \"127.0.0.1:0\"\nrequest_timeout = \"{}s\"\nmax_connections = 8\n\
+             max_read_jobs = {MAX_READ_JOBS}\nmax_body_bytes = 1048576",
             REQUEST_TIMEOUT.as_secs()
         ),
+        &format!("max_plans = {MAX_PLANS}\nqueue_max_bytes = 1048576"),
     );
     // MAX_PLANS open plans in the executor: tracked from the first sweep,
     // never evicted, so a pushed new plan is refused for max_plans.

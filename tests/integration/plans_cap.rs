@@ -5,7 +5,7 @@
 //! never outnumber the cap, completed plans make room (oldest first), and
 //! `/plans` pages through every plan (`limit`, `after`, `next`).
 
-use crate::cli::{now_text, run, wait_until, Running, World, HOST, PATIENCE};
+use crate::cli::{now_text, run, wait_until, Running, World, PATIENCE};
 use crate::http_client::{get, listening, post_json, Resp};
 use regex::Regex;
 use rusqlite::{params, Connection};
@@ -84,33 +84,7 @@ fn config(w: &World) {
 }
 
 fn config_with(w: &World, monitor: &str) {
-    w.write(
-        "foreman.toml",
-        &format!(
-            r#"interval = "500ms"
-host = "{HOST}"
-max_cpu_pressure = 100.0
-
-[executor]
-kind = "sqlite"
-path = "executor.db"
-
-[activity]
-path = "foreman.db"
-
-[defaults]
-timeout = "1h"
-startup_grace = "1h"
-pid_start_tolerance = "1h"
-
-[http]
-listen = "127.0.0.1:0"
-
-[monitor]
-{monitor}
-"#
-        ),
-    );
+    crate::http_client::listener_config(w, "listen = \"127.0.0.1:0\"", monitor);
 }
 
 fn set_task(db: &Connection, id: &str, plan: &str, state: &str) {
