@@ -36,7 +36,7 @@ use chrono::{SecondsFormat, Utc};
 use common::{check_binary, floor, Limits, Sleepers};
 use foreman::activity::{ActivityLog, SweepRecord};
 use foreman::config::Config;
-use foreman::demo::SCHEMA;
+use foreman::executor::sqlite::SCHEMA;
 use foreman::executor::{self, Executor};
 use foreman::judge::{judge, Facts, Judgement};
 use foreman::model::{Kind, Mode, SweepKind, Task};

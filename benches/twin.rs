@@ -18,7 +18,7 @@ mod common;
 use anyhow::{bail, ensure, Context, Result};
 use chrono::{SecondsFormat, Utc};
 use common::{check_binary, floor, Limits, Sleepers, Stats, BINARY};
-use foreman::demo::SCHEMA;
+use foreman::executor::sqlite::SCHEMA;
 use rusqlite::{params, Connection};
 use std::fs::File;
 use std::path::Path;

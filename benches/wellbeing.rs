@@ -36,7 +36,7 @@ mod common;
 use anyhow::{bail, ensure, Context, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
 use common::{check_binary, Sleepers, Stats, BINARY};
-use foreman::demo::SCHEMA;
+use foreman::executor::sqlite::SCHEMA;
 use rusqlite::{params, Connection};
 use serde_json::Value;
 use std::fs::File;

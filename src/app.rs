@@ -1,11 +1,12 @@
-//! The commands, each returning its exit code: 0 ok, 1 an action ended in
-//! `error`, 2 usage or configuration error, 3 runtime error.
+//! The commands, each returning its exit code (`exit.rs`: 0 ok, 1 an action
+//! ended in `error`, 2 usage or configuration error, 3 runtime error).
 
 use crate::activity::ActivityLog;
 use crate::cli::{ActArgs, ExplainArgs, LogArgs, ReviewArgs, TwinArgs, WellbeingArgs};
-use crate::config::{Config, ConfigError, DEFAULT_PATH};
+use crate::config::{Config, DEFAULT_PATH};
 use crate::daemon;
 use crate::executor;
+use crate::exit::{Failure, ACTION_ERROR, OK};
 use crate::explain;
 use crate::lock;
 use crate::model::SweepKind;
@@ -16,32 +17,6 @@ use crate::sweep::{sweep, LogAccess, SweepOptions};
 use crate::twin;
 use crate::wellbeing::{self, RunId, RunKind};
 use std::path::{Path, PathBuf};
-
-pub const OK: u8 = 0;
-pub const ACTION_ERROR: u8 = 1;
-pub const CONFIG_ERROR: u8 = 2;
-pub const RUNTIME_ERROR: u8 = 3;
-
-/// A failure, classified by its exit code.
-#[derive(Debug, thiserror::Error)]
-pub enum Failure {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The command line names something that is not there.
-    #[error("{0}")]
-    Usage(String),
-    #[error("{0:#}")]
-    Runtime(#[from] anyhow::Error),
-}
-
-impl Failure {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Failure::Config(_) | Failure::Usage(_) => CONFIG_ERROR,
-            Failure::Runtime(_) => RUNTIME_ERROR,
-        }
-    }
-}
 
 pub fn config_path(given: Option<PathBuf>) -> PathBuf {
     given.unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))

@@ -2696,7 +2696,7 @@ fn check_config_refuses_a_duration_past_its_bound_with_exit_2() {
         crate::app::load(&path).map(|_| ()),
     ] {
         let e = result.expect_err("300000years was accepted");
-        assert_eq!(e.exit_code(), crate::app::CONFIG_ERROR);
+        assert_eq!(e.exit_code(), crate::exit::CONFIG_ERROR);
         assert_eq!(
             e.to_string(),
             format!(

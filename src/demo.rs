@@ -5,9 +5,9 @@
 //! as it happens, and cleans up every process it started (also on Ctrl-C).
 
 use crate::activity::ActivityLog;
-use crate::app::{Failure, OK};
 use crate::config::Config;
-use crate::executor;
+use crate::executor::{self, sqlite::SCHEMA};
+use crate::exit::{Failure, OK};
 use crate::model::{Outcome, SweepKind};
 use crate::sandbox::{self, now_text, Droids};
 use crate::sweep::{sweep, LogAccess, SweepOptions, SweepReport};
@@ -16,21 +16,6 @@ use chrono::SecondsFormat;
 use rusqlite::{params, Connection};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
-
-pub const SCHEMA: &str = "CREATE TABLE tasks (
-  id TEXT PRIMARY KEY,
-  plan_id TEXT,
-  droid_type TEXT NOT NULL,
-  state TEXT NOT NULL,
-  pid INTEGER,
-  host TEXT,
-  attempt INTEGER NOT NULL DEFAULT 1,
-  started_at TEXT,
-  last_progress_at TEXT,
-  finished_at TEXT,
-  error TEXT,
-  pid_start_ticks INTEGER
-);";
 
 const CONFIG: &str = r#"
 interval = "1s"

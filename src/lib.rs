@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod decide;
 pub mod demo;
 pub mod executor;
+pub mod exit;
 pub mod explain;
 pub mod http;
 pub mod judge;

@@ -13,6 +13,23 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tracing::warn;
 
+/// The contract's `tasks` table: what the default queries read and write
+/// (the demo's and the review's scratch executors are made with it).
+pub const SCHEMA: &str = "CREATE TABLE tasks (
+  id TEXT PRIMARY KEY,
+  plan_id TEXT,
+  droid_type TEXT NOT NULL,
+  state TEXT NOT NULL,
+  pid INTEGER,
+  host TEXT,
+  attempt INTEGER NOT NULL DEFAULT 1,
+  started_at TEXT,
+  last_progress_at TEXT,
+  finished_at TEXT,
+  error TEXT,
+  pid_start_ticks INTEGER
+);";
+
 pub const DEFAULT_SNAPSHOT_QUERY: &str = "SELECT id, plan_id, droid_type, state, pid, host, attempt, \
      started_at, last_progress_at, finished_at, error, * FROM tasks \
      WHERE state IN ('RUNNING', 'PENDING') OR finished_at IS NULL \

@@ -2,10 +2,12 @@
 //! works, by running the real sweep and startup-scan code (with a judge
 //! passed in: the real one, except in the review's own tests) against
 //! sandboxes of real processes (`sandbox.rs`), or read-only checks of the
-//! real deployment (`live.rs`). Each check is pass, fail or skip, with a
-//! reason, the evidence on failure, and its duration; every run is recorded
-//! in the activity log (`review_runs`, `review_checks`).
+//! real deployment (facts gathered in `facts.rs`, judged in `live.rs`).
+//! Each check is pass, fail or skip, with a reason, the evidence on
+//! failure, and its duration; every run is recorded in the activity log
+//! (`review_runs`, `review_checks`).
 
+pub mod facts;
 pub mod live;
 pub mod sandbox;
 

@@ -9,7 +9,7 @@
 use super::CheckResult;
 use crate::activity::ActivityLog;
 use crate::config::Config;
-use crate::demo::SCHEMA;
+use crate::executor::sqlite::SCHEMA;
 use crate::executor::{self, Executor, Marked};
 use crate::model::{Snapshot, SweepKind, Task};
 use crate::outbox;

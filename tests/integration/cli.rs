@@ -294,7 +294,8 @@ impl World {
     /// Create the executor's database with the contract schema.
     pub(crate) fn create_executor_at(path: &Path) -> Connection {
         let db = Connection::open(path).expect("open executor db");
-        db.execute_batch(foreman::demo::SCHEMA).expect("schema");
+        db.execute_batch(foreman::executor::sqlite::SCHEMA)
+            .expect("schema");
         db
     }
 

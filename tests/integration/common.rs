@@ -141,7 +141,7 @@ impl World {
         let db = dir.path().join("executor.db");
         Connection::open(&db)
             .unwrap()
-            .execute_batch(foreman::demo::SCHEMA)
+            .execute_batch(foreman::executor::sqlite::SCHEMA)
             .unwrap();
         let path = dir.path().join("foreman.toml");
         std::fs::write(&path, text).unwrap();
