@@ -1,0 +1,188 @@
+//! Judging a sweep's RUNNING tasks: probe, prior observation, verdict (under
+//! `judge::guarded`: a panic costs one task), next observation written at
+//! once. Only the tasks that are not alive are kept, with their probe and
+//! the inputs their finding keeps; an alive task's are dropped at once.
+
+use super::record::Memory;
+use super::resume::Earlier;
+use super::Sight;
+use crate::activity::OpenFinding;
+use crate::config::Config;
+use crate::judge::{guarded, Inputs, Judgement, PolicyInputs};
+use crate::model::{Kind, Task};
+use crate::observation::Observation;
+use crate::probe::Probe;
+use anyhow::Result;
+use tracing::warn;
+
+/// Tasks judged per batch (see `judge_running`).
+const BATCH: usize = 256;
+
+/// A task that is not alive, as decide and the findings need it.
+pub(super) struct Judged<'t> {
+    pub task: &'t Task,
+    pub judgement: Judgement,
+    pub probe: Option<Probe>,
+    /// What the judge was given (`judge::Inputs`), kept with the finding.
+    pub inputs: serde_json::Value,
+}
+
+/// One task of a batch as judged, before it is kept or dropped.
+struct Seen {
+    judgement: Judgement,
+    probe: Option<Probe>,
+    prior: Option<Observation>,
+}
+
+/// Judge every RUNNING task; bad rows are unverifiable with their reason
+/// (planned elsewhere). Only the tasks that are not alive are kept: they
+/// become findings. Tasks go through in batches, each stage over the whole
+/// batch: as fast as stage-at-a-time over all tasks (the caches stay
+/// warm), while memory holds one batch's probes and observations, not
+/// every task's.
+pub(super) fn judge_running<'t>(
+    ctx: &Sight<'_>,
+    memory: &Memory<'_>,
+    running: &[&'t Task],
+    earlier: &Earlier,
+) -> Result<Vec<Judged<'t>>> {
+    let mut judged: Vec<Judged<'t>> = Vec::new();
+    for batch in running.chunks(BATCH) {
+        let seen = judge_batch(ctx, memory, batch)?;
+        for (task, s) in batch.iter().copied().zip(seen) {
+            // An interrupted termination is finished below, not judged anew.
+            if s.judgement.kind == Kind::Alive || earlier.resuming(task) {
+                continue;
+            }
+            judged.push(keep(ctx, task, s, &earlier.open)?);
+        }
+    }
+    Ok(judged)
+}
+
+/// One batch, stage by stage: probe every task, read every prior, judge
+/// every task, write every next observation.
+fn judge_batch(ctx: &Sight<'_>, memory: &Memory<'_>, batch: &[&Task]) -> Result<Vec<Seen>> {
+    let probes: Vec<Option<Probe>> = batch
+        .iter()
+        .map(|t| {
+            t.pid.map(|p| match (ctx.table.probe(p), ctx.blind) {
+                (Probe::Gone, Some(why)) => Probe::Unreadable(format!(
+                    "not visible, and /proc cannot show every process ({why})"
+                )),
+                (probe, _) => probe,
+            })
+        })
+        .collect();
+    let priors = batch
+        .iter()
+        .map(|t| match t.pid {
+            Some(pid) => memory.prior(t, pid),
+            None => Ok(None),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut judgements: Vec<Judgement> = batch
+        .iter()
+        .zip(&probes)
+        .zip(&priors)
+        .map(|((task, probe), prior)| {
+            guarded(
+                ctx.judge,
+                task,
+                probe.as_ref(),
+                prior.as_ref(),
+                ctx.config.policy(&task.droid_type),
+                &ctx.facts,
+            )
+        })
+        .collect();
+    for j in &mut judgements {
+        if let Some(o) = j.observation.take() {
+            memory.observe(&o)?;
+        }
+    }
+    Ok(judgements
+        .into_iter()
+        .zip(probes)
+        .zip(priors)
+        .map(|((judgement, probe), prior)| Seen {
+            judgement,
+            probe,
+            prior,
+        })
+        .collect())
+}
+
+/// A task that is not alive, kept with what its finding records.
+fn keep<'t>(
+    ctx: &Sight<'_>,
+    task: &'t Task,
+    seen: Seen,
+    open: &[OpenFinding],
+) -> Result<Judged<'t>> {
+    let Seen {
+        judgement: mut j,
+        probe,
+        prior,
+    } = seen;
+    let (config, facts) = (ctx.config, &ctx.facts);
+    // A gone task keeps the kind of its open finding (an orphan
+    // found at startup is still that orphan at the next sweep).
+    let verdict = j.kind;
+    if j.kind.is_gone() {
+        if let Some(o) = open
+            .iter()
+            .find(|o| o.task_id == task.id && o.attempt == task.attempt)
+        {
+            if let Some(k) = gone_kind(&o.kind) {
+                j.kind = k;
+            }
+        }
+    }
+    let inputs = Inputs {
+        task: task.clone(),
+        probe: probe.clone(),
+        prior,
+        policy: PolicyInputs::of(config.policy(&task.droid_type)),
+        now: facts.now,
+        boot: facts.boot.clone(),
+        host: config.host.clone(),
+        sweep: facts.sweep,
+        hang_floor: facts.hang_floor,
+        future_tolerance_ms: Some(config.future_tolerance.as_millis() as u64),
+        pid_max: facts.pid_max,
+        config_fingerprint: config.fingerprint.clone(),
+        verdict,
+        continues: Some(j.kind).filter(|k| *k != verdict),
+    };
+    Ok(Judged {
+        task,
+        judgement: j,
+        probe,
+        inputs: serde_json::to_value(&inputs)?,
+    })
+}
+
+/// The RUNNING tasks of this host: the brake's base, and what makes a
+/// snapshot trusted for strays. None of them here is worth a warning.
+pub(super) fn local_running(config: &Config, running: &[&Task]) -> usize {
+    let local = running
+        .iter()
+        .filter(|t| t.host.as_deref().is_none_or(|h| h == config.host))
+        .count();
+    if !running.is_empty() && local == 0 {
+        warn!(host = %config.host, running = running.len(), "every RUNNING task is on another host: is `host` in foreman.toml right?");
+    }
+    local
+}
+
+/// The kind an open finding of a gone task carries on.
+fn gone_kind(s: &str) -> Option<Kind> {
+    match s {
+        "dead" => Some(Kind::Dead),
+        "zombie" => Some(Kind::Zombie),
+        "pid_reused" => Some(Kind::PidReused),
+        "orphan" => Some(Kind::Orphan),
+        _ => None,
+    }
+}
