@@ -3,7 +3,7 @@
 //! place: WAL (so `twin` and `log` can read while the daemon writes), a busy
 //! timeout, and the embedded migrations applied at open.
 
-use crate::model::{Action, Kind, Outcome};
+use crate::model::{Action, Kind, Outcome, SweepKind};
 use crate::observation::{Binding, MemberCounters, Observation};
 use crate::probe::Clocks;
 use anyhow::{bail, Context, Result};
@@ -457,10 +457,13 @@ impl SweepTx<'_> {
         }
         // A candidate this sweep did not see again starts over if it comes
         // back (two consecutive sweeps), and an identity never comes back.
-        self.tx.execute(
-            "DELETE FROM stray_candidates WHERE last_sweep_id < ?1",
-            [sweep_id],
-        )?;
+        // An event sweep looks for no strays: it forgets none.
+        if rec.kind != SweepKind::Event.as_str() {
+            self.tx.execute(
+                "DELETE FROM stray_candidates WHERE last_sweep_id < ?1",
+                [sweep_id],
+            )?;
+        }
         self.tx
             .commit()
             .context("committing the sweep to the activity log")?;
@@ -514,8 +517,10 @@ fn read_stray(
     let Some((first, last, reported)) = row else {
         return Ok(None);
     };
+    // Event sweeps do not look for strays: "the last sweep" is the last
+    // full one.
     let previous: Option<i64> = conn
-        .prepare_cached("SELECT MAX(id) FROM sweeps WHERE id < ?1")?
+        .prepare_cached("SELECT MAX(id) FROM sweeps WHERE id < ?1 AND kind != 'event'")?
         .query_row([sweep_id], |r| r.get(0))?;
     Ok(Some(StrayHistory {
         first_seen_at: parse_ts(&first)?,
@@ -1112,7 +1117,7 @@ impl Deferral {
 pub fn sweep_health(conn: &Connection) -> Result<Option<SweepHealth>> {
     let latest: Option<(i64, String, Option<String>, Option<String>)> = conn
         .query_row(
-            "SELECT id, started_at, error, deferral FROM sweeps ORDER BY id DESC LIMIT 1",
+            "SELECT id, started_at, error, deferral FROM sweeps WHERE kind != 'event' ORDER BY id DESC LIMIT 1",
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
@@ -1137,7 +1142,7 @@ pub fn sweep_health(conn: &Connection) -> Result<Option<SweepHealth>> {
         // The last sweep before it that deferred nothing.
         let free: Option<i64> = conn
             .query_row(
-                "SELECT id FROM sweeps WHERE deferral IS NULL AND id < ?1 ORDER BY id DESC LIMIT 1",
+                "SELECT id FROM sweeps WHERE deferral IS NULL AND kind != 'event' AND id < ?1 ORDER BY id DESC LIMIT 1",
                 [sweep_id],
                 |r| r.get(0),
             )
@@ -1145,7 +1150,7 @@ pub fn sweep_health(conn: &Connection) -> Result<Option<SweepHealth>> {
             .context("reading the last sweep that deferred nothing")?;
         let start: String = conn
             .query_row(
-                "SELECT MIN(started_at) FROM sweeps WHERE id > ?1 AND id <= ?2",
+                "SELECT MIN(started_at) FROM sweeps WHERE id > ?1 AND id <= ?2 AND kind != 'event'",
                 params![free.unwrap_or(0), sweep_id],
                 |r| r.get(0),
             )

@@ -646,6 +646,50 @@ pub fn judge(
     alive(Kind::Alive, ev, obs, None)
 }
 
+/// How young a heartbeat must be for a held task to need no `/proc` read:
+/// `interval`, at most half the timeout. A task that stops at any moment is
+/// read again within an interval or two of its last beat, so its counters
+/// (which moved while it worked) then start their own clock: the hang
+/// verdict comes at most about one interval later than with a read every
+/// sweep, and never earlier.
+pub fn lazy_window(policy: &Policy, interval: std::time::Duration) -> std::time::Duration {
+    interval.min(policy.timeout / 2)
+}
+
+/// Whether a task whose process Foreman holds by pidfd (alive, and the
+/// process bound in this boot) needs no `/proc` read this sweep: its type
+/// counts the heartbeat, the heartbeat is plausible and younger than
+/// `lazy_window`, and nothing in the row would make the judge say other
+/// than alive (another host, a pid at or past pid_max, times from the
+/// future). For such a task the judge, given the probe, says `Alive`
+/// (`properties_tests` holds it to that), so the read is skipped.
+pub fn fresh(task: &Task, policy: &Policy, facts: &Facts, interval: std::time::Duration) -> bool {
+    let now = facts.now;
+    let Some(latest) = plus(now, ms(facts.future_tolerance)) else {
+        return false;
+    };
+    let plausible = |t: Option<DateTime<Utc>>| t.is_none_or(|t| t <= latest);
+    let Some(pid) = task.pid else {
+        return false;
+    };
+    let Some(beat) = task.last_progress_at.filter(|h| *h <= latest) else {
+        return false;
+    };
+    policy.counts(Signal::Heartbeat)
+        && task.host.as_deref().is_none_or(|h| h == facts.host)
+        && facts.pid_max.is_none_or(|max| pid < max)
+        && plausible(task.started_at)
+        && task.pid_start_ticks.is_none_or(|t| {
+            plausible(Some(
+                facts
+                    .boot
+                    .checked_started_at(t)
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC),
+            ))
+        })
+        && now.signed_duration_since(beat) <= ms(lazy_window(policy, interval))
+}
+
 fn fmt_time(t: Option<DateTime<Utc>>) -> String {
     t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_else(|| "?".into())

@@ -1599,3 +1599,91 @@ fn a_panicking_judge_costs_only_its_task() {
     );
     assert!(j.observation.is_none());
 }
+
+// ---------------------------------------------------------------- lazy reads
+
+/// When a held task's `/proc` read may be skipped: every rule, and the
+/// window's edge to the millisecond (interval 2 min, timeout 30 min: the
+/// window is the interval; a 3-minute timeout halves it to 90 s).
+#[test]
+fn fresh_skips_the_read_only_for_a_young_plausible_heartbeat() {
+    let interval = std::time::Duration::from_secs(120);
+    let short = Policy {
+        timeout: std::time::Duration::from_secs(180),
+        ..policy()
+    };
+    let b = boot();
+    let f = facts(now(), &b, SweepKind::Scheduled);
+    let beat = |age: Duration| task_with(|t| t.last_progress_at = Some(now() - age));
+    let cases: Vec<(&str, Task, Policy, bool)> = vec![
+        ("a beat a minute ago", task(), policy(), true),
+        ("exactly the window", beat(secs(120)), policy(), true),
+        (
+            "one ms past the window",
+            beat(secs(120) + millis(1)),
+            policy(),
+            false,
+        ),
+        ("half a short timeout", beat(secs(90)), short.clone(), true),
+        ("past half a short timeout", beat(secs(91)), short, false),
+        (
+            "a beat from the near future",
+            beat(secs(-60)),
+            policy(),
+            true,
+        ),
+        (
+            "a beat past future_tolerance",
+            beat(secs(-301)),
+            policy(),
+            false,
+        ),
+        (
+            "no heartbeat",
+            task_with(|t| t.last_progress_at = None),
+            policy(),
+            false,
+        ),
+        ("the type ignores heartbeats", task(), cpu_only(), false),
+        (
+            "another host",
+            task_with(|t| t.host = Some("elsewhere".into())),
+            policy(),
+            false,
+        ),
+        (
+            "this host by name",
+            task_with(|t| t.host = Some(HERE.into())),
+            policy(),
+            true,
+        ),
+        ("no pid", task_with(|t| t.pid = None), policy(), false),
+        (
+            "pid at pid_max",
+            task_with(|t| t.pid = Some(4_194_304)),
+            policy(),
+            false,
+        ),
+        (
+            "started_at from the future",
+            task_with(|t| t.started_at = Some(now() + mins(6))),
+            policy(),
+            false,
+        ),
+        (
+            "start ticks after now",
+            task_with(|t| t.pid_start_ticks = Some(ticks_at(now() + mins(6)))),
+            policy(),
+            false,
+        ),
+        (
+            "start ticks before now",
+            task_with(|t| t.pid_start_ticks = Some(ticks_at(t0()))),
+            policy(),
+            true,
+        ),
+    ];
+    for (name, task, policy, want) in cases {
+        assert_eq!(fresh(&task, &policy, &f, interval), want, "{name}");
+    }
+}

@@ -37,6 +37,7 @@ pub mod schedule;
 pub mod strays;
 pub mod sweep;
 pub mod twin;
+pub mod watch;
 pub mod wellbeing;
 
 #[cfg(test)]

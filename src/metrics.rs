@@ -386,7 +386,11 @@ impl Metrics {
                 .set(n as i64);
         }
         let last: Option<String> = conn
-            .query_row("SELECT MAX(finished_at) FROM sweeps", [], |r| r.get(0))
+            .query_row(
+                "SELECT MAX(finished_at) FROM sweeps WHERE kind != 'event'",
+                [],
+                |r| r.get(0),
+            )
             .context("reading the latest sweep")?;
         self.last_sweep.clear();
         if let Some(t) = last {

@@ -227,6 +227,10 @@ pub enum SweepKind {
     Scheduled,
     Startup,
     Manual,
+    /// The daemon's look at tasks whose processes just exited (their
+    /// pidfds turned readable): only those tasks are judged. Not a full
+    /// sweep: health, staleness and gaps read the others.
+    Event,
 }
 
 impl SweepKind {
@@ -235,6 +239,7 @@ impl SweepKind {
             SweepKind::Scheduled => "scheduled",
             SweepKind::Startup => "startup",
             SweepKind::Manual => "manual",
+            SweepKind::Event => "event",
         }
     }
 }

@@ -62,7 +62,53 @@ pub struct Observation {
     pub heartbeat_moved_at: Option<DateTime<Utc>>,
 }
 
+/// A held task is judged in full (and its observation written) at least
+/// this often, even when nothing in it changed: the observation stays
+/// fresh for `twin` and is never pruned as a task no longer seen (a day).
+pub const REFRESH: std::time::Duration = std::time::Duration::from_secs(3600);
+
 impl Observation {
+    /// The same as `prior` in everything but when it was seen: nothing to
+    /// write unless `prior` was written longer than `REFRESH` ago.
+    pub fn unchanged_since(&self, prior: &Observation) -> bool {
+        let Observation {
+            task_id,
+            attempt,
+            pid,
+            boot_id,
+            start_ticks,
+            binding,
+            first_seen_at,
+            seen_at,
+            members,
+            cpu_moved_at,
+            io_moved_at,
+            gone_since,
+            pooled,
+            unproven,
+            heartbeat,
+            heartbeat_moved_at,
+        } = self;
+        let fresh = chrono::Duration::from_std(REFRESH)
+            .is_ok_and(|r| seen_at.signed_duration_since(prior.seen_at) < r);
+        fresh
+            && *task_id == prior.task_id
+            && *attempt == prior.attempt
+            && *pid == prior.pid
+            && *boot_id == prior.boot_id
+            && *start_ticks == prior.start_ticks
+            && *binding == prior.binding
+            && *first_seen_at == prior.first_seen_at
+            && *members == prior.members
+            && *cpu_moved_at == prior.cpu_moved_at
+            && *io_moved_at == prior.io_moved_at
+            && *gone_since == prior.gone_since
+            && *pooled == prior.pooled
+            && *unproven == prior.unproven
+            && *heartbeat == prior.heartbeat
+            && *heartbeat_moved_at == prior.heartbeat_moved_at
+    }
+
     pub fn member(&self, pid: i32, start_ticks: u64) -> Option<&MemberCounters> {
         self.members
             .iter()

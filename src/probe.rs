@@ -259,6 +259,59 @@ impl ProcTable {
         })
     }
 
+    /// Only the trees of `pids`: each leader's stat, then its children as
+    /// the kernel lists them per thread (`/proc/PID/task/TID/children`),
+    /// down the tree. It costs the trees, not the host: the sweep uses it
+    /// when few tasks need their counters read. `None` when the kernel
+    /// has no children files (CONFIG_PROC_CHILDREN): scan everything then.
+    pub fn scan_trees(pids: &[i32]) -> Option<ProcTable> {
+        ProcTable::scan_trees_at(Path::new("/proc"), pids)
+    }
+
+    pub fn scan_trees_at(root: &Path, pids: &[i32]) -> Option<ProcTable> {
+        if !root.join("thread-self/children").exists() {
+            return None;
+        }
+        let mut table = ProcTable {
+            root: root.to_path_buf(),
+            stats: HashMap::new(),
+            children: HashMap::new(),
+            unreadable: HashMap::new(),
+        };
+        let mut buf = String::with_capacity(256);
+        let mut stack: Vec<i32> = Vec::new();
+        for &pid in pids {
+            if table.stats.contains_key(&pid) || table.unreadable.contains_key(&pid) {
+                continue;
+            }
+            match read_stat(root, pid) {
+                Ok(Some(s)) => {
+                    table.stats.insert(pid, s);
+                    stack.push(pid);
+                }
+                // Absent: `probe` reads it again and calls it gone.
+                Ok(None) => {}
+                Err(e) => {
+                    table.unreadable.insert(pid, e);
+                }
+            }
+            while let Some(parent) = stack.pop() {
+                for kid in children_of(root, parent, &mut buf) {
+                    if table.stats.contains_key(&kid) {
+                        continue;
+                    }
+                    // A child that exited since the list: not a member.
+                    if let Ok(Some(s)) = read_stat(root, kid) {
+                        table.stats.insert(kid, s);
+                        table.children.entry(parent).or_default().push(kid);
+                        stack.push(kid);
+                    }
+                }
+            }
+        }
+        Some(table)
+    }
+
     pub fn stat(&self, pid: i32) -> Option<&Stat> {
         self.stats.get(&pid)
     }
@@ -321,6 +374,26 @@ impl ProcTable {
     pub fn cmdline(&self, pid: i32) -> Option<String> {
         cmdline_at(&self.root, pid)
     }
+}
+
+/// The children of every thread of `pid`, as the kernel lists them.
+fn children_of(root: &Path, pid: i32, buf: &mut String) -> Vec<i32> {
+    let dir = root.join(pid.to_string()).join("task");
+    let Ok(threads) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut kids = Vec::new();
+    for t in threads.flatten() {
+        let mut path = t.path();
+        path.push("children");
+        if read_to(&path, buf).is_ok() {
+            kids.extend(
+                buf.split_ascii_whitespace()
+                    .filter_map(|k| k.parse::<i32>().ok()),
+            );
+        }
+    }
+    kids
 }
 
 fn read_to(path: &Path, buf: &mut String) -> std::io::Result<()> {
@@ -799,6 +872,65 @@ pub fn cpu_pressure() -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn member_pids(p: &Probe) -> Vec<i32> {
+        let Probe::Found(m) = p else {
+            panic!("not found: {p:?}")
+        };
+        let mut pids: Vec<i32> = m.iter().map(|m| m.stat.pid).collect();
+        pids[1..].sort();
+        pids
+    }
+
+    /// The targeted walk finds the same tree as the full scan: children of
+    /// the leader, grandchildren, and a child forked by a thread other
+    /// than the leader (listed under that thread's `children`).
+    #[test]
+    fn the_targeted_walk_finds_the_whole_tree() {
+        // Ready once every member exists and has exec'd: sh says so after
+        // forking both sleeps, and Popen returns after the exec.
+        let script = "import subprocess,threading,time,sys\n\
+sh=subprocess.Popen(['sh','-c','sleep 30 & sleep 30 & echo up; wait'],stdout=subprocess.PIPE)\n\
+sh.stdout.readline()\n\
+done=threading.Event()\n\
+threading.Thread(target=lambda: (subprocess.Popen(['sleep','30']),done.set(),time.sleep(30))).start()\n\
+done.wait()\n\
+print('ready',flush=True)\n\
+time.sleep(30)\n";
+        let mut c = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 is on this machine kind");
+        let pid = c.id() as i32;
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(c.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("the tree says it is ready");
+        assert_eq!(line.trim(), "ready");
+        // Leader, sh, its two sleeps, the thread's sleep.
+        let full = ProcTable::scan().unwrap().probe(pid);
+        assert_eq!(member_pids(&full).len(), 5, "{full:?}");
+        let table =
+            ProcTable::scan_trees(&[pid, 999_999_999]).expect("children files on this kernel");
+        let walked = table.probe(pid);
+        assert_eq!(member_pids(&walked), member_pids(&full));
+        assert_eq!(table.probe(999_999_999), Probe::Gone);
+        assert!(table.len() == 5, "only the tree was read: {}", table.len());
+        let _ = c.kill();
+        let _ = c.wait();
+        // Its children die with their process group's owner only if killed:
+        // clean up the tree the full scan saw.
+        if let Probe::Found(m) = full {
+            for m in &m[1..] {
+                // SAFETY: signalling our own test's children.
+                unsafe { libc::kill(m.stat.pid, libc::SIGKILL) };
+            }
+        }
+    }
 
     #[test]
     fn stat_with_spaces_and_parens_in_comm() {

@@ -591,3 +591,79 @@ proptest! {
         prop_assert!(!j.kind.is_gone(), "{:?}: {}", j.kind, j.evidence.reason);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { max_global_rejects: 20_000, ..config() })]
+
+    /// The lazy path's promise: a task `fresh` lets skip (its process held
+    /// by pidfd: alive, the identity bound in this boot) is one the judge,
+    /// had it read `/proc`, would call alive, whatever the row, the policy,
+    /// the clocks and the counters.
+    #[test]
+    fn a_fresh_held_task_is_one_the_judge_calls_alive(
+        mut task in task(),
+        ticks in 0u64..10_000_000,
+        state in prop::sample::select(vec!['R', 'S', 'D', 'I']),
+        exact in any::<bool>(),
+        (cpu, io, threads) in (any::<u64>(), prop::option::of(any::<u64>()), 1u32..8),
+        prior in prior(),
+        policy in policy(),
+        interval in any_duration(),
+        (now, boot, startup, hang_floor, future_tolerance, pid_max) in facts_parts(),
+        (beat_permille, ahead_ms, here) in (0i64..1200, 0i64..400_000, any::<bool>()),
+    ) {
+        let mut policy = policy;
+        if !policy.counts(Signal::Heartbeat) {
+            policy.progress.push(Signal::Heartbeat);
+        }
+        task.pid = Some(PID);
+        task.pid_start_ticks = exact.then_some(ticks);
+        task.host = here.then(|| "here".to_string());
+        // Heartbeats around the window's edge, and a few from the future.
+        let window = to_ms(crate::judge::lazy_window(&policy, interval));
+        let age = Duration::try_milliseconds((window / 1000).saturating_mul(beat_permille).saturating_sub(ahead_ms))
+            .unwrap_or(Duration::zero());
+        task.last_progress_at = now.checked_sub_signed(age);
+        if task.started_at.is_some_and(|s| s > now) {
+            task.started_at = Some(now);
+        }
+        let facts = Facts {
+            now,
+            boot: &boot,
+            host: "here",
+            sweep: if startup { SweepKind::Startup } else { SweepKind::Scheduled },
+            hang_floor,
+            future_tolerance,
+            pid_max,
+        };
+        prop_assume!(crate::judge::fresh(&task, &policy, &facts, interval));
+        // Held: bound in this boot to exactly this live process.
+        let mut prior = prior.unwrap_or_else(|| Observation {
+            task_id: "t1".into(),
+            attempt: 1,
+            pid: PID,
+            boot_id: String::new(),
+            start_ticks: None,
+            binding: None,
+            first_seen_at: now,
+            seen_at: now,
+            members: Vec::new(),
+            cpu_moved_at: None,
+            io_moved_at: None,
+            gone_since: None,
+            pooled: false,
+            unproven: false,
+            heartbeat: None,
+            heartbeat_moved_at: None,
+        });
+        prior.boot_id = boot.boot_id.clone();
+        prior.start_ticks = Some(ticks);
+        prior.binding.get_or_insert(Binding::FirstSight);
+        let leader = Member {
+            stat: Stat { pid: PID, state, ppid: 1, pgrp: PID, cpu_ticks: cpu, start_ticks: ticks, threads },
+            io_bytes: io,
+        };
+        let j = judge(&task, Some(&Probe::Found(vec![leader])), Some(&prior), &policy, &facts);
+        prop_assert_eq!(j.kind, Kind::Alive, "{}", j.evidence.reason);
+    }
+}
