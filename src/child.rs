@@ -32,11 +32,13 @@ const EXIT_TICK: Duration = Duration::from_millis(20);
 /// Clear the ambient capability set in the child before it runs the
 /// program: a non-root program then starts with no capabilities at all.
 pub fn without_capabilities(command: &mut Command) -> &mut Command {
+    let nofile = NOFILE.get().copied();
     // SAFETY: the closure runs between fork and exec and only calls
-    // prctl(2), which is async-signal-safe; it allocates nothing. A kernel
-    // without ambient capabilities (EINVAL) has nothing to clear.
+    // prctl(2) and setrlimit(2), which are async-signal-safe; it allocates
+    // nothing. A kernel without ambient capabilities (EINVAL) has nothing
+    // to clear.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             libc::prctl(
                 libc::PR_CAP_AMBIENT,
                 libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
@@ -44,9 +46,32 @@ pub fn without_capabilities(command: &mut Command) -> &mut Command {
                 0,
                 0,
             );
+            // The daemon raised its own soft limit for its pidfds; a
+            // command gets the one Foreman was started with (programs using
+            // select(2) break above 1024).
+            if let Some(soft) = nofile {
+                let mut r = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+                    r.rlim_cur = soft.min(r.rlim_max);
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+                }
+            }
             Ok(())
         })
     }
+}
+
+/// The soft `RLIMIT_NOFILE` Foreman was started with, before the daemon
+/// raised it.
+static NOFILE: std::sync::OnceLock<libc::rlim_t> = std::sync::OnceLock::new();
+
+/// Remember the soft limit on open files before raising it, so commands
+/// Foreman starts get it back.
+pub fn remember_nofile(soft: libc::rlim_t) {
+    let _ = NOFILE.set(soft);
 }
 
 /// The bounds of one run.

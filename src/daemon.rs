@@ -37,11 +37,16 @@ use crate::outbox;
 use crate::review;
 use crate::schedule::Schedule;
 use crate::sweep::{sweep, LogAccess, SweepOptions, SweepReport};
+use crate::watch::Watch;
 use crate::wellbeing::{self, RunId, RunKind};
 use anyhow::{Context, Result};
 use chrono::Utc;
+use std::collections::HashSet;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -70,6 +75,12 @@ struct Monitor {
     liveness: Arc<Liveness>,
 }
 
+/// How long the daemon waits after a watched process exits before it looks:
+/// an executor that reaps its worker and then writes the result gets the
+/// moment it needs, deaths in a burst are looked at together (one brake),
+/// and the finding still lands well within a second.
+const SETTLE: Duration = Duration::from_millis(200);
+
 /// Hook for each finished sweep (the demo prints them; the daemon logs).
 pub type OnSweep = Arc<dyn Fn(&SweepReport) + Send + Sync>;
 
@@ -82,6 +93,7 @@ pub fn run(config: Config, on_sweep: Option<OnSweep>) -> Result<Exit> {
     let _lock = lock::acquire(&config.activity.path, "run")?;
     let log = ActivityLog::open(&config.activity.path)?;
     let executor = executor::open(&config)?;
+    let watch = open_watch();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -106,6 +118,7 @@ pub fn run(config: Config, on_sweep: Option<OnSweep>) -> Result<Exit> {
         monitor,
         Notifier::from_env(),
         on_sweep,
+        watch,
     ));
     // A sweep still in flight after a second signal is abandoned, not awaited.
     // The listener's tasks go with the runtime, and with them the last
@@ -141,12 +154,57 @@ fn signals() -> Result<mpsc::UnboundedReceiver<&'static str>> {
     Ok(rx)
 }
 
+/// The pidfds of this host's tasks, if the kernel gives them: the soft
+/// `RLIMIT_NOFILE` is raised to the hard one first (one fd per task). Said
+/// once when Foreman falls back to reading `/proc` for every task.
+fn open_watch() -> Option<Arc<Watch>> {
+    let limit = raise_nofile();
+    match Watch::new() {
+        Ok(w) => {
+            info!(
+                max_open_files = limit.unwrap_or(0),
+                "holding a pidfd per running task: a death is seen within a second, a healthy task costs no /proc read"
+            );
+            Some(Arc::new(w))
+        }
+        Err(why) => {
+            warn!(reason = %why, "pidfds are not available (Linux < 5.3, or a seccomp filter): every task is read from /proc each sweep and a death is seen at the next sweep");
+            None
+        }
+    }
+}
+
+/// Raise the soft limit on open files to the hard one; the new soft limit.
+fn raise_nofile() -> Option<u64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return None;
+    }
+    crate::child::remember_nofile(r.rlim_cur);
+    if r.rlim_cur < r.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: r.rlim_max,
+            rlim_max: r.rlim_max,
+        };
+        // SAFETY: setrlimit reads one valid rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return Some(raised.rlim_cur);
+        }
+    }
+    Some(r.rlim_cur)
+}
+
 async fn main_loop(
     config: Arc<Config>,
     state: State,
     monitor: Monitor,
     notifier: Notifier,
     on_sweep: Option<OnSweep>,
+    watch: Option<Arc<Watch>>,
 ) -> Result<Exit> {
     let mut config = config;
     let mut sigs = signals()?;
@@ -168,6 +226,24 @@ async fn main_loop(
     // When the earliest queued alert is due (retries between sweeps).
     let mut alert_due: Option<Instant>;
 
+    // Watched processes that exited, looked at once `event_due` comes; and
+    // the tasks an event sweep found gone, looked at again when their exit
+    // grace ends (so a death is acted on then, not at the next tick).
+    let exits = match &watch {
+        // SAFETY: `Exits` owns an Arc of the watch, whose epoll fd stays
+        // open and the same until the watch is dropped, so for as long as
+        // the AsyncFd holds it.
+        Some(w) => Some(
+            unsafe { AsyncFd::register_with_interest(Exits(w.clone()), Interest::READABLE) }
+                .map_err(|e| e.into_parts().1)
+                .context("registering the pidfd set with the runtime")?,
+        ),
+        None => None,
+    };
+    let mut exited: HashSet<String> = HashSet::new();
+    let mut event_due: Option<Instant> = None;
+    let mut recheck: Option<(Instant, HashSet<String>)> = None;
+
     // One job on the blocking pool (a sweep, a wellbeing run, or delivery
     // alone), then a round of alert delivery; a first signal lets it finish.
     macro_rules! job {
@@ -176,17 +252,24 @@ async fn main_loop(
             let cfg = config.clone();
             let hook = on_sweep.clone();
             let mon = monitor.clone();
+            let watch = watch.clone();
             let work: Work = $work;
             let what = work.name();
             let mut job = tokio::task::spawn_blocking(move || {
                 let mut st = st;
                 let report = match work {
-                    Work::Sweep(kind, lateness) => {
-                        let opts = SweepOptions { lateness, ..SweepOptions::default() };
+                    Work::Sweep(kind, lateness, focus) => {
+                        let opts = SweepOptions { lateness, watch, focus, ..SweepOptions::default() };
                         let started = std::time::Instant::now();
                         let result = sweep(&cfg, st.executor.as_ref(), LogAccess::Write(&mut st.log), kind, &opts);
                         mon.metrics.on_sweep(kind.as_str(), result.as_ref().ok(), started.elapsed());
                         match result {
+                            Ok(report) if kind == SweepKind::Event => {
+                                if let Some(h) = &hook {
+                                    h(&report);
+                                }
+                                Some(report)
+                            }
                             Ok(report) => {
                                 // For /healthz: this sweep, and the deferral
                                 // of hung verdicts as the log now has it.
@@ -253,7 +336,7 @@ async fn main_loop(
             }
             // The job finished: the loop is making progress.
             notifier.ping();
-            if let Some(r) = &outcome.1 {
+            if let Some(r) = outcome.1.as_ref().filter(|r| r.kind != SweepKind::Event) {
                 notifier.status(&summary(r));
             }
             outcome.1
@@ -261,7 +344,7 @@ async fn main_loop(
     }
     macro_rules! sweep_now {
         ($kind:expr, $lateness:expr) => {
-            job!(Work::Sweep($kind, $lateness))
+            job!(Work::Sweep($kind, $lateness, None))
         };
     }
 
@@ -373,6 +456,11 @@ async fn main_loop(
             _ = tick(watchdog.as_mut()), if watchdog.is_some() => {
                 notifier.ping();
             }
+            ids = exits_ready(exits.as_ref()), if exits.is_some() => {
+                info!(tasks = ids.len(), "watched task processes exited: looking at them now");
+                exited.extend(ids);
+                event_due.get_or_insert(Instant::now() + SETTLE);
+            }
             // A due slot is ready at once (a zero sleep is not ready until
             // the timer's next turn, so a busy ticker or a signal would
             // always win); otherwise the sleep only wakes the loop.
@@ -392,6 +480,19 @@ async fn main_loop(
             _ = sleep_until(feed_due), if feed_due.is_some() => {
                 job!(Work::Feed);
             }
+            _ = sleep_until(event_due), if event_due.is_some() => {
+                event_due = None;
+                let focus = std::mem::take(&mut exited);
+                if let Some(r) = job!(Work::Sweep(SweepKind::Event, None, Some(focus))) {
+                    recheck_waiting(&config, &r, &mut recheck);
+                }
+            }
+            _ = sleep_until(recheck.as_ref().map(|r| r.0)), if recheck.is_some() => {
+                let focus = recheck.take().map(|r| r.1).unwrap_or_default();
+                if let Some(r) = job!(Work::Sweep(SweepKind::Event, None, Some(focus))) {
+                    recheck_waiting(&config, &r, &mut recheck);
+                }
+            }
             scheduled = ticker.tick() => {
                 let lateness = Instant::now().saturating_duration_since(scheduled);
                 sweep_now!(SweepKind::Scheduled, Some(lateness));
@@ -399,6 +500,73 @@ async fn main_loop(
             }
         }
     }
+}
+
+/// The pidfd set as the runtime polls it.
+struct Exits(Arc<Watch>);
+
+impl AsRawFd for Exits {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.fd()
+    }
+}
+
+/// The tasks whose watched processes exited, once some have; pending for
+/// ever without pidfds.
+async fn exits_ready(fd: Option<&AsyncFd<Exits>>) -> Vec<String> {
+    let Some(fd) = fd else {
+        return std::future::pending().await;
+    };
+    let watch = &fd.get_ref().0;
+    loop {
+        let mut guard = match fd.readable().await {
+            Ok(g) => g,
+            Err(e) => {
+                error!(error = %e, "waiting on the pidfd set failed: deaths are seen at the next sweep");
+                return std::future::pending().await;
+            }
+        };
+        let ids = watch.exited();
+        if !ids.is_empty() {
+            return ids;
+        }
+        // Drained: wait for the next edge.
+        guard.clear_ready();
+    }
+}
+
+/// After an event sweep, the tasks it found gone and left waiting out their
+/// exit grace are looked at again when the longest grace among them ends.
+fn recheck_waiting(
+    config: &Config,
+    report: &SweepReport,
+    recheck: &mut Option<(Instant, HashSet<String>)>,
+) {
+    let waiting: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| {
+            f.action == crate::model::Action::Deferred
+                && f.outcome == crate::model::Outcome::Pending
+        })
+        .collect();
+    if waiting.is_empty() {
+        return;
+    }
+    let grace = waiting
+        .iter()
+        .map(|f| {
+            f.droid_type
+                .as_deref()
+                .map_or(&config.defaults, |t| config.policy(t))
+                .exit_grace
+        })
+        .max()
+        .unwrap_or_default();
+    let due = Instant::now() + grace + Duration::from_millis(100);
+    let (at, ids) = recheck.get_or_insert_with(|| (due, HashSet::new()));
+    *at = (*at).max(due);
+    ids.extend(waiting.iter().map(|f| f.task_id.clone()));
 }
 
 /// Ready at once when `now`, else after `wait`.
@@ -444,7 +612,8 @@ fn reload(current: &Config, state: Option<&mut State>) -> Result<Arc<Config>, St
 
 /// What a job on the blocking pool does.
 enum Work {
-    Sweep(SweepKind, Option<Duration>),
+    /// A sweep; an event sweep names the tasks it looks at.
+    Sweep(SweepKind, Option<Duration>, Option<HashSet<String>>),
     Wellbeing(RunId),
     /// The sandbox self-test (`[review] schedule`).
     Review,

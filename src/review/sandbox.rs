@@ -107,8 +107,8 @@ fn scenario(
     let mut droids = Droids::default();
     let boot = boot_facts()?;
     let sweep_opts = SweepOptions {
-        lateness: None,
         judge: opts.judge,
+        ..SweepOptions::default()
     };
     let need_enforce = CHECKS
         .iter()

@@ -126,7 +126,7 @@ impl Guards {
         if let Some(s) = starved.as_ref().filter(|_| deferred > 0) {
             said.push(s.clone());
         } else if let Some(s) = starved {
-            info!(reason = %s, "Foreman was starved this sweep; no hung verdict to defer");
+            info!(target: "foreman::sweep", reason = %s, "Foreman was starved this sweep; no hung verdict to defer");
         }
         if deferred > 0 {
             let trees = judged
@@ -139,7 +139,7 @@ impl Guards {
             said.push(format!(
                 "{deferred} hung verdicts deferred ({trees} of them because the task's own processes were runnable without CPU)"
             ));
-            warn!(
+            warn!(target: "foreman::sweep",
                 deferred,
                 starved_trees = trees,
                 foreman_starved = starved.as_deref().unwrap_or(""),

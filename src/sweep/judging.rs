@@ -8,10 +8,11 @@ use super::resume::Earlier;
 use super::Sight;
 use crate::activity::OpenFinding;
 use crate::config::Config;
-use crate::judge::{guarded, Inputs, Judgement, PolicyInputs};
+use crate::judge::{guarded, Facts, Inputs, Judgement, PolicyInputs};
 use crate::model::{Kind, Task};
 use crate::observation::Observation;
 use crate::probe::Probe;
+use crate::watch::Watch;
 use anyhow::Result;
 use tracing::warn;
 
@@ -96,9 +97,21 @@ fn judge_batch(ctx: &Sight<'_>, memory: &Memory<'_>, batch: &[&Task]) -> Result<
             )
         })
         .collect();
-    for j in &mut judgements {
-        if let Some(o) = j.observation.take() {
+    for ((task, j), (probe, prior)) in batch
+        .iter()
+        .zip(&mut judgements)
+        .zip(probes.iter().zip(&priors))
+    {
+        let Some(o) = j.observation.take() else {
+            continue;
+        };
+        // Written only when something in it changed (or it is due a
+        // refresh): a steady task costs no write.
+        if prior.as_ref().is_none_or(|p| !o.unchanged_since(p)) {
             memory.observe(&o)?;
+        }
+        if let Some(w) = ctx.watch {
+            hold(w, task, &j.kind, probe.as_ref(), &o, &ctx.facts);
         }
     }
     Ok(judgements
@@ -111,6 +124,31 @@ fn judge_batch(ctx: &Sight<'_>, memory: &Memory<'_>, batch: &[&Task]) -> Result<
             prior,
         })
         .collect())
+}
+
+/// Hold a pidfd for a live task whose identity is bound in this boot and
+/// is the process just probed; the watch opens it, then checks the start
+/// ticks again, so the fd names exactly that process. Running out of
+/// descriptors is said once: the rest are read from `/proc`.
+fn hold(
+    w: &Watch,
+    task: &Task,
+    kind: &Kind,
+    probe: Option<&Probe>,
+    o: &Observation,
+    facts: &Facts,
+) {
+    let bound = o
+        .binding
+        .and(o.start_ticks)
+        .filter(|_| o.boot_id == facts.boot.boot_id);
+    let leader = probe.and_then(Probe::leader).map(|l| l.start_ticks);
+    let (Some(ticks), false) = (bound.filter(|t| Some(*t) == leader), kind.is_gone()) else {
+        return;
+    };
+    if let Err(e) = w.hold(task, ticks, facts.now) {
+        warn!(target: "foreman::sweep", task_id = %task.id, error = %e, "could not hold a pidfd for this task: it is read from /proc each sweep");
+    }
 }
 
 /// A task that is not alive, kept with what its finding records.
@@ -171,7 +209,7 @@ pub(super) fn local_running(config: &Config, running: &[&Task]) -> usize {
         .filter(|t| t.host.as_deref().is_none_or(|h| h == config.host))
         .count();
     if !running.is_empty() && local == 0 {
-        warn!(host = %config.host, running = running.len(), "every RUNNING task is on another host: is `host` in foreman.toml right?");
+        warn!(target: "foreman::sweep", host = %config.host, running = running.len(), "every RUNNING task is on another host: is `host` in foreman.toml right?");
     }
     local
 }

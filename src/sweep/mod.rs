@@ -9,7 +9,8 @@
 //! module of its own: `guards` (clocks, starvation), `resume` (what earlier
 //! sweeps left open), `judging` (the RUNNING tasks, in batches), `strays`,
 //! `plan` (findings, brake, closes, alerts), `record` (the transaction and
-//! the monitor's pull), `act` (signals and marking).
+//! the monitor's pull), `act` (signals and marking). Every stage logs under
+//! the one target `foreman::sweep`, the name operators filter and grep by.
 
 mod act;
 mod guards;
@@ -27,6 +28,7 @@ use crate::judge::{judge, Facts, Judgement};
 use crate::model::{Action, Kind, Mode, Outcome, SweepKind, Task};
 use crate::observation::Observation;
 use crate::probe::{boot_facts, pid_max, Clocks, Probe, ProcTable};
+use crate::watch::Watch;
 use act::Acted;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -35,6 +37,8 @@ use plan::Planned;
 use record::{Memory, Recorded};
 use resume::Earlier;
 use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::{error, info};
 
@@ -60,6 +64,14 @@ pub struct SweepOptions {
     /// How late the daemon's tick fired against its schedule.
     pub lateness: Option<Duration>,
     pub judge: JudgeFn,
+    /// The daemon's pidfds. A task held there whose heartbeat is fresh
+    /// (`judge::fresh`) is not read from `/proc`; every bound live task
+    /// judged is held. `None` (the one-shot commands): every task is read.
+    pub watch: Option<Arc<Watch>>,
+    /// An event sweep's tasks, by id: only they are judged, and only their
+    /// open findings closed; no strays, no interrupted terminations, no
+    /// monitor pull (the next full sweep does those).
+    pub focus: Option<HashSet<String>>,
 }
 
 impl Default for SweepOptions {
@@ -67,6 +79,8 @@ impl Default for SweepOptions {
         SweepOptions {
             lateness: None,
             judge,
+            watch: None,
+            focus: None,
         }
     }
 }
@@ -174,18 +188,47 @@ pub fn sweep(
     report.tasks_seen = snapshot.rows.len();
     record.tasks_seen = snapshot.rows.len();
 
-    // Resume: open findings, recent actions, interrupted terminations.
-    let earlier = Earlier::load(reader, config, &boot.boot_id, started_at)?;
-    let table = ProcTable::scan().context("scanning /proc")?;
+    // Resume: open findings, recent actions, interrupted terminations (an
+    // event sweep takes up only its own tasks' findings).
+    let mut earlier = Earlier::load(reader, config, &boot.boot_id, started_at)?;
+    let all: Vec<&Task> = snapshot.running().collect();
+    let running: Vec<&Task> = match &opts.focus {
+        Some(ids) => {
+            earlier.focus(ids);
+            all.iter()
+                .copied()
+                .filter(|t| ids.contains(&t.id))
+                .collect()
+        }
+        None => all.clone(),
+    };
+    report.tasks_checked = running.len();
+    record.tasks_checked = running.len();
+    let facts = Facts {
+        now: started_at,
+        boot: &boot,
+        host: &config.host,
+        sweep: kind,
+        hang_floor: guards.hang_floor,
+        future_tolerance: config.future_tolerance,
+        pid_max: pid_max(),
+    };
+
+    // Probe: a held task with a fresh heartbeat needs no /proc read; the
+    // rest are read, from their trees alone when they are few.
+    let watch = opts.watch.as_deref();
+    let needs: Vec<&Task> = running
+        .iter()
+        .copied()
+        .filter(|t| !skips_read(config, watch, opts, &facts, &earlier, t))
+        .collect();
+    let table = scan(config, opts, &needs, all.len())?;
     // A /proc that cannot show other processes (hidepid, another PID
     // namespace) would make every task look dead: nothing is called gone.
     let blind = config.proc_blindness();
     if let Some(why) = &blind {
         error!(reason = %why, "/proc cannot show the executor's processes: no task is called dead and no stray terminated");
     }
-    let running: Vec<&Task> = snapshot.running().collect();
-    report.tasks_checked = running.len();
-    record.tasks_checked = running.len();
 
     // The sweep's transaction is open from here to the commit below: each
     // task's observation is written as soon as it is judged, and an alive
@@ -198,24 +241,23 @@ pub fn sweep(
     let sight = Sight {
         config,
         judge: opts.judge,
-        facts: Facts {
-            now: started_at,
-            boot: &boot,
-            host: &config.host,
-            sweep: kind,
-            hang_floor: guards.hang_floor,
-            future_tolerance: config.future_tolerance,
-            pid_max: pid_max(),
-        },
+        facts,
         table: &table,
         blind: blind.as_deref(),
+        watch,
     };
 
-    // Judge, in batches; then strays.
-    let judged = judging::judge_running(&sight, &memory, &running, &earlier)?;
-    let local = judging::local_running(config, &running);
+    // Judge, in batches; then strays (not in an event sweep).
+    let judged = judging::judge_running(&sight, &memory, &needs, &earlier)?;
+    if let (Some(w), None) = (watch, &opts.focus) {
+        release_finished(w, &all);
+    }
+    let local = judging::local_running(config, &all);
     guards.measure_cpu_wait();
-    let mut strays = strays::plan(&sight, &memory, &snapshot, &running, local, &earlier.open)?;
+    let mut strays = match &opts.focus {
+        None => strays::plan(&sight, &memory, &snapshot, &all, local, &earlier.open)?,
+        Some(_) => strays::Strays::default(),
+    };
 
     // Decide: one brake over tasks and strays.
     let (decisions, brake) = decide_sweep(
@@ -225,7 +267,7 @@ pub fn sweep(
             starved: guards.starved.clone(),
             running: local,
             max_actions: config.defaults.max_actions_per_sweep,
-            shared_pids: plan::shared_pids(&running),
+            shared_pids: plan::shared_pids(&all),
             recent_actions: earlier.recent_actions,
             window_limit: config.defaults.max_actions_per_window,
             window: config.defaults.timeout,
@@ -239,7 +281,9 @@ pub fn sweep(
     // strays), the closes of open findings, the alerts.
     let mut planned = plan::findings(&judged, decisions, &table)?;
     planned.extend(plan::resumed(&earlier.interrupted, &running));
-    planned.extend(plan::bad_rows(&snapshot, &boot.boot_id));
+    if opts.focus.is_none() {
+        planned.extend(plan::bad_rows(&snapshot, &boot.boot_id));
+    }
     plan::brake_strays(&mut strays.planned, brake.as_deref());
     strays.note_reported(&memory, &boot.boot_id)?;
     planned.extend(strays.planned);
@@ -248,7 +292,9 @@ pub fn sweep(
     record.alerts = plan::alerts(config, &planned);
 
     // Record: the monitor's pull, then the commit, before anything acts.
-    report.monitor = record::pull_monitor(&memory, &judged, &snapshot, started_at, config)?;
+    if opts.focus.is_none() {
+        report.monitor = record::pull_monitor(&memory, &judged, &snapshot, started_at, config)?;
+    }
     let recorded = record::commit(memory, &record, &planned)?;
     report.sweep_id = recorded.sweep_id;
 
@@ -268,6 +314,71 @@ struct Sight<'a> {
     facts: Facts<'a>,
     table: &'a ProcTable,
     blind: Option<&'a str>,
+    /// The daemon's pidfds: bound live tasks are held as they are judged.
+    watch: Option<&'a Watch>,
+}
+
+/// Whether this sweep may take a task as alive without reading `/proc`: a
+/// full daemon sweep, the task's process held by pidfd (not exited, the
+/// identity bound in this boot) and judged in full within `REFRESH`, and a
+/// fresh heartbeat (`judge::fresh`: the judge would call it alive).
+fn skips_read(
+    config: &Config,
+    watch: Option<&Watch>,
+    opts: &SweepOptions,
+    facts: &Facts,
+    earlier: &Earlier,
+    task: &Task,
+) -> bool {
+    let Some(w) = watch.filter(|_| opts.focus.is_none()) else {
+        return false;
+    };
+    let refresh =
+        chrono::Duration::from_std(crate::observation::REFRESH).unwrap_or(chrono::Duration::MAX);
+    crate::judge::fresh(
+        task,
+        config.policy(&task.droid_type),
+        facts,
+        config.interval,
+    ) && !earlier.resuming(task)
+        && w.holding(task)
+            .is_some_and(|h| facts.now.signed_duration_since(h.observed_at) < refresh)
+}
+
+/// The `/proc` table this sweep needs. Every process when strays are
+/// looked for (a stray is a process no task names) or without pidfds (the
+/// one-shot commands: today's single pass); otherwise only the trees of
+/// the tasks that need reading, when they are few (a quarter of the
+/// RUNNING tasks or fewer: past that one pass over `/proc` is cheaper than
+/// a walk per tree).
+fn scan(
+    config: &Config,
+    opts: &SweepOptions,
+    needs: &[&Task],
+    running: usize,
+) -> Result<ProcTable> {
+    let few = opts.focus.is_some()
+        || (opts.watch.is_some()
+            && !crate::strays::enabled(config)
+            && needs.len().saturating_mul(4) <= running);
+    if few {
+        let pids: Vec<i32> = needs.iter().filter_map(|t| t.pid).collect();
+        if let Some(table) = ProcTable::scan_trees(&pids) {
+            return Ok(table);
+        }
+    }
+    ProcTable::scan().context("scanning /proc")
+}
+
+/// Close the pidfds of tasks no longer RUNNING with the same attempt and
+/// pid (finished, retried, re-dispatched): the number held stays bounded
+/// by this host's RUNNING tasks.
+fn release_finished(watch: &Watch, running: &[&Task]) {
+    let now: HashMap<&str, (i64, Option<i32>)> = running
+        .iter()
+        .map(|t| (t.id.as_str(), (t.attempt, t.pid)))
+        .collect();
+    watch.retain(|id, attempt, pid| now.get(id) == Some(&(attempt, Some(pid))));
 }
 
 /// The report before the snapshot is read.

@@ -117,7 +117,7 @@ pub(super) fn snapshot_failed(
     e: &anyhow::Error,
 ) -> Result<SweepReport> {
     let msg = format!("{e:#}");
-    error!(kind = kind.as_str(), error = %msg, "snapshot_error: the executor could not be read; nothing judged, nothing marked");
+    error!(target: "foreman::sweep", kind = kind.as_str(), error = %msg, "snapshot_error: the executor could not be read; nothing judged, nothing marked");
     record.error = Some(format!("snapshot_error: {msg}"));
     if let LogAccess::Write(l) = log {
         let (id, _) = l.record(record)?;
@@ -165,7 +165,7 @@ pub(super) fn pull_monitor(
         }
         Err(e) => {
             conn.execute_batch("ROLLBACK TO monitor_pull; RELEASE monitor_pull")?;
-            error!(error = %format!("{e:#}"), "the execution monitor's pull failed; this sweep's transitions are seen by the next");
+            error!(target: "foreman::sweep", error = %format!("{e:#}"), "the execution monitor's pull failed; this sweep's transitions are seen by the next");
             Ok(None)
         }
     }
@@ -202,7 +202,7 @@ pub(super) fn commit(
     };
     for (p, id) in planned.iter().zip(&recorded.ids) {
         let f = &p.finding;
-        warn!(
+        warn!(target: "foreman::sweep",
             finding_id = *id,
             task_id = %f.task_id,
             attempt = f.attempt,

@@ -57,6 +57,14 @@ impl Earlier {
         })
     }
 
+    /// An event sweep's share: its tasks' open findings only (the others
+    /// are not judged, so must not be closed), and no interrupted
+    /// termination (the next full sweep completes those).
+    pub(super) fn focus(&mut self, ids: &std::collections::HashSet<String>) {
+        self.open.retain(|o| ids.contains(&o.task_id));
+        self.interrupted.clear();
+    }
+
     /// This task's termination was interrupted: it is finished, not judged
     /// anew.
     pub(super) fn resuming(&self, task: &Task) -> bool {
@@ -90,7 +98,7 @@ fn interrupted(
             Ok(i) if i.boot.boot_id == boot_id => interrupted.push((r, i)),
             Ok(_) => {}
             Err(e) => {
-                warn!(finding_id = o.id, error = %e, "an interrupted termination's inputs cannot be read; it is not resumed")
+                warn!(target: "foreman::sweep", finding_id = o.id, error = %e, "an interrupted termination's inputs cannot be read; it is not resumed")
             }
         }
     }

@@ -19,6 +19,7 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 
 /// The strays this sweep records, each with the candidate it came from.
+#[derive(Default)]
 pub(super) struct Strays<'t> {
     pub planned: Vec<Planned<'t>>,
     candidates: Vec<Candidate>,

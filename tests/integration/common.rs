@@ -163,6 +163,16 @@ impl World {
         self.config = Config::parse(&text, &path).unwrap_or_else(|e| panic!("{e}\n{text}"));
     }
 
+    /// Replace the config file by its text edited with `edit` (for keys
+    /// `Cfg` writes itself, e.g. `interval` or `[defaults] timeout`), and
+    /// load it.
+    pub fn edit_config(&mut self, edit: impl FnOnce(String) -> String) {
+        let path = self.path("foreman.toml");
+        let text = edit(std::fs::read_to_string(&path).unwrap());
+        std::fs::write(&path, &text).unwrap();
+        self.config = Config::parse(&text, &path).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }

@@ -7,6 +7,7 @@ mod alerts;
 mod cli;
 mod commands;
 mod common;
+mod events;
 mod explain;
 mod files;
 mod health;

@@ -385,3 +385,45 @@ fn a_stray_terminate_interrupted_by_a_crash_is_done_by_the_next_sweep() {
     let _ = busy.kill();
     let _ = busy.wait();
 }
+
+/// An event sweep between two full sweeps (a watched task died) neither
+/// forgets a stray candidate nor breaks its "two consecutive sweeps": the
+/// stray is reported at the second full sweep, as without the event.
+#[test]
+fn an_event_sweep_between_two_sweeps_keeps_the_stray_count() {
+    let (mut w, marker) = marker_world("report", false);
+    let stray = matching(&mut w, &marker);
+    let owner = matching(&mut w, &marker);
+    w.task("owner")
+        .droid("worker")
+        .pid(owner.into())
+        .started(now())
+        .heartbeat(now())
+        .insert();
+    assert!(strays(&sweep(&w)).is_empty(), "first sight");
+    let event = {
+        let executor = foreman::executor::open(&w.config).unwrap();
+        let mut log = foreman::activity::ActivityLog::open(&w.config.activity.path).unwrap();
+        let opts = foreman::sweep::SweepOptions {
+            focus: Some(["owner".to_string()].into()),
+            ..Default::default()
+        };
+        foreman::sweep::sweep(
+            &w.config,
+            executor.as_ref(),
+            foreman::sweep::LogAccess::Write(&mut log),
+            SweepKind::Event,
+            &opts,
+        )
+        .unwrap()
+    };
+    assert!(
+        strays(&event).is_empty(),
+        "an event sweep looks for no strays"
+    );
+    assert_eq!(event.tasks_checked, 1);
+    let second = sweep(&w);
+    let found = strays(&second);
+    assert_eq!(found.len(), 1, "{:#?}", second.findings);
+    assert_eq!(found[0].pid, Some(stray));
+}

@@ -30,16 +30,6 @@ fn foreman(w: &World, args: &[&str]) -> Command {
     cmd
 }
 
-/// Replace the world's config file by its text edited with `edit` (for keys
-/// `Cfg` writes itself, e.g. `[defaults] timeout`), and load it.
-fn edit_config(w: &mut World, edit: impl FnOnce(String) -> String) {
-    let path = w.path("foreman.toml");
-    let text = edit(std::fs::read_to_string(&path).unwrap());
-    std::fs::write(&path, &text).unwrap();
-    w.config =
-        foreman::config::Config::parse(&text, &path).unwrap_or_else(|e| panic!("{e}\n{text}"));
-}
-
 /// One real in-process sweep with these options (the activity log opened
 /// afresh, as after a restart).
 fn sweep_with_options(w: &World, opts: &SweepOptions) -> SweepReport {
@@ -713,7 +703,7 @@ fn a_braked_sweep_terminates_no_stray() {
 fn the_rolling_window_brakes_a_trickle_under_the_per_sweep_limit() {
     let mut w = World::new();
     // A window (`[defaults] timeout`) no slow host outlasts between sweeps.
-    edit_config(&mut w, |t| {
+    w.edit_config(|t| {
         t.replace(
             "[defaults]\ntimeout = \"1s\"\n",
             "[defaults]\ntimeout = \"10m\"\nmax_actions_per_window = 3\n",
@@ -801,7 +791,7 @@ fn cpu_pressure() -> Option<f64> {
 #[test]
 fn a_hung_sleeper_on_a_busy_host_is_acted_on_not_deferred() {
     let mut w = World::new();
-    edit_config(&mut w, |t| t.replace("max_cpu_pressure = 100.0\n", ""));
+    w.edit_config(|t| t.replace("max_cpu_pressure = 100.0\n", ""));
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let loops: Vec<i32> = (0..2 * cpus)
         .map(|_| w.spawn(&["sh", "-c", "while :; do :; done"]))
@@ -1531,7 +1521,7 @@ fn shadow_would_actions_do_not_fill_the_rolling_window() {
         top: "mode = \"shadow\"",
         ..Cfg::default()
     });
-    edit_config(&mut w, |t| {
+    w.edit_config(|t| {
         t.replace(
             "[defaults]\ntimeout = \"1s\"\n",
             "[defaults]\ntimeout = \"10m\"\nmax_actions_per_window = 10\n",
