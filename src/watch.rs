@@ -41,15 +41,35 @@ struct Inner {
     held: HashMap<String, Held>,
     tokens: HashMap<u64, String>,
     next_token: u64,
-    /// Set once opening a pidfd failed for lack of descriptors: no more are
-    /// opened until one is released (the rest are read from `/proc`).
+    /// Set once the limit was reached or opening a pidfd failed for lack
+    /// of descriptors: no more are opened until one is released (the rest
+    /// are read from `/proc`).
     full: bool,
+    /// Whether running out was said (once per daemon).
+    said: bool,
 }
 
 /// The held pidfds and the epoll set they are in.
 pub struct Watch {
     epoll: OwnedFd,
     inner: Mutex<Inner>,
+    /// At most this many held: the open-file limit less `RESERVE`.
+    limit: usize,
+}
+
+/// Descriptors kept free of pidfds for Foreman's own work: SQLite's files
+/// and journals, the listener's connections, the commands it runs. Pidfds
+/// that took them all would stop the sweeps they serve.
+pub const RESERVE: u64 = 256;
+
+/// The soft limit on open files now.
+fn nofile() -> Option<u64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit we own.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0).then_some(r.rlim_cur)
 }
 
 impl std::fmt::Debug for Watch {
@@ -112,11 +132,18 @@ impl Watch {
                 std::io::Error::last_os_error()
             ));
         }
+        let limit = nofile().map_or(0, |n| n.saturating_sub(RESERVE));
         Ok(Watch {
             // SAFETY: the fd was just returned to us.
             epoll: unsafe { OwnedFd::from_raw_fd(fd) },
             inner: Mutex::new(Inner::default()),
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
         })
+    }
+
+    /// How many pidfds it will hold at most.
+    pub fn limit(&self) -> usize {
+        self.limit
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -142,13 +169,18 @@ impl Watch {
     /// The holding of this task's row, if Foreman holds a pidfd for exactly
     /// this (task, attempt, pid, pid_start_ticks) and its process has not
     /// exited.
+    /// A pidfd found readable is closed: its task is read now.
     pub fn holding(&self, task: &Task) -> Option<Holding> {
-        let inner = self.lock();
+        let mut inner = self.lock();
         let h = inner.held.get(&task.id)?;
+        if readable(&h.fd) {
+            release_locked(&mut inner, &task.id);
+            return None;
+        }
         let same = Some(h.pid) == task.pid
             && h.attempt == task.attempt
             && h.pid_start_ticks == task.pid_start_ticks;
-        (same && !readable(&h.fd)).then_some(Holding {
+        same.then_some(Holding {
             observed_at: h.observed_at,
         })
     }
@@ -173,18 +205,22 @@ impl Watch {
         }
         // Another attempt or pid of the same task: that pidfd goes.
         release_locked(&mut inner, &task.id);
+        if inner.held.len() >= self.limit {
+            inner.full = true;
+        }
         if inner.full {
-            return Ok(false);
+            return out_of_room(
+                &mut inner,
+                self.limit,
+                "the open-file limit less the reserve",
+            );
         }
         let fd = match pidfd_open(pid) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(false),
             Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                 inner.full = true;
-                return Err(format!(
-                    "pidfd_open: {e}; holding {} pidfds, the rest of this host's tasks are read from /proc each sweep (raise LimitNOFILE)",
-                    inner.held.len()
-                ));
+                return out_of_room(&mut inner, self.limit, &format!("pidfd_open: {e}"));
             }
             Err(e) => return Err(format!("pidfd_open({pid}): {e}")),
         };
@@ -285,6 +321,17 @@ impl Watch {
     }
 }
 
+/// No room for another pidfd: said once, as an error; `Ok(false)` after.
+fn out_of_room(inner: &mut Inner, limit: usize, why: &str) -> Result<bool, String> {
+    if std::mem::replace(&mut inner.said, true) {
+        return Ok(false);
+    }
+    Err(format!(
+        "holding {} pidfds ({why}; at most {limit}, keeping {RESERVE} files for Foreman's own work): the rest of this host's tasks are read from /proc each sweep, and their deaths seen at the next sweep; raise LimitNOFILE",
+        inner.held.len()
+    ))
+}
+
 fn release_locked(inner: &mut Inner, task_id: &str) {
     if let Some(h) = inner.held.remove(task_id) {
         inner.tokens.remove(&h.token);
@@ -361,6 +408,19 @@ mod tests {
         // Not reaped yet: a zombie has exited, and the pidfd says so.
         assert_eq!(wait_exited(&w), vec!["a".to_string()]);
         assert!(w.holding(&ta).is_none(), "its pidfd was closed");
+        // A sweep that finds an exited one before the drain closes it too.
+        let mut c = Command::new("sleep").arg("30").spawn().unwrap();
+        let tc = task("c", c.id());
+        assert!(w.hold(&tc, ticks(c.id()), Utc::now()).unwrap());
+        c.kill().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while w.holding(&tc).is_some() {
+            assert!(Instant::now() < deadline, "never seen exited");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(w.len(), 1, "only b is left");
+        assert!(w.exited().is_empty(), "closed: nothing left to drain");
+        c.wait().unwrap();
         assert!(w.holding(&tb).is_some());
         a.wait().unwrap();
         b.kill().unwrap();

@@ -304,3 +304,70 @@ fn without_pidfds_foreman_says_so_once_and_sweeps_as_before() {
         0
     );
 }
+
+/// Pidfds never take the files Foreman needs for its own work: under an
+/// open-file limit it cannot raise (300) and with more tasks than that, it
+/// holds at most the limit less the reserve (256), says so once, and goes
+/// on sweeping (one pidfd per task would leave SQLite no descriptor); a
+/// task it could not hold is read from `/proc` and its death found by the
+/// next sweep.
+#[test]
+fn under_a_low_open_file_limit_pidfds_leave_room_and_sweeps_go_on() {
+    use std::os::unix::process::CommandExt;
+    const TASKS: usize = 320;
+    let mut w = World::new();
+    w.edit_config(|t| t.replace("timeout = \"1s\"", "timeout = \"1h\""));
+    let pids: Vec<i32> = (0..TASKS).map(|_| w.spawn(&["sleep", "300"])).collect();
+    for (i, p) in pids.iter().enumerate() {
+        w.task(&format!("t{i}"))
+            .pid((*p).into())
+            .started(process_started_at(*p))
+            .heartbeat(now())
+            .insert();
+    }
+    let mut cmd = foreman(&w, &["run"]);
+    // SAFETY: setrlimit is async-signal-safe; nothing is allocated.
+    unsafe {
+        cmd.pre_exec(|| {
+            let r = libc::rlimit {
+                rlim_cur: 300,
+                rlim_max: 300,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+            Ok(())
+        });
+    }
+    let mut d = Running::start(&mut cmd);
+    wait_for("the startup scan", || {
+        assert!(d.still_running(), "{}", d.stderr());
+        startup_done(&w)
+    });
+    let limit = 300 - foreman::watch::RESERVE as usize;
+    wait_for("the pidfds up to the limit", || pidfds(d.pid()) == limit);
+    let held_before = pidfds(d.pid());
+    // Kill every task: those held by an event, the rest by the next sweep.
+    for p in &pids {
+        w.kill(*p);
+    }
+    wait_for("every task's dead finding", || {
+        w.count("SELECT COUNT(*) FROM findings WHERE kind = 'dead'") == TASKS as i64
+    });
+    assert!(
+        w.count("SELECT COUNT(*) FROM findings f JOIN sweeps s ON s.id = f.first_sweep_id WHERE s.kind = 'scheduled'") > 0,
+        "the tasks not held were found by a scheduled sweep"
+    );
+    assert_eq!(held_before, limit);
+    let scheduled =
+        w.count("SELECT COUNT(*) FROM sweeps WHERE kind = 'scheduled' AND error IS NULL");
+    wait_for("more scheduled sweeps", || {
+        w.count("SELECT COUNT(*) FROM sweeps WHERE kind = 'scheduled' AND error IS NULL")
+            >= scheduled + 2
+    });
+    let err = stop(d);
+    assert_eq!(
+        err.matches("could not hold a pidfd").count(),
+        1,
+        "said once: {err}"
+    );
+    assert!(!err.contains("Too many open files"), "{err}");
+}

@@ -408,6 +408,71 @@ fn real_pid_reuse_is_detected_and_the_new_process_is_not_signalled() {
     assert_eq!(w.task_state("reused"), "FAILED");
 }
 
+/// The lazy path cannot be fooled by a reused pid: the task's process is
+/// held by pidfd with a fresh heartbeat (so its read is skipped), it dies
+/// and another process takes its pid before anything drains the exit. The
+/// next sweep does not take the held task as alive: the pidfd is readable,
+/// so the task is read, and the newcomer is a reused pid, never signalled.
+#[test]
+fn a_pid_reused_while_held_is_not_taken_as_alive() {
+    let mut w = World::exclusive(Cfg::default());
+    w.edit_config(|t| t.replace("timeout = \"1s\"", "timeout = \"1h\""));
+    let original = w.spawn(&["sleep", "300"]);
+    let original_ticks = start_ticks(original);
+    w.task("reused")
+        .pid(original.into())
+        .started(now())
+        .heartbeat(now())
+        .insert();
+    let watch = std::sync::Arc::new(foreman::watch::Watch::new().expect("pidfds on this kernel"));
+    let opts = foreman::sweep::SweepOptions {
+        watch: Some(watch.clone()),
+        ..Default::default()
+    };
+    let run = |w: &World| {
+        let executor = foreman::executor::open(&w.config).unwrap();
+        let mut log = foreman::activity::ActivityLog::open(&w.config.activity.path).unwrap();
+        foreman::sweep::sweep(
+            &w.config,
+            executor.as_ref(),
+            foreman::sweep::LogAccess::Write(&mut log),
+            SCHEDULED,
+            &opts,
+        )
+        .unwrap()
+    };
+    assert_no_finding(&run(&w), "reused");
+    assert_eq!(watch.len(), 1, "bound and held");
+    let seen = |w: &World| -> String {
+        w.log()
+            .query_row(
+                "SELECT seen_at FROM observations WHERE task_id = 'reused'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let before = seen(&w);
+    w.exec("UPDATE tasks SET last_progress_at = ?1", [rfc(now())]);
+    assert_no_finding(&run(&w), "reused");
+    assert_eq!(seen(&w), before, "held and fresh: not read");
+
+    w.kill(original);
+    let newcomer = match spawn_with_pid(&mut w, original, &["sleep", "300"]) {
+        Ok(p) => p,
+        Err(why) => return skip_or_fail(&format!("real pid reuse: {why}")),
+    };
+    let new_ticks = start_ticks(newcomer);
+    assert_ne!(new_ticks, original_ticks);
+    w.exec("UPDATE tasks SET last_progress_at = ?1", [rfc(now())]);
+    let after = run(&w);
+    let f = finding(&after, "reused");
+    assert_eq!(f.kind, Kind::PidReused, "{f:#?}");
+    assert_eq!(f.evidence["bound_start_ticks"], original_ticks);
+    assert!(alive(newcomer, new_ticks), "the newcomer is not signalled");
+    assert_eq!(watch.len(), 0, "the newcomer is not held for the task");
+}
+
 #[test]
 fn startup_scan_marks_a_task_started_before_boot_as_orphan_at_once() {
     let mut w = World::new();
