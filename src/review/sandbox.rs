@@ -329,6 +329,9 @@ struct World {
     executor: Box<dyn Executor>,
     log: ActivityLog,
     tasks: Pids,
+    /// The daemon's path: pidfds held across this world's sweeps (held
+    /// tasks with a fresh heartbeat not read), where the kernel gives them.
+    watch: Option<std::sync::Arc<crate::watch::Watch>>,
 }
 
 /// The pids the enforce world's checks look at.
@@ -392,6 +395,7 @@ timeout = "5s"
             executor,
             log,
             tasks: Pids::default(),
+            watch: crate::watch::Watch::new().ok().map(std::sync::Arc::new),
         })
     }
 
@@ -427,12 +431,16 @@ timeout = "5s"
         } else {
             self.executor.as_ref()
         };
+        let opts = SweepOptions {
+            watch: self.watch.clone(),
+            ..opts.clone()
+        };
         sweep(
             &self.config,
             executor,
             LogAccess::Write(&mut self.log),
             kind,
-            opts,
+            &opts,
         )?;
         Ok(())
     }

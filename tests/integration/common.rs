@@ -10,13 +10,14 @@ use foreman::executor::{self, Executor};
 use foreman::model::SweepKind;
 use foreman::probe::{boot_facts, read_stat, BootFacts, Probe, ProcTable};
 use foreman::sweep::{sweep, FindingReport, LogAccess, SweepOptions, SweepReport};
+use foreman::watch::Watch;
 use rusqlite::types::Value as Sql;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::any::Any;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The host name every test config gives; tasks with `host` NULL are here.
@@ -99,6 +100,10 @@ pub struct World {
     pub dir: tempfile::TempDir,
     pub db: PathBuf,
     pub config: Config,
+    /// The pidfds the world's sweeps hold between them, as the daemon's
+    /// do: every test of the judge runs the daemon's path (held tasks with
+    /// a fresh heartbeat not read, deaths seen through readable pidfds).
+    pub watch: Arc<Watch>,
     children: Vec<Spawned>,
     /// The process lock, released last (after `drop` killed everything).
     _guard: Box<dyn Any>,
@@ -150,6 +155,7 @@ impl World {
             dir,
             db,
             config,
+            watch: Arc::new(Watch::new().expect("pidfds (Linux 5.3) on this machine kind")),
             children: Vec::new(),
             _guard: guard,
         }
@@ -332,7 +338,10 @@ impl World {
             executor,
             LogAccess::Write(&mut log),
             kind,
-            &SweepOptions::default(),
+            &SweepOptions {
+                watch: Some(self.watch.clone()),
+                ..SweepOptions::default()
+            },
         )
         .unwrap()
     }
