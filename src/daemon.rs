@@ -2,7 +2,10 @@
 //! 1. take the actor lock, open and migrate the activity log;
 //! 2. the startup orphan scan (which also re-verifies findings a crash left
 //!    pending), waiting out exit grace once if the scan found tasks gone;
-//! 3. a sweep every `interval`, missed ticks skipped, never bunched;
+//! 3. a sweep every `interval`, missed ticks skipped, never bunched; a
+//!    pidfd held for every bound task those sweeps judge alive (`watch`),
+//!    and an `event` sweep of the tasks whose processes exit, 200 ms after
+//!    the exit and again when their exit grace ends;
 //! 4. after each sweep, and whenever a queued alert falls due between
 //!    sweeps, deliver the alert outbox (bounded: see `outbox`);
 //! 5. the wellbeing sweep on its schedule (`[wellbeing] schedule`), and
@@ -415,8 +418,10 @@ async fn main_loop(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
         // Biased, in this order: a stop or a reload first, the watchdog's
-        // ping, then what is due at most once in a while (schedule slots,
-        // alert retries, the monitor's feed), and the sweep ticker last.
+        // ping, watched processes that exited and the event sweeps they
+        // call for (a death is recorded within a second), then what is due
+        // at most once in a while (schedule slots, alert retries, the
+        // monitor's feed), and the sweep ticker last.
         // After a long sweep the ticker is ready at once (a missed tick),
         // so an unbiased choice let it win at random, and on a busy host a
         // due wellbeing slot could lose for tens of seconds.
@@ -461,6 +466,19 @@ async fn main_loop(
                 exited.extend(ids);
                 event_due.get_or_insert(Instant::now() + SETTLE);
             }
+            _ = sleep_until(event_due), if event_due.is_some() => {
+                event_due = None;
+                let focus = std::mem::take(&mut exited);
+                if let Some(r) = job!(Work::Sweep(SweepKind::Event, None, Some(focus))) {
+                    recheck_waiting(&config, &r, &mut recheck);
+                }
+            }
+            _ = sleep_until(recheck.as_ref().map(|r| r.0)), if recheck.is_some() => {
+                let focus = recheck.take().map(|r| r.1).unwrap_or_default();
+                if let Some(r) = job!(Work::Sweep(SweepKind::Event, None, Some(focus))) {
+                    recheck_waiting(&config, &r, &mut recheck);
+                }
+            }
             // A due slot is ready at once (a zero sleep is not ready until
             // the timer's next turn, so a busy ticker or a signal would
             // always win); otherwise the sleep only wakes the loop.
@@ -479,19 +497,6 @@ async fn main_loop(
             }
             _ = sleep_until(feed_due), if feed_due.is_some() => {
                 job!(Work::Feed);
-            }
-            _ = sleep_until(event_due), if event_due.is_some() => {
-                event_due = None;
-                let focus = std::mem::take(&mut exited);
-                if let Some(r) = job!(Work::Sweep(SweepKind::Event, None, Some(focus))) {
-                    recheck_waiting(&config, &r, &mut recheck);
-                }
-            }
-            _ = sleep_until(recheck.as_ref().map(|r| r.0)), if recheck.is_some() => {
-                let focus = recheck.take().map(|r| r.1).unwrap_or_default();
-                if let Some(r) = job!(Work::Sweep(SweepKind::Event, None, Some(focus))) {
-                    recheck_waiting(&config, &r, &mut recheck);
-                }
             }
             scheduled = ticker.tick() => {
                 let lateness = Instant::now().saturating_duration_since(scheduled);
