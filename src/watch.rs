@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// One held pidfd: the row it was opened for and the process it names.
 struct Held {
@@ -38,8 +38,9 @@ struct Held {
 
 #[derive(Default)]
 struct Inner {
-    held: HashMap<String, Held>,
-    tokens: HashMap<u64, String>,
+    /// By task id; the token map shares the id (one allocation a task).
+    held: HashMap<Arc<str>, Held>,
+    tokens: HashMap<u64, Arc<str>>,
     next_token: u64,
     /// Set once the limit was reached or opening a pidfd failed for lack
     /// of descriptors: no more are opened until one is released (the rest
@@ -172,7 +173,7 @@ impl Watch {
     /// A pidfd found readable is closed: its task is read now.
     pub fn holding(&self, task: &Task) -> Option<Holding> {
         let mut inner = self.lock();
-        let h = inner.held.get(&task.id)?;
+        let h = inner.held.get(task.id.as_str())?;
         if readable(&h.fd) {
             release_locked(&mut inner, &task.id);
             return None;
@@ -194,7 +195,7 @@ impl Watch {
             return Ok(false);
         };
         let mut inner = self.lock();
-        if let Some(h) = inner.held.get_mut(&task.id) {
+        if let Some(h) = inner.held.get_mut(task.id.as_str()) {
             if h.pid == pid
                 && h.attempt == task.attempt
                 && h.pid_start_ticks == task.pid_start_ticks
@@ -252,9 +253,10 @@ impl Watch {
             }
             return Err(format!("epoll_ctl: {e}"));
         }
-        inner.tokens.insert(token, task.id.clone());
+        let id: Arc<str> = Arc::from(task.id.as_str());
+        inner.tokens.insert(token, id.clone());
         inner.held.insert(
-            task.id.clone(),
+            id,
             Held {
                 fd,
                 attempt: task.attempt,
@@ -276,7 +278,7 @@ impl Watch {
     /// still RUNNING with the same attempt and pid): the rest are closed.
     pub fn retain(&self, mut keep: impl FnMut(&str, i64, i32) -> bool) {
         let mut inner = self.lock();
-        let gone: Vec<String> = inner
+        let gone: Vec<Arc<str>> = inner
             .held
             .iter()
             .filter(|(id, h)| !keep(id, h.attempt, h.pid))
@@ -310,7 +312,7 @@ impl Watch {
                 let token = ev.u64;
                 if let Some(id) = inner.tokens.get(&token).cloned() {
                     release_locked(&mut inner, &id);
-                    out.push(id);
+                    out.push(id.to_string());
                 }
             }
             if (n as usize) < events.len() {
