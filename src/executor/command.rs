@@ -108,8 +108,7 @@ impl CommandExecutor {
         // small values costs up to 80 times its bytes): its arrays are split
         // into raw slices of stdout, and each row is read, parsed and
         // dropped in turn, so memory holds stdout and one row's tree.
-        let doc: Doc = serde_json::from_slice(&stdout)
-            .context("the snapshot command did not print a JSON object")?;
+        let doc = read_doc(&stdout)?;
         let tasks = doc
             .tasks
             .context("the snapshot command's JSON has no \"tasks\" array")?;
@@ -152,6 +151,29 @@ impl CommandExecutor {
             droid_types,
         })
     }
+}
+
+/// The snapshot command's document. Only a JSON object is one: serde reads
+/// a struct from a JSON array too, by position (`[[…tasks…], […types…]]`),
+/// which is no format the contract documents; such output is malformed, and
+/// taking it would turn a command printing the wrong thing into a snapshot.
+fn read_doc(stdout: &[u8]) -> Result<Doc<'_>> {
+    const NOT_AN_OBJECT: &str = "the snapshot command did not print a JSON object";
+    // JSON's whitespace; serde_json skips the same before the value.
+    let first = stdout
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first != Some(&b'{') {
+        bail!(
+            "{NOT_AN_OBJECT} ({}): it must print {{\"tasks\": [ … ]}}",
+            match first {
+                None => "its output is empty",
+                Some(b'[') => "it printed a JSON array",
+                Some(_) => "it printed something else",
+            }
+        );
+    }
+    serde_json::from_slice(stdout).context(NOT_AN_OBJECT)
 }
 
 /// The snapshot command's document, its arrays left as slices of stdout.
@@ -223,7 +245,30 @@ pub(crate) fn substitute(arg: &str, values: &[(&str, &str)]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::substitute;
+    use super::{read_doc, substitute};
+
+    #[test]
+    fn only_a_json_object_is_a_snapshot_document() {
+        // serde would read these as the struct, by position: one row each.
+        for doc in [
+            "[[null]]",
+            " [[{\"id\": \"a\"}]]",
+            "[]",
+            "",
+            "  ",
+            "\"tasks\"",
+            "null",
+        ] {
+            let e = read_doc(doc.as_bytes()).err();
+            assert!(
+                e.as_ref()
+                    .is_some_and(|e| e.to_string().contains("did not print a JSON object")),
+                "{doc:?} was taken: {e:?}"
+            );
+        }
+        let doc = read_doc(b"\n {\"tasks\": [null, {\"id\": \"a\"}]}").ok();
+        assert_eq!(doc.and_then(|d| d.tasks).map(|t| t.len()), Some(2));
+    }
 
     #[test]
     fn placeholders_are_filled_once() {

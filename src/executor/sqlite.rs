@@ -3,13 +3,14 @@
 
 use super::{bad_row, parse_enabled, parse_row, Executor, History, Marked};
 use crate::config::{ExecutorConfig, ExecutorTz};
-use crate::model::{Snapshot, Task};
+use crate::model::{Row, Snapshot, Task, TaskState};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use rusqlite::{named_params, types::ValueRef, Connection, OpenFlags};
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 use tracing::warn;
 
@@ -36,6 +37,24 @@ pub const DEFAULT_SNAPSHOT_QUERY: &str = "SELECT id, plan_id, droid_type, state,
      OR julianday(CASE WHEN typeof(finished_at) IN ('integer', 'real') \
         THEN datetime(finished_at, 'unixepoch') ELSE finished_at END) >= julianday('now') - :history_days";
 
+/// One row by id, with the default query's columns: a task an earlier
+/// snapshot saw unfinished, read again to learn how it ended.
+const BY_ID_QUERY: &str = "SELECT id, plan_id, droid_type, state, pid, host, attempt, \
+     started_at, last_progress_at, finished_at, error, * FROM tasks WHERE id = :id";
+
+/// How far before the earlier remembered snapshot a later snapshot still
+/// looks for finished rows: a row written with a `finished_at` a little in
+/// the past (an executor committing after the fact) is not missed. Rows
+/// the earlier snapshots saw unfinished are read back by id whatever their
+/// `finished_at` (default query), so this only matters for tasks that
+/// started and finished between two snapshots.
+const LATE_FINISH: Duration = Duration::from_secs(30);
+
+/// Snapshots remembered: a sweep may take two close together (its own and
+/// the re-read before signalling), and whatever finished between the first
+/// and the next sweep must still be in the next sweep's snapshot.
+const REMEMBERED: usize = 2;
+
 pub const DEFAULT_MARK_QUERY: &str =
     "UPDATE tasks SET state = 'FAILED', finished_at = :finished_at, error = :reason \
      WHERE id = :id AND state = 'RUNNING' AND pid IS :pid AND attempt = :attempt";
@@ -47,6 +66,17 @@ pub struct SqliteExecutor {
     timeout: Duration,
     history: Duration,
     tz: ExecutorTz,
+    /// The latest snapshots this executor took (newest last), so the next
+    /// reads only what changed since (see `snapshot`).
+    seen: Mutex<VecDeque<Seen>>,
+}
+
+/// What one snapshot saw: when it was taken (the executor's wall clock is
+/// what `finished_at` and SQLite's `'now'` use), and the tasks it saw
+/// unfinished.
+struct Seen {
+    at: DateTime<Utc>,
+    unfinished: HashSet<String>,
 }
 
 impl SqliteExecutor {
@@ -65,6 +95,7 @@ impl SqliteExecutor {
             timeout: cfg.timeout,
             history: cfg.history_window,
             tz: cfg.timezone,
+            seen: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -80,6 +111,10 @@ impl SqliteExecutor {
         conn.busy_timeout(self.timeout)?;
         Ok(conn)
     }
+}
+
+fn unfinished(state: TaskState) -> bool {
+    matches!(state, TaskState::Running | TaskState::Pending)
 }
 
 fn json_of(v: ValueRef<'_>) -> Value {
@@ -143,31 +178,81 @@ impl SqliteExecutor {
         };
         let mut out = Vec::new();
         while let Some(r) = rows.next().context("reading the snapshot")? {
-            let mut map = Map::new();
-            let mut unreadable = None;
-            for (i, name) in names.iter().enumerate() {
-                // The first occurrence of a column name wins (`*` repeats them).
-                if !map.contains_key(name) {
-                    let v = r.get_ref(i)?;
-                    if name == "id" {
-                        unreadable = unreadable_id(v);
-                    }
-                    let v = match v {
-                        // Each BLOB id its own row, not one "(blob)".
-                        ValueRef::Blob(b) if name == "id" => {
-                            Value::from(format!("(blob) {}", escape_bytes(b)))
-                        }
-                        v => json_of(v),
-                    };
-                    map.insert(name.clone(), v);
-                }
-            }
-            out.push(match unreadable {
-                None => parse_row(&map, self.tz),
-                Some(reason) => bad_row(&map, reason),
-            });
+            out.push(self.row(r, &names)?);
         }
         Ok(Snapshot { rows: out })
+    }
+
+    /// One result row, parsed.
+    fn row(&self, r: &rusqlite::Row<'_>, names: &[String]) -> Result<Row> {
+        let mut map = Map::new();
+        let mut unreadable = None;
+        for (i, name) in names.iter().enumerate() {
+            // The first occurrence of a column name wins (`*` repeats them).
+            if !map.contains_key(name) {
+                let v = r.get_ref(i)?;
+                if name == "id" {
+                    unreadable = unreadable_id(v);
+                }
+                let v = match v {
+                    // Each BLOB id its own row, not one "(blob)".
+                    ValueRef::Blob(b) if name == "id" => {
+                        Value::from(format!("(blob) {}", escape_bytes(b)))
+                    }
+                    v => json_of(v),
+                };
+                map.insert(name.clone(), v);
+            }
+        }
+        Ok(match unreadable {
+            None => parse_row(&map, self.tz),
+            Some(reason) => bad_row(&map, reason),
+        })
+    }
+
+    /// With the default query: each task an earlier remembered snapshot saw
+    /// unfinished that this one lacks (it finished with a `finished_at`
+    /// older than the window: an executor writing it late), read by id
+    /// (the primary key) and added, so its end is never missed. A task the
+    /// executor deleted stays missing: the monitor sees it gone.
+    fn read_back(&self, conn: &Connection, snapshot: &mut Snapshot) -> Result<()> {
+        if self.snapshot_query != DEFAULT_SNAPSHOT_QUERY {
+            return Ok(());
+        }
+        let missing: Vec<String> = {
+            let Ok(seen) = self.seen.lock() else {
+                return Ok(());
+            };
+            let present: HashSet<&str> = snapshot
+                .rows
+                .iter()
+                .map(|r| match r {
+                    Row::Task(t) => t.id.as_str(),
+                    Row::Bad(b) => b.id.as_str(),
+                })
+                .collect();
+            let mut missing: Vec<String> = seen
+                .iter()
+                .flat_map(|s| s.unfinished.iter())
+                .filter(|id| !present.contains(id.as_str()))
+                .cloned()
+                .collect();
+            missing.sort();
+            missing.dedup();
+            missing
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut stmt = conn.prepare(BY_ID_QUERY)?;
+        let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
+        for id in &missing {
+            let mut rows = stmt.query(named_params! {":id": id})?;
+            while let Some(r) = rows.next().context("reading a task back by id")? {
+                snapshot.rows.push(self.row(r, &names)?);
+            }
+        }
+        Ok(())
     }
 
     /// `droid_types (name, enabled)`, when the executor has that table.
@@ -208,9 +293,63 @@ impl SqliteExecutor {
 }
 
 impl Executor for SqliteExecutor {
+    /// The first snapshot of this executor holds every task finished within
+    /// `history_window` (a daemon starting up, or a one-shot command, sees
+    /// what happened while nothing watched). Each later one holds the
+    /// RUNNING and PENDING tasks and only what finished since the earlier
+    /// of the last two snapshots (less `LATE_FINISH`), and, with the default
+    /// query, every task those saw unfinished, read back by id: what
+    /// changed. A sweep's cost and memory then follow the RUNNING set and
+    /// the churn, not the history window (thousands of finished rows that
+    /// every sweep used to read, parse and diff again). A clock stepped
+    /// back, or a failed snapshot, starts from the whole window again.
     fn snapshot(&self) -> Result<Snapshot> {
-        let conn = self.connect(false)?;
-        self.snapshot_with(&conn, self.history)
+        let now = Utc::now();
+        let since = self
+            .seen
+            .lock()
+            .ok()
+            .and_then(|seen| seen.front().map(|s| s.at));
+        let window = match since.map(|t| (now - t).to_std()) {
+            Some(Ok(gap)) => self.history.min(gap.saturating_add(LATE_FINISH)),
+            // None before (the whole window), or a clock stepped back.
+            _ => self.history,
+        };
+        let result = (|| {
+            let conn = self.connect(false)?;
+            // One read transaction: the rows read back are of the same
+            // moment as the rest.
+            let tx = conn.unchecked_transaction()?;
+            let mut snapshot = self.snapshot_with(&tx, window)?;
+            if window < self.history {
+                self.read_back(&tx, &mut snapshot)?;
+            }
+            Ok(snapshot)
+        })();
+        if let Ok(mut seen) = self.seen.lock() {
+            match &result {
+                Ok(snapshot) => {
+                    seen.push_back(Seen {
+                        at: now,
+                        unfinished: snapshot
+                            .rows
+                            .iter()
+                            .filter_map(|r| match r {
+                                Row::Task(t) if unfinished(t.state) => Some(t.id.clone()),
+                                _ => None,
+                            })
+                            .collect(),
+                    });
+                    while seen.len() > REMEMBERED {
+                        seen.pop_front();
+                    }
+                }
+                // Whatever the failed snapshot missed, the next one reads
+                // the whole window again.
+                Err(_) => seen.clear(),
+            }
+        }
+        result
     }
 
     fn history(&self, window: Duration) -> Result<History> {
@@ -269,6 +408,82 @@ mod tests {
         assert!(unreadable_id(ValueRef::Blob(b"t")).is_some());
         assert!(unreadable_id(ValueRef::Text(b"t")).is_none());
         assert!(unreadable_id(ValueRef::Integer(7)).is_none());
+    }
+
+    fn ids(snapshot: &Snapshot) -> Vec<String> {
+        let mut ids: Vec<String> = snapshot
+            .rows
+            .iter()
+            .map(|r| match r {
+                Row::Task(t) => format!("{}:{:?}", t.id, t.state),
+                Row::Bad(b) => b.id.clone(),
+            })
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// After the first snapshot (the whole history window), a snapshot
+    /// holds the unfinished tasks and what changed: rows finished since,
+    /// and every task seen unfinished before, read back by id however old
+    /// its `finished_at`. A failed snapshot starts from the whole window.
+    #[test]
+    fn later_snapshots_read_what_changed_not_the_whole_window() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("executor.db");
+        let db = Connection::open(&path).expect("executor");
+        db.execute_batch(SCHEMA).expect("schema");
+        let ago = |mins: i64| {
+            (Utc::now() - chrono::Duration::minutes(mins))
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        };
+        let put = |id: &str, state: &str, finished: Option<String>| {
+            db.execute(
+                "INSERT INTO tasks (id, droid_type, state, finished_at) VALUES (?1, 'w', ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, finished_at = excluded.finished_at",
+                rusqlite::params![id, state, finished],
+            )
+            .expect("write task");
+        };
+        put("run", "RUNNING", None);
+        put("old", "SUCCESS", Some(ago(30)));
+        put("ancient", "SUCCESS", Some(ago(120)));
+        let text = format!(
+            "[executor]\nkind = \"sqlite\"\npath = {:?}\n",
+            path.display().to_string()
+        );
+        let config =
+            crate::config::Config::parse(&text, &dir.path().join("foreman.toml")).expect("config");
+        let exec = SqliteExecutor::new(&config.executor).expect("executor");
+
+        let first = exec.snapshot().expect("first");
+        assert_eq!(ids(&first), ["old:Success", "run:Running"]);
+        // Finished half an hour ago: in the window, but not new.
+        let second = exec.snapshot().expect("second");
+        assert_eq!(ids(&second), ["run:Running"]);
+        // `run` ends with a finished_at written 20 minutes in the past; a
+        // new task starts and finishes between two snapshots.
+        put("run", "FAILED", Some(ago(20)));
+        put("quick", "SUCCESS", Some(ago(0)));
+        let third = exec.snapshot().expect("third");
+        assert_eq!(ids(&third), ["quick:Success", "run:Failed"]);
+        // Both remembered snapshots saw `run` unfinished, so it is read
+        // back once more (a sweep's re-read must not hide it from the next
+        // sweep), then not again.
+        assert_eq!(
+            ids(&exec.snapshot().expect("fourth")),
+            ["quick:Success", "run:Failed"]
+        );
+        assert_eq!(ids(&exec.snapshot().expect("fifth")), ["quick:Success"]);
+
+        // A snapshot that fails forgets: the next reads the whole window.
+        std::fs::rename(&path, dir.path().join("moved.db")).expect("move");
+        assert!(exec.snapshot().is_err());
+        std::fs::rename(dir.path().join("moved.db"), &path).expect("move back");
+        assert_eq!(
+            ids(&exec.snapshot().expect("after the failure")),
+            ["old:Success", "quick:Success", "run:Failed"]
+        );
     }
 
     #[test]

@@ -681,6 +681,34 @@ pub fn views_page(
     })
 }
 
+/// The plans `views` shows, each with its tasks counted by state: what
+/// `/metrics` needs, counted by SQLite (one row per plan and state) rather
+/// than every task of every plan read into a view (task ids, times and
+/// stalled lists that a scrape would build and drop, for each task of each
+/// plan completed within the hour). Sorted by plan id.
+pub fn plan_counts(conn: &Connection, now: DateTime<Utc>) -> Result<Vec<(String, view::Counts)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT p.plan_id, t.state, COUNT(*)
+         FROM monitor_plans p JOIN monitor_tasks t ON t.plan_id = p.plan_id
+         WHERE p.completed_at IS NULL OR p.completed_at >= ?1
+         GROUP BY p.plan_id, t.state ORDER BY p.plan_id",
+    )?;
+    let mut rows = stmt.query([ts(now - TRACK_AFTER_COMPLETION)])?;
+    let mut out: Vec<(String, view::Counts)> = Vec::new();
+    while let Some(r) = rows.next()? {
+        let plan: String = r.get(0)?;
+        let state = parse_state(&r.get::<_, String>(1)?)?;
+        let n = u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0);
+        if out.last().is_none_or(|(p, _)| *p != plan) {
+            out.push((plan, view::Counts::default()));
+        }
+        if let Some((_, counts)) = out.last_mut() {
+            counts.add_n(state, n);
+        }
+    }
+    Ok(out)
+}
+
 /// One plan's view, whatever its age (until pruned).
 pub fn view(conn: &Connection, plan_id: &str) -> Result<Option<MonitorView>> {
     Ok(read_views(conn, "WHERE p.plan_id = ?1", plan_id)?.pop())

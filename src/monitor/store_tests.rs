@@ -1003,6 +1003,14 @@ fn views_show_open_plans_and_plans_completed_within_the_hour() {
     log.pull_hung(&tasks(&states), &["open-1"], 0);
 
     let shown = views(&log.conn, now()).unwrap();
+    // /metrics counts the same plans and tasks without building the views.
+    let counted = |views: &[MonitorView]| -> Vec<(String, view::Counts)> {
+        views
+            .iter()
+            .map(|v| (v.plan_id.clone(), v.counts))
+            .collect()
+    };
+    assert_eq!(plan_counts(&log.conn, now()).unwrap(), counted(&shown));
     let ids: Vec<&str> = shown.iter().map(|v| v.plan_id.as_str()).collect();
     assert_eq!(
         ids,
@@ -1036,6 +1044,7 @@ fn views_show_open_plans_and_plans_completed_within_the_hour() {
         later.iter().map(|v| v.plan_id.as_str()).collect::<Vec<_>>(),
         ["open"]
     );
+    assert_eq!(plan_counts(&log.conn, at(31)).unwrap(), counted(&later));
 }
 
 /// Health and counts over a plan's tasks, current or retired.

@@ -16,13 +16,19 @@ pub struct Counts {
 
 impl Counts {
     pub fn add(&mut self, state: TaskState) {
-        match state {
-            TaskState::Pending => self.pending += 1,
-            TaskState::Running => self.running += 1,
-            TaskState::Success => self.success += 1,
-            TaskState::Failed => self.failed += 1,
-            TaskState::Skipped => self.skipped += 1,
-        }
+        self.add_n(state, 1);
+    }
+
+    /// `n` tasks in `state` (counted by SQLite, `store::plan_counts`).
+    pub fn add_n(&mut self, state: TaskState, n: u64) {
+        let slot = match state {
+            TaskState::Pending => &mut self.pending,
+            TaskState::Running => &mut self.running,
+            TaskState::Success => &mut self.success,
+            TaskState::Failed => &mut self.failed,
+            TaskState::Skipped => &mut self.skipped,
+        };
+        *slot = slot.saturating_add(n);
     }
 
     pub fn total(&self) -> u64 {
