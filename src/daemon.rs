@@ -88,6 +88,7 @@ const SETTLE: Duration = Duration::from_millis(200);
 pub type OnSweep = Arc<dyn Fn(&SweepReport) + Send + Sync>;
 
 pub fn run(config: Config, on_sweep: Option<OnSweep>) -> Result<Exit> {
+    tune_malloc();
     // Until the reload handler is installed (after the lock and the
     // migrations), a SIGHUP must not end the daemon. No child is started
     // before then, so none inherits the ignored disposition.
@@ -174,6 +175,24 @@ fn open_watch() -> Option<Arc<Watch>> {
             warn!(reason = %why, "pidfds are not available (Linux < 5.3, or a seccomp filter): every task is read from /proc each sweep and a death is seen at the next sweep");
             None
         }
+    }
+}
+
+/// glibc's allocator, set for a daemon whose every sweep builds and drops a
+/// snapshot of megabytes: large blocks always mmapped (the dynamic
+/// threshold otherwise rises after the first free and puts them on the
+/// heap, where growing a vector copies it and what is freed stays
+/// resident), the heap's top trimmed at 128 KiB, and two arenas instead of
+/// one per thread that allocates (the blocking pool's, the consumer's),
+/// each keeping its own freed megabytes. Measured at 10,000 tasks: resident
+/// anonymous memory between sweeps 14.4 → 9.7 MiB (BENCHMARKS.md).
+fn tune_malloc() {
+    // SAFETY: mallopt only sets allocator parameters; called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

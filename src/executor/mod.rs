@@ -38,6 +38,14 @@ pub trait Executor: Send + Sync {
     /// The executor's tasks now: RUNNING and PENDING, and those finished
     /// within the history window.
     fn snapshot(&self) -> Result<Snapshot>;
+    /// The same, for a look between full sweeps (an event sweep, the
+    /// re-read before signalling): a source that reads only what changed
+    /// since its last snapshot must not count this one as that snapshot,
+    /// or a task finished before it would be missed by the next full
+    /// sweep (whose monitor pull records the transition).
+    fn look(&self) -> Result<Snapshot> {
+        self.snapshot()
+    }
     /// The same with tasks finished within `window`, and the executor's
     /// droid types. A source that cannot look further back gives its
     /// snapshot.

@@ -50,9 +50,9 @@ const BY_ID_QUERY: &str = "SELECT id, plan_id, droid_type, state, pid, host, att
 /// started and finished between two snapshots.
 const LATE_FINISH: Duration = Duration::from_secs(30);
 
-/// Snapshots remembered: a sweep may take two close together (its own and
-/// the re-read before signalling), and whatever finished between the first
-/// and the next sweep must still be in the next sweep's snapshot.
+/// Snapshots remembered: the next one reads back to the earlier of the
+/// last two full sweeps' (looks between them, `Executor::look`, do not
+/// count), a margin of one whole interval for a row written late.
 const REMEMBERED: usize = 2;
 
 pub const DEFAULT_MARK_QUERY: &str =
@@ -109,6 +109,9 @@ impl SqliteExecutor {
         let conn = Connection::open_with_flags(&self.path, flags)
             .with_context(|| format!("opening the executor database {}", self.path.display()))?;
         conn.busy_timeout(self.timeout)?;
+        // A snapshot reads each page once: a page cache (2 MiB by default)
+        // would only hold the last sweep's rows in memory until the next.
+        conn.pragma_update(None, "cache_size", -256)?;
         Ok(conn)
     }
 }
@@ -292,18 +295,10 @@ impl SqliteExecutor {
     }
 }
 
-impl Executor for SqliteExecutor {
-    /// The first snapshot of this executor holds every task finished within
-    /// `history_window` (a daemon starting up, or a one-shot command, sees
-    /// what happened while nothing watched). Each later one holds the
-    /// RUNNING and PENDING tasks and only what finished since the earlier
-    /// of the last two snapshots (less `LATE_FINISH`), and, with the default
-    /// query, every task those saw unfinished, read back by id: what
-    /// changed. A sweep's cost and memory then follow the RUNNING set and
-    /// the churn, not the history window (thousands of finished rows that
-    /// every sweep used to read, parse and diff again). A clock stepped
-    /// back, or a failed snapshot, starts from the whole window again.
-    fn snapshot(&self) -> Result<Snapshot> {
+impl SqliteExecutor {
+    /// A snapshot of what changed (see `snapshot`); `record`: it becomes
+    /// the latest the next one reads from.
+    fn read(&self, record: bool) -> Result<Snapshot> {
         let now = Utc::now();
         let since = self
             .seen
@@ -326,7 +321,7 @@ impl Executor for SqliteExecutor {
             }
             Ok(snapshot)
         })();
-        if let Ok(mut seen) = self.seen.lock() {
+        if let (true, Ok(mut seen)) = (record, self.seen.lock()) {
             match &result {
                 Ok(snapshot) => {
                     seen.push_back(Seen {
@@ -350,6 +345,26 @@ impl Executor for SqliteExecutor {
             }
         }
         result
+        }
+}
+
+impl Executor for SqliteExecutor {
+    /// The first snapshot of this executor holds every task finished within
+    /// `history_window` (a daemon starting up, or a one-shot command, sees
+    /// what happened while nothing watched). Each later one holds the
+    /// RUNNING and PENDING tasks and only what finished since the earlier
+    /// of the last two snapshots (less `LATE_FINISH`), and, with the default
+    /// query, every task those saw unfinished, read back by id: what
+    /// changed. A sweep's cost and memory then follow the RUNNING set and
+    /// the churn, not the history window (thousands of finished rows that
+    /// every sweep used to read, parse and diff again). A clock stepped
+    /// back, or a failed snapshot, starts from the whole window again.
+    fn snapshot(&self) -> Result<Snapshot> {
+        self.read(true)
+    }
+
+    fn look(&self) -> Result<Snapshot> {
+        self.read(false)
     }
 
     fn history(&self, window: Duration) -> Result<History> {
@@ -476,13 +491,30 @@ mod tests {
         );
         assert_eq!(ids(&exec.snapshot().expect("fifth")), ["quick:Success"]);
 
+        // Looks between sweeps (event sweeps, the re-read before
+        // signalling) are not what the next snapshot reads from: a task
+        // seen running, then finished late while only looks came, is still
+        // in the next snapshot.
+        put("late", "RUNNING", None);
+        assert!(ids(&exec.snapshot().expect("sixth")).contains(&"late:Running".to_string()));
+        assert!(ids(&exec.snapshot().expect("seventh")).contains(&"late:Running".to_string()));
+        put("late", "SUCCESS", Some(ago(20)));
+        for _ in 0..3 {
+            let look = exec.look().expect("a look");
+            assert!(ids(&look).contains(&"late:Success".to_string()), "{:?}", ids(&look));
+        }
+        assert!(
+            ids(&exec.snapshot().expect("eighth")).contains(&"late:Success".to_string()),
+            "the next full snapshot still holds how it ended"
+        );
+
         // A snapshot that fails forgets: the next reads the whole window.
         std::fs::rename(&path, dir.path().join("moved.db")).expect("move");
         assert!(exec.snapshot().is_err());
         std::fs::rename(dir.path().join("moved.db"), &path).expect("move back");
         assert_eq!(
             ids(&exec.snapshot().expect("after the failure")),
-            ["old:Success", "quick:Success", "run:Failed"]
+            ["late:Success", "old:Success", "quick:Success", "run:Failed"]
         );
     }
 

@@ -133,6 +133,19 @@ pub fn diff(
     d
 }
 
+/// A current task the snapshot shows exactly as the monitor knows it:
+/// `diff` would do nothing with the pair (no event, no write, not gone,
+/// not newly stalled), so the pull need not hold it.
+pub fn unchanged(known: &Known, t: &Task, hung: &HashSet<&str>) -> bool {
+    let stalled = t.state == TaskState::Running && hung.contains(t.id.as_str());
+    known.current
+        && known.state == t.state
+        && known.attempt == t.attempt
+        && known.stalled == stalled
+        && known.plan_id == t.plan_id
+        && known.droid_type.as_deref() == Some(t.droid_type.as_str())
+}
+
 pub fn is_finished(state: TaskState) -> bool {
     matches!(
         state,

@@ -919,3 +919,72 @@ fn a_snapshot_newer_than_every_push_is_the_executors_word() {
         assert!(!k.pushed_late, "{what}");
     }
 }
+
+mod unchanged_pairs {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn state() -> impl Strategy<Value = TaskState> {
+        prop::sample::select(vec![Pending, Running, Success, Failed, Skipped])
+    }
+
+    proptest! {
+        /// What the pull drops before diffing (a current task exactly as
+        /// known) changes nothing in the diff: the same events, writes,
+        /// gone, retired, plans and stalls, whatever else is known.
+        #[test]
+        fn dropping_unchanged_pairs_changes_no_diff(
+            rows in prop::collection::vec(
+                (0usize..6, prop::option::of((state(), 1i64..3, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>())),
+                 prop::option::of((state(), 1i64..3, any::<bool>()))),
+                0..12),
+            baseline in any::<bool>(),
+        ) {
+            let mut known_all: HashMap<String, Known> = HashMap::new();
+            let mut tasks_all: Vec<Task> = Vec::new();
+            let mut hung_ids: Vec<String> = Vec::new();
+            for (n, k, t) in rows {
+                let id = format!("t{n}");
+                if let Some((state, attempt, stalled, current, pushed_late, other_plan)) = k {
+                    known_all.insert(id.clone(), Known {
+                        plan_id: Some(if other_plan { "p2" } else { "p1" }.into()),
+                        stalled,
+                        current,
+                        pushed_late,
+                        ..known(state, attempt)
+                    });
+                }
+                if let Some((state, attempt, is_hung)) = t {
+                    if !tasks_all.iter().any(|x| x.id == id) {
+                        tasks_all.push(task(&id, state, attempt));
+                        if is_hung {
+                            hung_ids.push(id.clone());
+                        }
+                    }
+                }
+            }
+            let hung: HashSet<&str> = hung_ids.iter().map(|s| s.as_str()).collect();
+            let none = HashSet::new();
+            let all: Vec<&Task> = tasks_all.iter().collect();
+            let full = diff(&known_all, &all, &none, &hung, now(), baseline);
+            let same: HashSet<&str> = all
+                .iter()
+                .filter(|t| known_all.get(&t.id).is_some_and(|k| unchanged(k, t, &hung)))
+                .map(|t| t.id.as_str())
+                .collect();
+            let known_rest: HashMap<String, Known> = known_all
+                .iter()
+                .filter(|(id, _)| !same.contains(id.as_str()))
+                .map(|(id, k)| (id.clone(), k.clone()))
+                .collect();
+            let rest: Vec<&Task> = all.iter().copied().filter(|t| !same.contains(t.id.as_str())).collect();
+            let mut cut = diff(&known_rest, &rest, &none, &hung, now(), baseline);
+            let mut full = full;
+            for d in [&mut full, &mut cut] {
+                d.upserts.sort_by(|a, b| a.0.cmp(&b.0));
+                d.events.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+            }
+            prop_assert_eq!(full, cut);
+        }
+    }
+}

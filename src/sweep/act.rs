@@ -98,7 +98,7 @@ fn reread(
     if !term.iter().any(|i| planned[*i].task.is_some()) {
         return skipped;
     }
-    let fresh = executor.snapshot();
+    let fresh = executor.look();
     for i in term {
         let Some(task) = planned[*i].task.filter(|_| !planned[*i].resume) else {
             continue;

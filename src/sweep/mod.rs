@@ -188,7 +188,14 @@ pub fn sweep(
     let mut report = empty_report(config, kind, dry_run, started_at, guards.deferral.clone());
 
     // Snapshot: an unreachable executor marks nothing.
-    let snapshot = match executor.snapshot() {
+    // An event sweep only looks: the next full sweep's snapshot must still
+    // hold what finished before it (`Executor::look`).
+    let read = if opts.focus.is_some() {
+        executor.look()
+    } else {
+        executor.snapshot()
+    };
+    let snapshot = match read {
         Ok(s) => s,
         Err(e) => return record::snapshot_failed(&mut log, &mut record, report, kind, &e),
     };

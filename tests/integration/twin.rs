@@ -180,10 +180,19 @@ fn a_hung_task_and_recent_failures_are_warning() {
     let mut p = Procs(Vec::new());
     let w = world("foreman-twin-none");
     // Shadow: the sweep records the hung finding and leaves the task alone.
+    // A 30s timeout (interval 10s): a heartbeat a minute old is past it on
+    // a host booted a minute ago (scripts/test's FOREMAN_TEST_BOOT_TIME),
+    // where the world's 3m needed three minutes of uptime.
     let text = std::fs::read_to_string(w.config_path()).expect("config");
     w.write(
         "foreman.toml",
-        &text.replacen("host =", "mode = \"shadow\"\nhost =", 1),
+        &text
+            .replacen("host =", "mode = \"shadow\"\ninterval = \"10s\"\nhost =", 1)
+            .replacen(
+                "[droid_types.quiet]\n",
+                "[droid_types.quiet]\ntimeout = \"30s\"\n",
+                1,
+            ),
     );
     let pid = p.spawn(&["sleep", "300"]);
     let stale = crate::common::after_boot(600).to_rfc3339();
