@@ -345,7 +345,7 @@ impl SqliteExecutor {
             }
         }
         result
-        }
+    }
 }
 
 impl Executor for SqliteExecutor {
@@ -501,7 +501,11 @@ mod tests {
         put("late", "SUCCESS", Some(ago(20)));
         for _ in 0..3 {
             let look = exec.look().expect("a look");
-            assert!(ids(&look).contains(&"late:Success".to_string()), "{:?}", ids(&look));
+            assert!(
+                ids(&look).contains(&"late:Success".to_string()),
+                "{:?}",
+                ids(&look)
+            );
         }
         assert!(
             ids(&exec.snapshot().expect("eighth")).contains(&"late:Success".to_string()),

@@ -266,6 +266,9 @@ pub fn pull(
 /// start beyond it evicts one with no task left or the oldest completed;
 /// failing that, it is not tracked (its tasks and events still are) and is
 /// counted in `Pulled::plans_refused`.
+/// Tasks diffed and written at a time (see `pull_with`).
+const CHUNK: usize = 1024;
+
 pub fn pull_with(
     conn: &Connection,
     snapshot: &Snapshot,
@@ -331,17 +334,28 @@ pub fn pull_with(
         }
     }
     drop(index);
-    let d = diff::diff(&known, &tasks, &unreadable, hung, now, baseline);
-    {
-        let mut upsert = conn.prepare_cached(
-            "INSERT INTO monitor_tasks (task_id, plan_id, droid_type, state, attempt, stalled, current, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7)
-             ON CONFLICT (task_id) DO UPDATE SET plan_id = excluded.plan_id, droid_type = excluded.droid_type,
-                state = excluded.state, attempt = excluded.attempt, stalled = excluded.stalled, current = 1,
-                pushed_at = NULL, updated_at = CASE WHEN ?8 THEN excluded.updated_at ELSE monitor_tasks.updated_at END",
-        )?;
-        let now_s = ts(now);
-        for (id, k, changed) in &d.upserts {
+    // Diffed and written a chunk of tasks at a time (a task's diff depends
+    // on its own known row only), so a baseline or a mass change holds a
+    // chunk's writes, not 10,000 cloned rows; what is known of no task in
+    // the snapshot (gone, retired) is diffed once at the end.
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO monitor_tasks (task_id, plan_id, droid_type, state, attempt, stalled, current, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7)
+         ON CONFLICT (task_id) DO UPDATE SET plan_id = excluded.plan_id, droid_type = excluded.droid_type,
+            state = excluded.state, attempt = excluded.attempt, stalled = excluded.stalled, current = 1,
+            pushed_at = NULL, updated_at = CASE WHEN ?8 THEN excluded.updated_at ELSE monitor_tasks.updated_at END",
+    )?;
+    let now_s = ts(now);
+    let mut d = diff::Diff::default();
+    let mut seen: HashSet<&str> = HashSet::with_capacity(tasks.len());
+    for chunk in tasks.chunks(CHUNK) {
+        let mine: HashMap<String, Known> = chunk
+            .iter()
+            .filter_map(|t| known.get(&t.id).map(|k| (t.id.clone(), k.clone())))
+            .collect();
+        seen.extend(chunk.iter().map(|t| t.id.as_str()));
+        let part = diff::diff(&mine, chunk, &unreadable, hung, now, baseline);
+        for (id, k, changed) in &part.upserts {
             upsert.execute(params![
                 id,
                 k.plan_id,
@@ -353,14 +367,22 @@ pub fn pull_with(
                 changed
             ])?;
         }
+        d.events.extend(part.events);
+        d.plans.extend(part.plans);
+        d.newly_stalled += part.newly_stalled;
+    }
+    known.retain(|id, _| !seen.contains(id.as_str()));
+    let rest = diff::diff(&known, &[], &unreadable, hung, now, baseline);
+    d.plans.extend(rest.plans);
+    {
         let mut gone = conn.prepare_cached("DELETE FROM monitor_tasks WHERE task_id = ?1")?;
-        for id in &d.gone {
+        for id in &rest.gone {
             gone.execute([id])?;
         }
         let mut retire = conn.prepare_cached(
             "UPDATE monitor_tasks SET current = 0, stalled = 0 WHERE task_id = ?1",
         )?;
-        for id in &d.retired {
+        for id in &rest.retired {
             retire.execute([id])?;
         }
     }

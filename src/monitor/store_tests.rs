@@ -1561,3 +1561,35 @@ fn prune_forgets_finished_tasks_of_untracked_plans() {
     assert_eq!(log.task("b"), None);
     assert_eq!(log.task("a"), row("RUNNING", 1, false, true));
 }
+
+/// More tasks than one chunk of the pull (1024): the baseline takes them
+/// all; a later pull sees changes in every chunk, a task gone from the
+/// snapshot, and emits each event once, whichever chunk it fell in.
+#[test]
+fn a_pull_over_several_chunks_sees_every_change_once() {
+    let log = Log::new();
+    let n = 2500;
+    let all: Vec<Task> = (0..n)
+        .map(|i| task(&format!("t{i:04}"), Some("big"), Running, 1))
+        .collect();
+    assert_eq!(log.pull(&all, 0).events, 0);
+    assert_eq!(log.count("SELECT COUNT(*) FROM monitor_tasks"), n);
+    // One change in each chunk, and the last task dropped unfinished.
+    let mut next: Vec<Task> = all[..n as usize - 1].to_vec();
+    for i in [5usize, 1500, 2400] {
+        next[i].state = Success;
+    }
+    let pulled = log.pull(&next, 1);
+    assert_eq!(pulled.events, 3, "{:?}", log.inbox());
+    assert_eq!(log.task("t0005"), row("SUCCESS", 1, false, true));
+    assert_eq!(log.task("t1500"), row("SUCCESS", 1, false, true));
+    assert_eq!(log.task("t2400"), row("SUCCESS", 1, false, true));
+    assert_eq!(log.task("t2398"), row("RUNNING", 1, false, true));
+    assert_eq!(
+        log.count("SELECT COUNT(*) FROM monitor_tasks WHERE task_id = 't2499'"),
+        0,
+        "dropped unfinished: gone"
+    );
+    // Nothing changed: nothing emitted.
+    assert_eq!(log.pull(&next, 2).events, 0);
+}

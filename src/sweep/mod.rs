@@ -37,7 +37,7 @@ use plan::Planned;
 use record::{Memory, Recorded};
 use resume::Earlier;
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{error, info};
@@ -390,11 +390,7 @@ fn scan(
 /// pid (finished, retried, re-dispatched): the number held stays bounded
 /// by this host's RUNNING tasks.
 fn release_finished(watch: &Watch, running: &[&Task]) {
-    let now: HashMap<&str, (i64, Option<i32>)> = running
-        .iter()
-        .map(|t| (t.id.as_str(), (t.attempt, t.pid)))
-        .collect();
-    watch.retain(|id, attempt, pid| now.get(id) == Some(&(attempt, Some(pid))));
+    watch.keep_running(running);
 }
 
 /// The report before the snapshot is read.
