@@ -169,6 +169,17 @@ impl World {
         self.config = Config::parse(&text, &path).unwrap_or_else(|e| panic!("{e}\n{text}"));
     }
 
+    /// `foreman --config <world>/foreman.toml ARGS`, hermetic (no inherited
+    /// `FAILPOINTS`, `RUST_LOG`, ...), run in the world's directory.
+    pub fn foreman(&self, args: &[&str]) -> Command {
+        let mut cmd = crate::cli::bare_foreman();
+        cmd.arg("--config")
+            .arg(self.path("foreman.toml"))
+            .args(args)
+            .current_dir(self.dir.path());
+        cmd
+    }
+
     /// Replace the config file by its text edited with `edit` (for keys
     /// `Cfg` writes itself, e.g. `interval` or `[defaults] timeout`), and
     /// load it.

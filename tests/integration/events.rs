@@ -6,19 +6,9 @@
 //! pidfds are let go when tasks finish; without pidfds Foreman says so
 //! once and finds deaths at the next sweep.
 
-use crate::cli::{bare_foreman, Running};
+use crate::cli::Running;
 use crate::common::*;
-use std::process::Command;
 use std::time::Duration;
-
-fn foreman(w: &World, args: &[&str]) -> Command {
-    let mut cmd = bare_foreman();
-    cmd.arg("--config")
-        .arg(w.path("foreman.toml"))
-        .args(args)
-        .current_dir(w.dir.path());
-    cmd
-}
 
 /// A world whose daemon sweeps once an hour: only an event can see a
 /// death within the test.
@@ -49,7 +39,7 @@ fn sleeper(w: &mut World, id: &str) -> i32 {
 /// Start the daemon and wait for its startup scan (which binds every
 /// identity and holds its pidfd) to finish.
 fn daemon(w: &World) -> Running {
-    let mut d = Running::start(&mut foreman(w, &["run"]));
+    let mut d = Running::start(&mut w.foreman(&["run"]));
     wait_for("the startup scan", || {
         assert!(d.still_running(), "{}", d.stderr());
         startup_done(w)
@@ -279,7 +269,7 @@ fn pidfds_are_let_go_when_tasks_finish_or_move_on() {
 fn without_pidfds_foreman_says_so_once_and_sweeps_as_before() {
     let mut w = World::new();
     let pid = sleeper(&mut w, "doomed");
-    let mut cmd = foreman(&w, &["run"]);
+    let mut cmd = w.foreman(&["run"]);
     cmd.env("FAILPOINTS", "watch::no_pidfd=return");
     let mut d = Running::start(&mut cmd);
     wait_for("the startup scan", || {
@@ -325,7 +315,7 @@ fn under_a_low_open_file_limit_pidfds_leave_room_and_sweeps_go_on() {
             .heartbeat(now())
             .insert();
     }
-    let mut cmd = foreman(&w, &["run"]);
+    let mut cmd = w.foreman(&["run"]);
     // SAFETY: setrlimit is async-signal-safe; nothing is allocated.
     unsafe {
         cmd.pre_exec(|| {

@@ -7,7 +7,7 @@
 //! this host's work, holds strays and remembers a window, and hang detection
 //! on a busy host with bounded deferral.
 
-use crate::cli::{bare_foreman, Running};
+use crate::cli::Running;
 use crate::common::*;
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use foreman::activity::ActivityLog;
@@ -18,17 +18,6 @@ use std::process::Command;
 use std::time::Duration;
 
 const SCHEDULED: SweepKind = SweepKind::Scheduled;
-
-/// `foreman --config <world>/foreman.toml ARGS`, hermetic (no inherited
-/// `FAILPOINTS`, `RUST_LOG`, ...), run in the world's directory.
-fn foreman(w: &World, args: &[&str]) -> Command {
-    let mut cmd = bare_foreman();
-    cmd.arg("--config")
-        .arg(w.path("foreman.toml"))
-        .args(args)
-        .current_dir(w.dir.path());
-    cmd
-}
 
 /// One real in-process sweep with these options (the activity log opened
 /// afresh, as after a restart).
@@ -137,7 +126,7 @@ fn a_started_at_beyond_year_9999_is_unverifiable_and_neither_sweep_nor_run_dies(
         [other],
     );
 
-    let out = Running::start(&mut foreman(&w, &["sweep", "--json"])).finish(PATIENCE * 2);
+    let out = Running::start(&mut w.foreman(&["sweep", "--json"])).finish(PATIENCE * 2);
     assert_eq!(out.code, Some(0), "{out:#?}");
     let report = out.json();
     let bad = crate::cli::finding_of(&report, "far-future");
@@ -160,7 +149,7 @@ fn a_started_at_beyond_year_9999_is_unverifiable_and_neither_sweep_nor_run_dies(
 
     // The daemon: its startup scan meets the same row and goes on.
     let before = w.count("SELECT COUNT(*) FROM sweeps WHERE kind = 'startup'");
-    let mut daemon = Running::start(&mut foreman(&w, &["run"]));
+    let mut daemon = Running::start(&mut w.foreman(&["run"]));
     wait_for("the daemon's startup scan to finish", || {
         w.count("SELECT COUNT(*) FROM sweeps WHERE kind = 'startup' AND finished_at IS NOT NULL")
             > before
@@ -369,8 +358,10 @@ fn a_task_finished_after_the_commit_is_not_signalled() {
         .heartbeat(beat)
         .insert();
 
-    let mut held =
-        Running::start(foreman(&w, &["sweep"]).env("FAILPOINTS", "sweep::before_act=sleep(5000)"));
+    let mut held = Running::start(
+        w.foreman(&["sweep"])
+            .env("FAILPOINTS", "sweep::before_act=sleep(5000)"),
+    );
     wait_for("the hung finding committed as pending", || {
         logged(&w, "finishes")
             .iter()
@@ -428,7 +419,8 @@ fn a_termination_interrupted_by_a_crash_is_completed_by_the_next_sweep() {
         .insert();
 
     let mut held = Running::start(
-        foreman(&w, &["sweep"]).env("FAILPOINTS", "recovery::after_sigterm=sleep(60000)"),
+        w.foreman(&["sweep"])
+            .env("FAILPOINTS", "recovery::after_sigterm=sleep(60000)"),
     );
     wait_for("the leader to die of its SIGTERM", || {
         proc_state(leader) == Some('Z')
@@ -455,7 +447,7 @@ fn a_termination_interrupted_by_a_crash_is_completed_by_the_next_sweep() {
     );
     assert!(alive(child, child_ticks), "the child ignored its SIGTERM");
 
-    let out = Running::start(&mut foreman(&w, &["sweep"])).finish(PATIENCE * 2);
+    let out = Running::start(&mut w.foreman(&["sweep"])).finish(PATIENCE * 2);
     assert_eq!(out.code, Some(0), "{out:#?}");
     let rows = logged(&w, "interrupted");
     assert_eq!(rows.len(), 1, "the same finding is completed: {rows:#?}");
@@ -901,7 +893,7 @@ fn deferral_for_starvation_ends_after_max_deferral() {
 /// killed by SIGKILL once `until` holds: a crash at that point.
 #[cfg(feature = "failpoints")]
 fn crash_at(w: &World, failpoint: &str, what: &str, until: impl FnMut() -> bool) {
-    let mut held = Running::start(foreman(w, &["sweep"]).env("FAILPOINTS", failpoint));
+    let mut held = Running::start(w.foreman(&["sweep"]).env("FAILPOINTS", failpoint));
     wait_for(what, until);
     held.signal(libc::SIGKILL);
     held.finish(PATIENCE);
@@ -1653,7 +1645,7 @@ fn late_ticks_with_nothing_hung_are_no_deferral_in_healthz() {
         .heartbeat(now())
         .insert();
 
-    let mut cmd = foreman(&w, &["run"]);
+    let mut cmd = w.foreman(&["run"]);
     cmd.env("FAILPOINTS", "sweep::before_act=sleep(1000)")
         .env_remove("FOREMAN_HTTP_TOKEN");
     let mut daemon = Running::start(&mut cmd);
