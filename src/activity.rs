@@ -458,7 +458,7 @@ impl SweepTx<'_> {
         // A candidate this sweep did not see again starts over if it comes
         // back (two consecutive sweeps), and an identity never comes back.
         // An event sweep looks for no strays: it forgets none.
-        if rec.kind != SweepKind::Event.as_str() {
+        if rec.kind != SweepKind::Event.as_str() && rec.kind != SweepKind::Fleet.as_str() {
             self.tx.execute(
                 "DELETE FROM stray_candidates WHERE last_sweep_id < ?1",
                 [sweep_id],
@@ -520,7 +520,9 @@ fn read_stray(
     // Event sweeps do not look for strays: "the last sweep" is the last
     // full one.
     let previous: Option<i64> = conn
-        .prepare_cached("SELECT MAX(id) FROM sweeps WHERE id < ?1 AND kind != 'event'")?
+        .prepare_cached(
+            "SELECT MAX(id) FROM sweeps WHERE id < ?1 AND kind NOT IN ('event', 'fleet')",
+        )?
         .query_row([sweep_id], |r| r.get(0))?;
     Ok(Some(StrayHistory {
         first_seen_at: parse_ts(&first)?,
@@ -1121,7 +1123,7 @@ impl Deferral {
 pub fn sweep_health(conn: &Connection) -> Result<Option<SweepHealth>> {
     let latest: Option<(i64, String, Option<String>, Option<String>)> = conn
         .query_row(
-            "SELECT id, started_at, error, deferral FROM sweeps WHERE kind != 'event' ORDER BY id DESC LIMIT 1",
+            "SELECT id, started_at, error, deferral FROM sweeps WHERE kind NOT IN ('event', 'fleet') ORDER BY id DESC LIMIT 1",
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
@@ -1146,7 +1148,7 @@ pub fn sweep_health(conn: &Connection) -> Result<Option<SweepHealth>> {
         // The last sweep before it that deferred nothing.
         let free: Option<i64> = conn
             .query_row(
-                "SELECT id FROM sweeps WHERE deferral IS NULL AND kind != 'event' AND id < ?1 ORDER BY id DESC LIMIT 1",
+                "SELECT id FROM sweeps WHERE deferral IS NULL AND kind NOT IN ('event', 'fleet') AND id < ?1 ORDER BY id DESC LIMIT 1",
                 [sweep_id],
                 |r| r.get(0),
             )
@@ -1154,7 +1156,7 @@ pub fn sweep_health(conn: &Connection) -> Result<Option<SweepHealth>> {
             .context("reading the last sweep that deferred nothing")?;
         let start: String = conn
             .query_row(
-                "SELECT MIN(started_at) FROM sweeps WHERE id > ?1 AND id <= ?2 AND kind != 'event'",
+                "SELECT MIN(started_at) FROM sweeps WHERE id > ?1 AND id <= ?2 AND kind NOT IN ('event', 'fleet')",
                 params![free.unwrap_or(0), sweep_id],
                 |r| r.get(0),
             )

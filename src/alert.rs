@@ -61,7 +61,7 @@ pub enum NextStep {
 /// alive) → `inspect`.
 pub fn next_step(kind: Kind, outcome: Outcome) -> NextStep {
     match outcome {
-        Outcome::MarkedFailed if kind.is_gone() => NextStep::Recover,
+        Outcome::MarkedFailed if kind.is_gone() || kind == Kind::HostLost => NextStep::Recover,
         Outcome::MarkedFailed if kind == Kind::Hung => NextStep::Replan,
         _ => NextStep::Inspect,
     }

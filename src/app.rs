@@ -253,21 +253,33 @@ pub fn twin(path: &Path, args: &TwinArgs) -> u8 {
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut first = true;
     loop {
-        let t = match twin::take(&config, window) {
-            Ok(t) => t,
-            Err(e) => return unknown(format!("{e:#}")),
-        };
-        let text = if args.json {
-            match serde_json::to_string_pretty(&t) {
-                Ok(j) => j + "\n",
-                Err(e) => return unknown(format!("encoding the snapshot: {e}")),
+        let (text, state) = if args.fleet {
+            match crate::fleet_twin::take(&config) {
+                Ok(t) if args.json => match serde_json::to_string_pretty(&t) {
+                    Ok(j) => (j + "\n", t.state),
+                    Err(e) => return unknown(format!("encoding the fleet: {e}")),
+                },
+                Ok(t) => (crate::fleet_twin::text(&t, twin::terminal_width()), t.state),
+                Err(e) => return unknown(format!("{e:#}")),
             }
         } else {
-            twin::text(&t, twin::terminal_width(), color)
+            let t = match twin::take(&config, window) {
+                Ok(t) => t,
+                Err(e) => return unknown(format!("{e:#}")),
+            };
+            let text = if args.json {
+                match serde_json::to_string_pretty(&t) {
+                    Ok(j) => j + "\n",
+                    Err(e) => return unknown(format!("encoding the snapshot: {e}")),
+                }
+            } else {
+                twin::text(&t, twin::terminal_width(), color)
+            };
+            (text, t.state)
         };
         let Some(every) = every else {
             print!("{text}");
-            return t.state.exit_code();
+            return state.exit_code();
         };
         // Redraw in place: home, each line cleared to its end, the rest of
         // the screen cleared; no blank frame in between.
@@ -283,7 +295,7 @@ pub fn twin(path: &Path, args: &TwinArgs) -> u8 {
             .and_then(|_| out.flush())
             .is_err()
         {
-            return t.state.exit_code();
+            return state.exit_code();
         }
         first = false;
         std::thread::sleep(every);

@@ -131,6 +131,9 @@ pub struct TwinArgs {
     /// How far back failures look [default: `[twin] window`, 1h]
     #[arg(long, value_name = "DURATION")]
     pub since: Option<String>,
+    /// Every host's Foreman and RUNNING tasks (kind = "postgres" with a fleet)
+    #[arg(long)]
+    pub fleet: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -58,6 +58,15 @@ struct RawConfig {
     http: RawHttp,
     #[serde(default)]
     monitor: RawMonitor,
+    fleet: Option<RawFleet>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    schema: Option<String>,
+    #[serde(default, with = "humantime_serde::option")]
+    host_lost_after: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -73,7 +82,8 @@ struct RawHttp {
     protect_reads: Option<bool>,
 }
 
-/// A bearer token, kept out of `Debug` output and logs.
+/// A bearer token or a PostgreSQL URL (which may hold a password), kept
+/// out of `Debug` output and logs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub String);
 
@@ -302,6 +312,8 @@ struct RawExecutor {
     history_window: Option<Duration>,
     timezone: Option<String>,
     shared_pid_namespace: Option<bool>,
+    url_env: Option<String>,
+    url_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -343,6 +355,16 @@ struct RawPolicy {
 pub enum ExecutorKind {
     Sqlite,
     Command,
+    Postgres,
+}
+
+/// `[fleet]`: one Foreman per host on a PostgreSQL executor; each beats in
+/// `<schema>.foreman_hosts`, and one of them (the holder of an advisory
+/// lock) fails the RUNNING tasks of a host silent for `host_lost_after`.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    pub schema: String,
+    pub host_lost_after: Duration,
 }
 
 /// How the executor writes timestamps that carry no offset.
@@ -369,6 +391,10 @@ pub struct ExecutorConfig {
     /// container holds them all): a Foreman outside the host's initial PID
     /// namespace may then trust "process not found".
     pub shared_pid_namespace: bool,
+    /// kind = "postgres": the URL, read from `url_env` or `url_file` at load.
+    pub url: Option<Secret>,
+    /// Where the URL came from (`env NAME` or `file PATH`), for messages.
+    pub url_source: String,
 }
 
 #[derive(Debug, Clone)]
@@ -456,6 +482,8 @@ pub struct Config {
     pub review: ReviewConfig,
     pub http: HttpConfig,
     pub monitor: MonitorConfig,
+    /// Set with kind = "postgres": the fleet's heartbeat and lost hosts.
+    pub fleet: Option<FleetConfig>,
 }
 
 /// `[wellbeing]`: the daily check-up of every droid type and of Foreman.
@@ -592,8 +620,15 @@ impl Config {
             match e.kind {
                 ExecutorKind::Sqlite => "sqlite",
                 ExecutorKind::Command => "command",
+                ExecutorKind::Postgres => "postgres",
             }
         ));
+        if let Some(from) = e.url_source.strip_prefix("env ") {
+            out.push_str(&format!("url_env = {from:?}\n"));
+        }
+        if let Some(from) = e.url_source.strip_prefix("file ") {
+            out.push_str(&format!("url_file = {from:?}\n"));
+        }
         if let Some(p) = &e.path {
             out.push_str(&format!("path = {:?}\n", p.display().to_string()));
         }
@@ -745,6 +780,11 @@ impl Config {
             self.monitor.queue_max_bytes
         ));
         out.push_str(&format!("max_plans = {}\n", self.monitor.max_plans));
+        if let Some(f) = &self.fleet {
+            out.push_str("\n[fleet]\n");
+            out.push_str(&format!("schema = {:?}\n", f.schema));
+            out.push_str(&format!("host_lost_after = {:?}\n", d(f.host_lost_after)));
+        }
         out
     }
 }
@@ -887,6 +927,7 @@ mod max {
     pub const MAX_OUTBOX_AGE: Duration = Duration::from_secs(30 * 86_400);
     pub const PING_TIMEOUT: Duration = MINUTE;
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+    pub const HOST_LOST_AFTER: Duration = Duration::from_secs(7 * 86_400);
 }
 
 /// "300000years is more than the maximum of 7days".
@@ -954,6 +995,7 @@ fn resolve(
     }
     let mode = raw.mode.unwrap_or(Mode::Enforce);
     let executor = resolve_executor(raw.executor, base)?;
+    let fleet = resolve_fleet(raw.fleet, executor.kind, interval)?;
     let activity = ActivityConfig {
         path: absolute(
             base,
@@ -1055,7 +1097,65 @@ fn resolve(
             queue_max_bytes,
             max_plans,
         },
+        fleet,
     })
+}
+
+/// `[fleet]`: on by itself with kind = "postgres" (the executor's database
+/// is where the hosts meet), refused with any other kind.
+fn resolve_fleet(
+    raw: Option<RawFleet>,
+    kind: ExecutorKind,
+    interval: Duration,
+) -> Result<Option<FleetConfig>, KeyError> {
+    if kind != ExecutorKind::Postgres {
+        return match raw {
+            Some(_) => Err((
+                "fleet".into(),
+                "[fleet] needs [executor] kind = \"postgres\": the hosts meet in the executor's PostgreSQL database".into(),
+            )),
+            None => Ok(None),
+        };
+    }
+    let raw = raw.unwrap_or_default();
+    let schema = raw.schema.unwrap_or_else(|| "foreman".into());
+    let plain = schema.len() <= 63
+        && schema
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !plain {
+        return Err((
+            "fleet.schema".into(),
+            format!("{schema:?} is not a plain PostgreSQL name; give lowercase letters, digits and _ (e.g. \"foreman\")"),
+        ));
+    }
+    let host_lost_after = raw.host_lost_after.unwrap_or(Duration::from_secs(600));
+    // A Foreman beats once per sweep: silence must span several of them
+    // (a slow sweep, a restart) before its host is called lost.
+    let floor = interval.saturating_mul(3);
+    if host_lost_after < floor {
+        return Err((
+            "fleet.host_lost_after".into(),
+            format!(
+                "{} is too short: a host is lost only after missing several sweeps; give at least 3 × interval ({})",
+                plain_duration(host_lost_after),
+                plain_duration(floor)
+            ),
+        ));
+    }
+    at_most(
+        "fleet.host_lost_after".into(),
+        host_lost_after,
+        max::HOST_LOST_AFTER,
+    )?;
+    Ok(Some(FleetConfig {
+        schema,
+        host_lost_after,
+    }))
 }
 
 fn resolve_http(raw: RawHttp) -> Result<HttpConfig, KeyError> {
@@ -1629,6 +1729,17 @@ fn resolve_executor(raw: RawExecutor, base: &Path) -> Result<ExecutorConfig, Key
                 ));
             }
         }
+        ExecutorKind::Postgres => {
+            if raw.path.is_some()
+                || raw.snapshot_command.is_some()
+                || raw.mark_failed_command.is_some()
+            {
+                return Err((
+                    "executor.kind".into(),
+                    "kind = \"postgres\" reads `url_env` or `url_file`; `path` and the commands belong to kind = \"sqlite\" and \"command\"".into(),
+                ));
+            }
+        }
         ExecutorKind::Command => {
             for (key, v) in [
                 ("snapshot_command", &raw.snapshot_command),
@@ -1643,7 +1754,21 @@ fn resolve_executor(raw: RawExecutor, base: &Path) -> Result<ExecutorConfig, Key
             }
         }
     }
+    let (url, url_source) = match raw.kind {
+        ExecutorKind::Postgres => resolve_url(raw.url_env, raw.url_file, base)?,
+        _ => {
+            if raw.url_env.is_some() || raw.url_file.is_some() {
+                return Err((
+                    "executor.url_env".into(),
+                    "a URL is for kind = \"postgres\"; remove it or change the kind".into(),
+                ));
+            }
+            (None, String::new())
+        }
+    };
     Ok(ExecutorConfig {
+        url,
+        url_source,
         kind: raw.kind,
         path: raw.path.map(|p| absolute(base, p)),
         snapshot_query: raw.snapshot_query,
@@ -1656,6 +1781,53 @@ fn resolve_executor(raw: RawExecutor, base: &Path) -> Result<ExecutorConfig, Key
         timezone_text,
         shared_pid_namespace: raw.shared_pid_namespace.unwrap_or(false),
     })
+}
+
+/// The PostgreSQL URL from the environment or a file (a systemd
+/// credential): never from foreman.toml itself, which is world-readable.
+fn resolve_url(
+    env: Option<String>,
+    file: Option<PathBuf>,
+    base: &Path,
+) -> Result<(Option<Secret>, String), KeyError> {
+    let (url, source, key) = match (env, file) {
+        (Some(_), Some(_)) => {
+            return Err((
+                "executor.url_file".into(),
+                "give `url_env` or `url_file`, not both".into(),
+            ))
+        }
+        (None, None) => {
+            return Err((
+                "executor.kind".into(),
+                "kind = \"postgres\" needs `url_env` (the name of an environment variable holding the URL, e.g. \"FOREMAN_PG_URL\") or `url_file` (a file holding it, e.g. a systemd credential)".into(),
+            ))
+        }
+        (Some(name), None) => {
+            let url = std::env::var(&name).map_err(|_| {
+                (
+                    "executor.url_env".to_string(),
+                    format!("the environment variable {name} is not set (or not UTF-8): it must hold the PostgreSQL URL, e.g. postgres://foreman@db.internal/executor"),
+                )
+            })?;
+            (url, format!("env {name}"), "executor.url_env")
+        }
+        (None, Some(path)) => {
+            let path = absolute(base, path);
+            let url = std::fs::read_to_string(&path).map_err(|e| {
+                (
+                    "executor.url_file".to_string(),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            (url, format!("file {}", path.display()), "executor.url_file")
+        }
+    };
+    let url = url.trim().to_string();
+    if let Err(why) = crate::executor::postgres::check_url(&url) {
+        return Err((key.into(), format!("{source}: {why}")));
+    }
+    Ok((Some(Secret(url)), source))
 }
 
 fn resolve_policy(

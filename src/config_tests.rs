@@ -917,6 +917,48 @@ const INVALID: &[(&str, usize, usize, &str, &str)] = &[
         "kind = \"command\" needs `snapshot_command`",
     ),
     (
+        "postgres_without_url",
+        4,
+        1,
+        "executor.kind",
+        "kind = \"postgres\" needs `url_env`",
+    ),
+    (
+        "postgres_url_env_unset",
+        5,
+        1,
+        "executor.url_env",
+        "the environment variable FOREMAN_TEST_URL_NEVER_SET is not set",
+    ),
+    (
+        "postgres_verify_ca",
+        5,
+        1,
+        "executor.url_file",
+        "sslmode=verify-ca is not supported: use verify-full",
+    ),
+    (
+        "fleet_without_postgres",
+        7,
+        2,
+        "fleet",
+        "[fleet] needs [executor] kind = \"postgres\"",
+    ),
+    (
+        "fleet_lost_too_soon",
+        8,
+        1,
+        "fleet.host_lost_after",
+        "give at least 3 × interval (6m)",
+    ),
+    (
+        "fleet_bad_schema",
+        8,
+        1,
+        "fleet.schema",
+        "is not a plain PostgreSQL name",
+    ),
+    (
         "bad_timezone",
         6,
         1,
@@ -980,6 +1022,32 @@ fn every_fixture_is_an_invalid_case_above() {
     assert_eq!(on_disk, listed);
 }
 
+/// The URL may hold a password: no message repeats it, and the
+/// effective configuration names where it came from, not what it is.
+#[test]
+fn a_postgres_url_is_never_printed() {
+    let (_, _, _, _, message) = invalid(&fixture("postgres_verify_ca"));
+    assert!(!message.contains("hunter2"), "{message}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("url"),
+        "postgres://foreman:hunter2@db.internal/executor\n",
+    )
+    .expect("url file");
+    let text = "host = \"h1\"\n[executor]\nkind = \"postgres\"\nurl_file = \"url\"\n";
+    let c = parse_at(text, &dir.path().join("foreman.toml"));
+    let fleet = c.fleet.as_ref().expect("a postgres executor is a fleet");
+    assert_eq!(fleet.schema, "foreman");
+    assert_eq!(fleet.host_lost_after, secs(600));
+    let effective = c.effective_toml();
+    assert!(!effective.contains("hunter2"), "{effective}");
+    assert!(effective.contains("url_file = "), "{effective}");
+    assert!(!format!("{c:?}").contains("hunter2"));
+    // The effective configuration loads back to the same.
+    let again = parse_at(&effective, &dir.path().join("foreman.toml"));
+    assert_eq!(again.effective_toml(), effective);
+}
+
 #[test]
 fn error_message_tells_the_fix() {
     let (_, _, _, _, message) = invalid(&fixture("timeout_not_above_interval"));
@@ -1030,11 +1098,11 @@ fn more_invalid_configs_name_their_key() {
             "missing field `kind`",
         ),
         (
-            "[executor]\nkind = \"postgres\"\n",
+            "[executor]\nkind = \"mysql\"\n",
             2,
             8,
             "executor.kind",
-            "unknown variant `postgres`",
+            "unknown variant `mysql`",
         ),
         (
             "[executorr]\nkind = \"sqlite\"\n",
@@ -2346,6 +2414,22 @@ fn bounded_keys() -> Vec<Bounded> {
             "interval",
             DAY,
             |c| c.interval,
+        ),
+        b(
+            "RawFleet.host_lost_after",
+            Box::leak(
+                format!(
+                    "[executor]\nkind = \"postgres\"\nurl_file = {:?}\n[fleet]\nhost_lost_after = {{v}}\n",
+                    manifest_dir()
+                        .join("tests/fixtures/config/pg-url.txt")
+                        .display()
+                        .to_string()
+                )
+                .into_boxed_str(),
+            ),
+            "fleet.host_lost_after",
+            7 * DAY,
+            |c| c.fleet.as_ref().map_or(Duration::ZERO, |f| f.host_lost_after),
         ),
         b(
             "RawConfig.future_tolerance",

@@ -67,6 +67,8 @@ pub enum Exit {
 struct State {
     log: ActivityLog,
     executor: Box<dyn Executor>,
+    /// When this daemon started (its fleet row says so).
+    born: chrono::DateTime<chrono::Utc>,
 }
 
 /// The execution monitor's side of the daemon, shared with the jobs.
@@ -83,6 +85,70 @@ struct Monitor {
 /// moment it needs, deaths in a burst are looked at together (one brake),
 /// and the finding still lands well within a second.
 const SETTLE: Duration = Duration::from_millis(200);
+
+/// After each full sweep on a fleet (`[fleet]`): this Foreman's beat,
+/// and, when it holds the fleet's lock, the leader's look at silent hosts.
+/// A failure is logged and tried again after the next sweep: the host's
+/// own sweep has already been done and recorded.
+fn fleet_duty(cfg: &Config, st: &mut State, report: &SweepReport, metrics: &Metrics) {
+    let State {
+        log,
+        executor,
+        born,
+    } = st;
+    let Some(fleet) = executor.fleet() else {
+        return;
+    };
+    let acted = |o: crate::model::Outcome| {
+        matches!(
+            o,
+            crate::model::Outcome::MarkedFailed | crate::model::Outcome::Terminated
+        )
+    };
+    let beat = crate::fleet::Beat {
+        boot_id: crate::probe::boot_facts()
+            .map(|b| b.boot_id)
+            .unwrap_or_default(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+        started_at: *born,
+        last_sweep_at: Some(report.started_at),
+        running: report.tasks_checked as i64,
+        findings: report.findings.len() as i64,
+        actions: report.findings.iter().filter(|f| acted(f.outcome)).count() as i64,
+        snapshot_error: report.snapshot_error.clone(),
+    };
+    let leads = match fleet.beat(&beat) {
+        Ok(leads) => leads,
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "the fleet heartbeat failed: other hosts will call this one lost if it stays silent for host_lost_after");
+            metrics.on_fleet(None);
+            return;
+        }
+    };
+    if !leads {
+        metrics.on_fleet(None);
+        return;
+    }
+    let view = match fleet.view() {
+        Ok(v) => v,
+        Err(e) => {
+            error!(error = %format!("{e:#}"), "reading the fleet failed: lost hosts are looked for after the next sweep");
+            metrics.on_fleet(None);
+            return;
+        }
+    };
+    metrics.on_fleet(Some(&view));
+    let started = std::time::Instant::now();
+    match crate::sweep::fleet_sweep(cfg, executor.as_ref(), log, &view) {
+        Ok(Some(r)) => metrics.on_sweep(SweepKind::Fleet.as_str(), Some(&r), started.elapsed()),
+        Ok(None) => {}
+        Err(e) => {
+            metrics.on_sweep(SweepKind::Fleet.as_str(), None, started.elapsed());
+            error!(error = %format!("{e:#}"), "the fleet sweep failed");
+        }
+    }
+}
 
 /// Hook for each finished sweep (the demo prints them; the daemon logs).
 pub type OnSweep = Arc<dyn Fn(&SweepReport) + Send + Sync>;
@@ -118,7 +184,11 @@ pub fn run(config: Config, on_sweep: Option<OnSweep>) -> Result<Exit> {
     };
     let result = runtime.block_on(main_loop(
         Arc::new(config),
-        State { log, executor },
+        State {
+            log,
+            executor,
+            born: chrono::Utc::now(),
+        },
         monitor,
         Notifier::from_env(),
         on_sweep,
@@ -311,6 +381,7 @@ async fn main_loop(
                                 if let Some(h) = &hook {
                                     h(&report);
                                 }
+                                fleet_duty(&cfg, &mut st, &report, &mon.metrics);
                                 Some(report)
                             }
                             // Recoverable: logged, tried again next tick.

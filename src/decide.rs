@@ -175,6 +175,9 @@ fn decide_one(c: &Case, facts: &SweepFacts) -> Decision {
         Kind::Unverifiable => return d(Action::None, Outcome::Reported, None),
         // Strays are decided by the sweep (`strays`), never here.
         Kind::Stray => return d(Action::None, Outcome::Reported, None),
+        // Another host's task, its host lost: nothing here to signal or to
+        // wait for (the silence was the grace), only the row to mark.
+        Kind::HostLost => d(Action::MarkFailed, Outcome::Pending, None),
         Kind::Hung => {
             // Starved (Foreman itself, or this tree's runnable members got
             // no CPU): wait, but not forever. How long the hang is overdue

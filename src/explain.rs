@@ -195,6 +195,7 @@ pub fn text(e: &Explanation) -> String {
             match f.kind.as_str() {
                 "stray" => "A stray is found by its command line, not judged: the reason says what matched, and the evidence its identity.",
                 "unverifiable" => "No judge inputs were kept: the snapshot row could not be read (see the reason).",
+                "host_lost" => "A lost host is not judged from /proc: the fleet's leader found the host's Foreman silent and none of its RUNNING tasks beating, both by the database's clock; the reason says which host, how long it was silent and when the task last beat.",
                 _ => "No judge inputs were kept for this finding (recorded by an older Foreman).",
             }
         );

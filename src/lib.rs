@@ -17,6 +17,8 @@ pub mod demo;
 pub mod executor;
 pub mod exit;
 pub mod explain;
+pub mod fleet;
+pub mod fleet_twin;
 pub mod http;
 pub mod judge;
 pub mod lock;

@@ -74,6 +74,14 @@ pub fn to_classic_text(openmetrics: &str) -> String {
 type Labels = Vec<(&'static str, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
 
+#[derive(Default)]
+struct FleetGauges {
+    leader: Gauge,
+    silence: Family<Labels, FloatGauge>,
+    running: Family<Labels, Gauge>,
+    watched: Family<Labels, Gauge>,
+}
+
 pub struct Metrics {
     registry: Registry,
     events: Family<Labels, Counter>,
@@ -97,6 +105,9 @@ pub struct Metrics {
     deferral: FloatGauge,
     max_deferral: FloatGauge,
     proc_blind: Gauge,
+    /// `[fleet]` only: whether this Foreman leads, and (from the leader
+    /// only, so a fleet's dashboards sum one set) each host's gauges.
+    fleet: Option<FleetGauges>,
     /// One scrape at a time: a scrape clears and refills the gauge families.
     scrape: Mutex<()>,
 }
@@ -256,7 +267,33 @@ impl Metrics {
             .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
             .set(1);
         r.register("foreman_build_info", "Foreman's version; always 1", build);
+        let fleet = config.fleet.as_ref().map(|_| {
+            let g = FleetGauges::default();
+            r.register(
+                "foreman_fleet_leader",
+                "1 when this Foreman holds the fleet's advisory lock (it watches for lost hosts and exports the foreman_fleet_host_* series), else 0",
+                g.leader.clone(),
+            );
+            r.register_with_unit(
+                "foreman_fleet_host_silence",
+                "Since each host's Foreman last beat, by the database's clock (leader only)",
+                Unit::Seconds,
+                g.silence.clone(),
+            );
+            r.register(
+                "foreman_fleet_host_running_tasks",
+                "RUNNING tasks per host in the executor's table (leader only; host=\"\" for rows naming no host)",
+                g.running.clone(),
+            );
+            r.register(
+                "foreman_fleet_host_watched",
+                "1 for a host some Foreman has beat for, 0 for a host with RUNNING tasks and no Foreman (leader only)",
+                g.watched.clone(),
+            );
+            g
+        });
         Metrics {
+            fleet,
             registry: r,
             events,
             stalls,
@@ -306,6 +343,26 @@ impl Metrics {
     /// force, at each scrape).
     pub fn set_proc_blind(&self, blind: bool) {
         self.proc_blind.set(i64::from(blind));
+    }
+
+    /// After each fleet beat: `Some(view)` when this Foreman leads (its
+    /// per-host series), `None` when it does not (they go).
+    pub fn on_fleet(&self, view: Option<&crate::fleet::View>) {
+        let Some(g) = &self.fleet else { return };
+        g.leader.set(i64::from(view.is_some()));
+        g.silence.clear();
+        g.running.clear();
+        g.watched.clear();
+        for h in view.iter().flat_map(|v| v.hosts.iter()) {
+            let host = vec![("host", h.host.clone().unwrap_or_default())];
+            g.running.get_or_create(&host).set(h.running as i64);
+            g.watched
+                .get_or_create(&host)
+                .set(i64::from(h.foreman.is_some()));
+            if let Some(f) = &h.foreman {
+                g.silence.get_or_create(&host).set(f.silent.as_secs_f64());
+            }
+        }
     }
 
     pub fn on_rejected(&self) {
@@ -394,7 +451,7 @@ impl Metrics {
         }
         let last: Option<String> = conn
             .query_row(
-                "SELECT MAX(finished_at) FROM sweeps WHERE kind != 'event'",
+                "SELECT MAX(finished_at) FROM sweeps WHERE kind NOT IN ('event', 'fleet')",
                 [],
                 |r| r.get(0),
             )

@@ -101,6 +101,9 @@ pub enum Kind {
     /// A process matching a droid type's `process_match` that belongs to no
     /// RUNNING task: a crashed worker nobody cleaned up.
     Stray,
+    /// A task of another host whose Foreman and every task have been
+    /// silent for `[fleet] host_lost_after`: failed by the fleet's leader.
+    HostLost,
 }
 
 impl Kind {
@@ -114,6 +117,7 @@ impl Kind {
             Kind::Orphan => "orphan",
             Kind::Unverifiable => "unverifiable",
             Kind::Stray => "stray",
+            Kind::HostLost => "host_lost",
         }
     }
 
@@ -231,6 +235,9 @@ pub enum SweepKind {
     /// pidfds turned readable): only those tasks are judged. Not a full
     /// sweep: health, staleness and gaps read the others.
     Event,
+    /// The fleet leader's look at silent hosts: only their tasks, and only
+    /// recorded when it finds or settles something. Not a full sweep either.
+    Fleet,
 }
 
 impl SweepKind {
@@ -240,6 +247,7 @@ impl SweepKind {
             SweepKind::Startup => "startup",
             SweepKind::Manual => "manual",
             SweepKind::Event => "event",
+            SweepKind::Fleet => "fleet",
         }
     }
 }

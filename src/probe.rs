@@ -210,6 +210,17 @@ pub struct ProcTable {
 }
 
 impl ProcTable {
+    /// No process: for a sweep that reads no `/proc` (the fleet's, whose
+    /// tasks run on other hosts).
+    pub fn empty() -> ProcTable {
+        ProcTable {
+            root: PathBuf::from("/proc"),
+            stats: HashMap::new(),
+            children: HashMap::new(),
+            unreadable: HashMap::new(),
+        }
+    }
+
     /// Scan `/proc`.
     pub fn scan() -> Result<ProcTable> {
         ProcTable::scan_at(Path::new("/proc"))

@@ -489,7 +489,7 @@ fn daemon(config: &Config, log: Option<&ActivityLog>, now: DateTime<Utc>) -> Res
         Some(l) => l
             .conn()
             .query_row(
-                "SELECT started_at, findings FROM sweeps WHERE finished_at IS NOT NULL AND kind != 'event' ORDER BY id DESC LIMIT 1",
+                "SELECT started_at, findings FROM sweeps WHERE finished_at IS NOT NULL AND kind NOT IN ('event', 'fleet') ORDER BY id DESC LIMIT 1",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )

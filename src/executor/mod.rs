@@ -4,6 +4,7 @@
 //! becomes a `BadRow` (judged `unverifiable`) and the rest proceed.
 
 pub mod command;
+pub mod postgres;
 pub mod sqlite;
 
 use crate::config::{Config, ExecutorKind, ExecutorTz};
@@ -58,6 +59,11 @@ pub trait Executor: Send + Sync {
     }
     /// Compare-and-set: only a task still RUNNING with this pid and attempt.
     fn mark_failed(&self, task: &Task, reason: &str, at: DateTime<Utc>) -> Result<Marked>;
+    /// Where the hosts of a fleet meet (the PostgreSQL source with
+    /// `[fleet]`); `None` for a single-host source.
+    fn fleet(&self) -> Option<&dyn crate::fleet::Fleet> {
+        None
+    }
 }
 
 /// The configured executor.
@@ -65,6 +71,11 @@ pub fn open(config: &Config) -> Result<Box<dyn Executor>> {
     Ok(match config.executor.kind {
         ExecutorKind::Sqlite => Box::new(sqlite::SqliteExecutor::new(&config.executor)?),
         ExecutorKind::Command => Box::new(command::CommandExecutor::new(&config.executor)),
+        ExecutorKind::Postgres => Box::new(postgres::PostgresExecutor::new(
+            &config.executor,
+            &config.host,
+            config.fleet.as_ref(),
+        )?),
     })
 }
 

@@ -136,7 +136,7 @@ fn json_of(v: ValueRef<'_>) -> Value {
 
 /// Bytes as text: valid UTF-8 as it is, each invalid byte as `\xNN`. Unlike
 /// a lossy conversion, two different byte strings stay two texts.
-fn escape_bytes(bytes: &[u8]) -> String {
+pub(super) fn escape_bytes(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         out.push_str(chunk.valid());

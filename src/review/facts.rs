@@ -93,6 +93,11 @@ pub enum ExecutorTarget {
     Command {
         programs: Vec<(&'static str, String, Result<PathBuf, String>)>,
     },
+    /// Where the URL came from (`env NAME`, `file PATH`): the snapshot
+    /// check is what proves the database answers.
+    Postgres {
+        source: String,
+    },
 }
 
 /// What is at a path.
@@ -404,6 +409,9 @@ fn gather_config(config: &Config) -> ConfigFacts {
             })
             .collect(),
         },
+        ExecutorKind::Postgres => ExecutorTarget::Postgres {
+            source: e.url_source.clone(),
+        },
     };
     let activity_path = config.activity.path.clone();
     let dir = activity_path
@@ -564,8 +572,9 @@ fn gather_activity(path: &Path) -> (ActivityFacts, Duration) {
                 };
                 // Event sweeps look at a few tasks between full ones: they
                 // say nothing of whether the daemon sweeps on schedule.
-                let finished = sweep("WHERE finished_at IS NOT NULL AND kind != 'event'");
-                let latest = sweep("WHERE kind != 'event'");
+                let finished =
+                    sweep("WHERE finished_at IS NOT NULL AND kind NOT IN ('event', 'fleet')");
+                let latest = sweep("WHERE kind NOT IN ('event', 'fleet')");
                 sweeps_took = t.elapsed();
                 (LogOpen::Opened { version }, finished, latest)
             }

@@ -140,6 +140,7 @@ fn config_coherent(f: &Facts) -> CheckResult {
             let names: Vec<&str> = programs.iter().map(|(_, p, _)| p.as_str()).collect();
             format!("command {}", names.join(" / "))
         }
+        ExecutorTarget::Postgres { source } => format!("postgres ({source})"),
     };
     let dir = c
         .activity_path

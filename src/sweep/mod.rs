@@ -13,6 +13,7 @@
 //! the one target `foreman::sweep`, the name operators filter and grep by.
 
 mod act;
+mod fleet;
 mod guards;
 mod judging;
 mod plan;
@@ -32,6 +33,7 @@ use crate::watch::Watch;
 use act::Acted;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
+pub use fleet::fleet_sweep;
 use guards::Guards;
 use plan::Planned;
 use record::{Memory, Recorded};
@@ -205,7 +207,13 @@ pub fn sweep(
     // Resume: open findings, recent actions, interrupted terminations (an
     // event sweep takes up only its own tasks' findings).
     let mut earlier = Earlier::load(reader, config, &boot.boot_id, started_at)?;
-    let all: Vec<&Task> = snapshot.running().collect();
+    // In a fleet every host's Foreman judges its own rows; another host's
+    // row (a snapshot_query that reads them) is that host's business, not
+    // a finding here.
+    let all: Vec<&Task> = snapshot
+        .running()
+        .filter(|t| config.fleet.is_none() || t.host.as_deref().is_none_or(|h| h == config.host))
+        .collect();
     let running: Vec<&Task> = match &opts.focus {
         Some(ids) => {
             earlier.focus(ids);

@@ -31,10 +31,13 @@ impl Earlier {
         boot_id: &str,
         now: DateTime<Utc>,
     ) -> Result<Earlier> {
-        let open = reader
+        // A lost host's findings are the fleet sweep's to settle: this
+        // host's snapshot never holds their tasks.
+        let mut open = reader
             .map(|l| l.open_findings())
             .transpose()?
             .unwrap_or_default();
+        open.retain(|o| o.kind != Kind::HostLost.as_str());
         let recent_actions = match reader {
             Some(l) => {
                 let window = chrono::Duration::from_std(config.defaults.timeout)

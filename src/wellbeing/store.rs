@@ -41,7 +41,7 @@ pub fn findings(conn: &Connection, since: DateTime<Utc>) -> Result<Vec<FindingFa
 
 pub fn sweeps(conn: &Connection, since: DateTime<Utc>) -> Result<SweepFacts> {
     let mut stmt = conn.prepare(
-        "SELECT id, started_at, error, action_errors FROM sweeps WHERE started_at >= ?1 AND kind != 'event' ORDER BY started_at",
+        "SELECT id, started_at, error, action_errors FROM sweeps WHERE started_at >= ?1 AND kind NOT IN ('event', 'fleet') ORDER BY started_at",
     )?;
     let in_window = stmt
         .query_map([ts(since)], |r| {
@@ -54,7 +54,7 @@ pub fn sweeps(conn: &Connection, since: DateTime<Utc>) -> Result<SweepFacts> {
         })?
         .collect::<rusqlite::Result<_>>()?;
     let before: Option<String> = conn.query_row(
-        "SELECT MAX(started_at) FROM sweeps WHERE started_at < ?1 AND kind != 'event'",
+        "SELECT MAX(started_at) FROM sweeps WHERE started_at < ?1 AND kind NOT IN ('event', 'fleet')",
         [ts(since)],
         |r| r.get(0),
     )?;

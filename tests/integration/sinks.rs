@@ -438,6 +438,7 @@ fn next_step_is_recovery_only_when_foreman_marked_the_task_failed() {
         (Orphan, Recover),
         (Hung, Replan),
         (Unverifiable, Inspect),
+        (HostLost, Recover),
         (Stray, Inspect),
     ];
     let not_marked = [
@@ -456,7 +457,8 @@ fn next_step_is_recovery_only_when_foreman_marked_the_task_failed() {
     // placed in the table.
     for (kind, _) in kinds {
         match kind {
-            Alive | Dead | Zombie | PidReused | Orphan | Hung | Unverifiable | Stray => {}
+            Alive | Dead | Zombie | PidReused | Orphan | Hung | Unverifiable | Stray | HostLost => {
+            }
         }
     }
     for outcome in not_marked {
