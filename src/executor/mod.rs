@@ -75,6 +75,7 @@ pub fn open(config: &Config) -> Result<Box<dyn Executor>> {
             &config.executor,
             &config.host,
             config.fleet.as_ref(),
+            config.interval,
         )?),
     })
 }

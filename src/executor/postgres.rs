@@ -43,8 +43,10 @@ pub const DEFAULT_MARK_QUERY: &str =
      WHERE id = $1 AND state = 'RUNNING' AND pid IS NOT DISTINCT FROM $2 AND attempt = $3";
 
 /// Backoff between connection attempts after a failure: doubling from the
-/// first to the last, so a database that is down is not hammered by every
-/// host's Foreman, and one that is back is found within a minute.
+/// first to the last (or the sweep interval, if shorter: each sweep tries
+/// at least once), so a database that is down is not hammered by every
+/// host's Foreman (events, the act stage's re-reads, twin requests between
+/// sweeps), and one that is back is found within a minute.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_LAST: Duration = Duration::from_secs(60);
 
@@ -197,6 +199,7 @@ pub struct PostgresExecutor {
     timeout: Duration,
     history: Duration,
     tz: ExecutorTz,
+    backoff_cap: Duration,
     state: Mutex<State>,
     round_trips: AtomicU64,
 }
@@ -224,6 +227,7 @@ impl PostgresExecutor {
         cfg: &ExecutorConfig,
         host: &str,
         fleet: Option<&FleetConfig>,
+        interval: Duration,
     ) -> Result<PostgresExecutor> {
         let url = cfg
             .url
@@ -244,6 +248,7 @@ impl PostgresExecutor {
             timeout: cfg.timeout,
             history: cfg.history_window,
             tz: cfg.timezone,
+            backoff_cap: BACKOFF_LAST.min(interval),
             state: Mutex::new(State::default()),
             round_trips: AtomicU64::new(0),
         })
@@ -291,7 +296,7 @@ impl PostgresExecutor {
                 Err(e) => {
                     let backoff = BACKOFF_FIRST
                         .saturating_mul(1 << state.failures.min(6))
-                        .min(BACKOFF_LAST);
+                        .min(self.backoff_cap);
                     state.failures = state.failures.saturating_add(1);
                     state.retry_at = Some(Instant::now() + backoff);
                     state.last_error = Some(format!("{e:#}"));
@@ -303,7 +308,10 @@ impl PostgresExecutor {
             bail!("no PostgreSQL connection");
         };
         let result = f(self, conn);
-        if conn.client.is_closed() {
+        // A closed connection, or prepared statements the server no longer
+        // honours (the table's columns changed under a `SELECT *`): start
+        // afresh on the next call.
+        if conn.client.is_closed() || result.as_ref().err().is_some_and(stale_statement) {
             if conn.leader {
                 warn!("the PostgreSQL connection closed: this Foreman no longer leads the fleet");
             }
@@ -390,6 +398,19 @@ impl PostgresExecutor {
     }
 }
 
+/// Whether an error says the connection's prepared statements are stale:
+/// `cached plan must not change result type` (0A000) or a statement the
+/// server forgot (26000).
+fn stale_statement(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<postgres::Error>())
+        .filter_map(|pe| pe.code())
+        .any(|code| {
+            *code == postgres::error::SqlState::FEATURE_NOT_SUPPORTED
+                || *code == postgres::error::SqlState::INVALID_SQL_STATEMENT_NAME
+        })
+}
+
 /// Every row of a result, parsed; one malformed row is that row's problem.
 fn collect(mut rows: postgres::RowIter<'_>, tz: ExecutorTz) -> Result<Vec<Row>> {
     let mut out = Vec::new();
@@ -470,6 +491,16 @@ fn time_column(client: &mut Client) -> Result<TimeColumn> {
 /// Foreman comes first (an advisory transaction lock keeps two from
 /// racing on the catalog).
 fn migrate(client: &mut Client, schema: &str) -> Result<()> {
+    // Once made, the table needs no privilege beyond using it.
+    let made: bool = client
+        .query_one(
+            "SELECT to_regclass(format('%I.foreman_hosts', $1::text)) IS NOT NULL",
+            &[&schema],
+        )?
+        .get(0);
+    if made {
+        return Ok(());
+    }
     let mut tx = client.transaction()?;
     tx.execute(
         "SELECT pg_advisory_xact_lock($1, 0)",
