@@ -124,7 +124,11 @@ fn build(config: &Config, lost_after: Duration, view: View, a: &fleet::Assessmen
 
 /// The table, cut to `width` columns.
 pub fn text(t: &FleetTwin, width: usize) -> String {
-    let mut out = format!("FLEET {} - {}\n", t.state.as_str(), t.summary);
+    let mut out = format!(
+        "FLEET {} - {}\n",
+        t.state.as_str(),
+        crate::logging::escaped(&t.summary)
+    );
     let ago =
         |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string();
     let rows: Vec<[String; 6]> = t
@@ -132,7 +136,13 @@ pub fn text(t: &FleetTwin, width: usize) -> String {
         .iter()
         .map(|h| {
             let f = h.row.foreman.as_ref();
-            let mut name = h.row.host.clone().unwrap_or_else(|| "(no host)".into());
+            // Host names and versions come from the database: a control
+            // character in one must not drive the operator's terminal.
+            let mut name = h
+                .row
+                .host
+                .as_deref()
+                .map_or_else(|| "(no host)".into(), crate::logging::escaped);
             if h.leader {
                 name.push_str(" *");
             }
@@ -147,7 +157,7 @@ pub fn text(t: &FleetTwin, width: usize) -> String {
                 f.and_then(|f| f.last_sweep_at).map_or("-".into(), |s| {
                     s.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                 }),
-                f.map_or("-".into(), |f| f.version.clone()),
+                f.map_or("-".into(), |f| crate::logging::escaped(&f.version)),
             ]
         })
         .collect();
@@ -236,6 +246,13 @@ mod tests {
         assert_eq!(t.state, State::Warning);
         assert!(t.hosts[0].leader);
         let text = text(&t, 120);
+        let mut hostile = t.clone();
+        hostile.hosts[1].row.host = Some("b\x1b[2J\nx".into());
+        let shown = super::text(&hostile, 120);
+        assert!(
+            !shown.contains('\x1b') && shown.contains("b\\u{1b}[2J\\nx"),
+            "{shown}"
+        );
         assert!(
             text.starts_with("FLEET WARNING - 3 hosts, 2 watched, 0 lost, 1 silent; leader a"),
             "{text}"

@@ -133,6 +133,14 @@ impl World {
         World::build(&cfg.text(), Box::new(crate::spawning()))
     }
 
+    /// For a test that holds `crate::spawning()` itself, from before its
+    /// worlds exist (a PostgreSQL cluster's connections start server
+    /// processes too); a second read lock on one thread could deadlock
+    /// behind a waiting writer.
+    pub fn under_lock(cfg: Cfg) -> World {
+        World::build(&cfg.text(), Box::new(()))
+    }
+
     /// For the PID-reuse test: no other test spawns while this one lives.
     pub fn exclusive(cfg: Cfg) -> World {
         World::build(&cfg.text(), Box::new(crate::exclusive()))

@@ -43,7 +43,7 @@ impl Host {
             "kind = \"postgres\"\nurl_file = {:?}\ntimeout = \"5s\"",
             url_file.display().to_string()
         );
-        let mut world = World::with(Cfg {
+        let mut world = World::under_lock(Cfg {
             executor: Some(executor),
             tail: &tail,
             ..Cfg::default()
@@ -217,6 +217,10 @@ fn setup(
 
 #[test]
 fn three_hosts_each_mark_their_own_dead_task_and_nothing_of_the_others() {
+    let _lock = crate::spawning();
+    if !Pg::available() {
+        return;
+    }
     let pg = Pg::shared();
     let (_dir, url, mut hosts) = setup(pg, &["a", "b", "c"], |_, u| u.to_string());
     let mut db = pg.client(&url);
@@ -291,6 +295,10 @@ fn three_hosts_each_mark_their_own_dead_task_and_nothing_of_the_others() {
 
 #[test]
 fn a_lost_host_is_failed_once_by_one_survivor_and_never_again_when_it_comes_back() {
+    let _lock = crate::spawning();
+    if !Pg::available() {
+        return;
+    }
     let pg = Pg::shared();
     let (dir, url, mut hosts) = setup(pg, &["a", "b", "c"], |_, u| u.to_string());
     let mut db = pg.client(&url);
@@ -407,6 +415,10 @@ fn a_lost_host_is_failed_once_by_one_survivor_and_never_again_when_it_comes_back
 
 #[test]
 fn a_postgres_restart_costs_sweeps_not_the_daemons() {
+    let _lock = crate::spawning();
+    if !Pg::available() {
+        return;
+    }
     let pg = Pg::start();
     let (_dir, url, mut hosts) = setup(&pg, &["a", "c"], |_, u| u.to_string());
     let mut pids = Vec::new();
@@ -459,6 +471,10 @@ fn a_postgres_restart_costs_sweeps_not_the_daemons() {
 
 #[test]
 fn an_observer_cut_off_marks_nothing_and_the_fleet_does_not_fail_its_beating_tasks() {
+    let _lock = crate::spawning();
+    if !Pg::available() {
+        return;
+    }
     let pg = Pg::shared();
     let proxy = Proxy::to(pg);
     let (_dir, url, mut hosts) = setup(pg, &["a", "b", "c"], |name, u| {
@@ -527,6 +543,10 @@ fn an_observer_cut_off_marks_nothing_and_the_fleet_does_not_fail_its_beating_tas
 
 #[test]
 fn more_than_half_the_hosts_lost_at_once_fails_none_and_says_why() {
+    let _lock = crate::spawning();
+    if !Pg::available() {
+        return;
+    }
     let pg = Pg::shared();
     let (dir, url, mut hosts) = setup(pg, &["a", "b", "c"], |_, u| u.to_string());
     let mut db = pg.client(&url);

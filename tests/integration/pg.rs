@@ -1321,7 +1321,7 @@ fn pg_shared_cluster_databases_are_isolated() {
         return;
     }
     // Asked first from a thread that ends at once: the server must not die
-    // with it (its death signal follows the thread that started it).
+    // with it (a parent-death signal would follow the thread that forked).
     let pg = std::thread::spawn(Pg::shared).join().unwrap();
     assert!(std::ptr::eq(pg, Pg::shared()), "one shared cluster");
     assert!(!descends_from_us(server_pid(pg)), "the server is ours");
