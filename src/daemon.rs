@@ -128,6 +128,11 @@ fn fleet_duty(cfg: &Config, st: &mut State, report: &SweepReport, metrics: &Metr
     };
     if !leads {
         metrics.on_fleet(None);
+        // What it left open while it led (a crash between record and
+        // mark), settled now that another Foreman leads.
+        if let Err(e) = crate::sweep::fleet_sweep(cfg, executor.as_ref(), log, None) {
+            error!(error = %format!("{e:#}"), "settling this Foreman's open host_lost findings failed");
+        }
         return;
     }
     let view = match fleet.view() {
@@ -140,7 +145,7 @@ fn fleet_duty(cfg: &Config, st: &mut State, report: &SweepReport, metrics: &Metr
     };
     metrics.on_fleet(Some(&view));
     let started = std::time::Instant::now();
-    match crate::sweep::fleet_sweep(cfg, executor.as_ref(), log, &view) {
+    match crate::sweep::fleet_sweep(cfg, executor.as_ref(), log, Some(&view)) {
         Ok(Some(r)) => metrics.on_sweep(SweepKind::Fleet.as_str(), Some(&r), started.elapsed()),
         Ok(None) => {}
         Err(e) => {

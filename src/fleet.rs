@@ -202,7 +202,16 @@ pub fn assess(view: &View, tasks: &Snapshot, me: &str, lost_after: Duration) -> 
 
 /// The reason a lost host's task is failed with: the host, how long its
 /// Foreman has been silent, and the task's own last sign of life.
-pub fn reason(lost: &Lost, task: &Task, now: DateTime<Utc>, lost_after: Duration) -> String {
+/// The reason names the Foreman that judged (`by`, its host): after a
+/// crash between record and mark, a Foreman tells its own mark from
+/// another leader's by it (`marked_by`).
+pub fn reason(
+    lost: &Lost,
+    task: &Task,
+    now: DateTime<Utc>,
+    lost_after: Duration,
+    by: &str,
+) -> String {
     let ago = |t: DateTime<Utc>| {
         let s = now.signed_duration_since(t).num_seconds().max(0) as u64;
         humantime::format_duration(Duration::from_secs(s)).to_string()
@@ -212,14 +221,20 @@ pub fn reason(lost: &Lost, task: &Task, now: DateTime<Utc>, lost_after: Duration
         None => "it has no heartbeat or start time".to_string(),
     };
     format!(
-        "host {:?} is lost: its Foreman has been silent for {} (last seen {}; host_lost_after is {}) and none of its RUNNING tasks beats; {beat}",
+        "host {:?} is lost: its Foreman has been silent for {} (last seen {}; host_lost_after is {}) and none of its RUNNING tasks beats; {beat}; {}",
         lost.host,
         humantime::format_duration(Duration::from_secs(lost.foreman.silent.as_secs())),
         lost.foreman
             .last_seen
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         humantime::format_duration(lost_after),
+        marked_by(by),
     )
+}
+
+/// The words in a `host_lost` reason that name the Foreman that judged.
+pub fn marked_by(host: &str) -> String {
+    format!("judged by the Foreman of host {host:?}")
 }
 
 #[cfg(test)]

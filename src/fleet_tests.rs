@@ -253,7 +253,8 @@ fn the_reason_names_the_host_its_silence_and_the_tasks_last_beat() {
     let Row::Task(t) = task("b1", "b", Some(900)) else {
         panic!("task")
     };
-    let r = reason(&l, &t, now(), LOST_AFTER);
+    let r = reason(&l, &t, now(), LOST_AFTER, "a");
+    assert!(r.ends_with("judged by the Foreman of host \"a\""), "{r}");
     assert!(r.contains("host \"b\" is lost"), "{r}");
     assert!(r.contains("silent for 12m 34s"), "{r}");
     assert!(r.contains("15m ago"), "{r}");

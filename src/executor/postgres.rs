@@ -209,6 +209,11 @@ struct State {
     conn: Option<Conn>,
     /// Failed connection attempts in a row.
     failures: u32,
+    /// This Foreman's last beat: (boot id, pid, start).
+    beat: Option<(String, i64, DateTime<Utc>)>,
+    /// Another Foreman beat as this host since our last beat (two hosts
+    /// configured with one `host` name): what it was, and when seen.
+    twin_host: Option<(String, Instant)>,
     /// No new attempt before this (backoff).
     retry_at: Option<Instant>,
     last_error: Option<String>,
@@ -377,7 +382,28 @@ impl PostgresExecutor {
         })
     }
 
+    /// Refuse to read or mark while another Foreman beats under this
+    /// host's name: each would judge the other host's pids in its own
+    /// `/proc`, and find them dead.
+    fn check_alone(&self) -> Result<()> {
+        let Some(fleet) = &self.fleet else {
+            return Ok(());
+        };
+        let state = self.lock()?;
+        if let Some((other, at)) = &state.twin_host {
+            if at.elapsed() < fleet.host_lost_after {
+                bail!(
+                    "another Foreman beats as host {:?} ({other}): two hosts share one `host` name, and each would judge the other's tasks against its own /proc; give each host its own `host` (the value the executor writes in tasks.host). Nothing is judged or marked until only one beats for {}",
+                    self.host,
+                    humantime::format_duration(fleet.host_lost_after)
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn read(&self, history: Duration) -> Result<Snapshot> {
+        self.check_alone()?;
         self.with(|me, conn| {
             let all: [Param; 2] = [
                 Param::Text(me.host.clone()),
@@ -395,6 +421,39 @@ impl PostgresExecutor {
             let out = collect(rows, me.tz)?;
             Ok(Snapshot { rows: out })
         })
+    }
+}
+
+impl PostgresExecutor {
+    /// Remember this beat, and whether the row held someone else's before.
+    fn note_beat(
+        &self,
+        before: Option<(String, i64, DateTime<Utc>)>,
+        mine: (String, i64, DateTime<Utc>),
+    ) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        if let (Some(last), Some(before)) = (&state.beat, &before) {
+            if last != before {
+                tracing::error!(
+                    host = %self.host,
+                    other_boot_id = %before.0,
+                    other_pid = before.1,
+                    "another Foreman beats as this host: two hosts share one `host` name; judging and marking stop until only one does"
+                );
+                state.twin_host = Some((
+                    format!(
+                        "boot id {}, pid {}, started {}",
+                        before.0,
+                        before.1,
+                        before.2.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ),
+                    Instant::now(),
+                ));
+            }
+        }
+        state.beat = Some(mine);
     }
 }
 
@@ -552,6 +611,7 @@ impl Executor for PostgresExecutor {
     }
 
     fn mark_failed(&self, task: &Task, reason: &str, at: DateTime<Utc>) -> Result<Marked> {
+        self.check_alone()?;
         self.with(|me, conn| {
             let all: [Param; 5] = [
                 Param::Text(task.id.clone()),
@@ -628,10 +688,12 @@ impl Fleet for PostgresExecutor {
                      last_sweep_at = EXCLUDED.last_sweep_at, running = EXCLUDED.running,
                      findings = EXCLUDED.findings, actions = EXCLUDED.actions,
                      snapshot_error = EXCLUDED.snapshot_error
-                   RETURNING 1)
+                   RETURNING 1),
+                 old AS (SELECT boot_id, pid, started_at FROM \"{schema}\".foreman_hosts WHERE host = $1)
                  SELECT CASE WHEN $11 THEN EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
                      AND pid = pg_backend_pid() AND granted AND classid::int8 = {c} AND objid::int8 = {k} AND objsubid = 2)
-                   ELSE pg_try_advisory_lock({LOCK_CLASS}, {key}) END",
+                   ELSE pg_try_advisory_lock({LOCK_CLASS}, {key}) END,
+                   (SELECT boot_id FROM old), (SELECT pid FROM old), (SELECT started_at FROM old)",
                 c = u32::from_ne_bytes(LOCK_CLASS.to_ne_bytes()),
                 k = u32::from_ne_bytes(key.to_ne_bytes()),
             );
@@ -657,6 +719,15 @@ impl Fleet for PostgresExecutor {
                 .context("writing this Foreman's row in the fleet table")?;
             me.trip();
             let now_leading: bool = row.get(0);
+            // The row before this beat (a data-modifying CTE's siblings
+            // see the table as it was): anyone but our last beat means
+            // another Foreman uses this host's name.
+            let before: Option<(String, i64, DateTime<Utc>)> =
+                match (row.get(1), row.get(2), row.get(3)) {
+                    (Some(b), Some(p), Some(s)) => Some((b, p, s)),
+                    _ => None,
+                };
+
             if now_leading != conn.leader {
                 if now_leading {
                     info!(host = %me.host, "this Foreman now leads the fleet (it holds the advisory lock): it watches for lost hosts");
@@ -665,11 +736,20 @@ impl Fleet for PostgresExecutor {
                 }
             }
             conn.leader = now_leading;
-            Ok(now_leading)
+            Ok((now_leading, before))
+        })
+        .map(|(leading, before)| {
+            // As PostgreSQL keeps it: microseconds.
+            let started = DateTime::<Utc>::from_timestamp_micros(beat.started_at.timestamp_micros())
+                .unwrap_or(beat.started_at);
+            let mine = (beat.boot_id.clone(), i64::from(beat.pid), started);
+            self.note_beat(before, mine);
+            leading
         })
     }
 
     fn view(&self) -> Result<View> {
+        self.check_alone()?;
         let Some(fleet) = &self.fleet else {
             bail!("no [fleet]");
         };

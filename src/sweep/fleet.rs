@@ -25,13 +25,16 @@ use chrono::Utc;
 use serde_json::json;
 use tracing::warn;
 
-/// The leader's look at the fleet; `None` when there was nothing to find
-/// or settle (nothing recorded).
+/// The leader's look at the fleet (`view`), or, from a Foreman that no
+/// longer leads (`None`), only the settling of the `host_lost` findings it
+/// left open when it stopped leading (a crash between record and mark):
+/// read back by id and closed as they ended. `None` when there was
+/// nothing to find or settle (nothing recorded).
 pub fn fleet_sweep(
     config: &Config,
     executor: &dyn Executor,
     log: &mut ActivityLog,
-    view: &fleet::View,
+    view: Option<&fleet::View>,
 ) -> Result<Option<SweepReport>> {
     let (Some(fleet), Some(fc)) = (executor.fleet(), config.fleet.as_ref()) else {
         return Ok(None);
@@ -41,6 +44,12 @@ pub fn fleet_sweep(
         .into_iter()
         .filter(|o| o.kind == Kind::HostLost.as_str())
         .collect();
+    let empty = fleet::View {
+        now: Utc::now(),
+        leader: None,
+        hosts: Vec::new(),
+    };
+    let view = view.unwrap_or(&empty);
     let silent = fleet::silent_hosts(view, &config.host, fc.host_lost_after);
     if silent.is_empty() && open.is_empty() {
         return Ok(None);
@@ -61,7 +70,7 @@ pub fn fleet_sweep(
         .lost
         .iter()
         .flat_map(|lost| lost.tasks.iter().map(move |t| (lost, t)))
-        .map(|(lost, t)| judged(lost, t, view, fc.host_lost_after))
+        .map(|(lost, t)| judged(lost, t, view, fc.host_lost_after, &config.host))
         .collect();
     let window =
         chrono::Duration::from_std(config.defaults.timeout).unwrap_or(chrono::Duration::MAX);
@@ -111,7 +120,12 @@ pub fn fleet_sweep(
         hang_floor: None,
         observations: Vec::new(),
         findings: planned.iter().map(|p| p.finding.clone()).collect(),
-        closes: plan::closes(&open, &planned, &tasks),
+        closes: mine_or_not(
+            plan::closes(&open, &planned, &tasks),
+            &open,
+            &tasks,
+            &config.host,
+        ),
         alerts: plan::alerts(config, &planned),
     };
     let mut report = super::empty_report(config, SweepKind::Fleet, false, started_at, None);
@@ -120,9 +134,49 @@ pub fn fleet_sweep(
     let memory = Memory::Writing(log.begin(&record)?);
     let recorded = record::commit(memory, &record, &planned)?;
     report.sweep_id = recorded.sweep_id;
+    fail::fail_point!("fleet::before_act");
     let mut access = LogAccess::Write(log);
     let acted = act::act(config, executor, &mut access, &planned, &recorded.ids)?;
     finish(&mut access, report, planned, recorded, acted).map(Some)
+}
+
+/// An open `host_lost` finding whose task is now FAILED by Foreman was
+/// marked by this Foreman only if the reason names it: after a crash
+/// between record and mark another leader may have marked it, and then
+/// this finding did nothing (no second `recover` for recovery).
+fn mine_or_not(
+    closes: Vec<(i64, Outcome, String)>,
+    open: &[crate::activity::OpenFinding],
+    tasks: &crate::model::Snapshot,
+    me: &str,
+) -> Vec<(i64, Outcome, String)> {
+    let by_me = fleet::marked_by(me);
+    closes
+        .into_iter()
+        .map(|(id, outcome, detail)| {
+            if outcome != Outcome::MarkedFailed {
+                return (id, outcome, detail);
+            }
+            // `closes` found the row FAILED by a Foreman; which one?
+            let task = open.iter().find(|o| o.id == id).map(|o| o.task_id.as_str());
+            let mine = tasks.rows.iter().any(|r| match r {
+                crate::model::Row::Task(t) => {
+                    Some(t.id.as_str()) == task
+                        && t.error.as_deref().is_some_and(|e| e.contains(&by_me))
+                }
+                crate::model::Row::Bad(_) => false,
+            });
+            if mine {
+                (id, outcome, detail)
+            } else {
+                (
+                    id,
+                    Outcome::AlreadyFinished,
+                    "marked failed by another Foreman of the fleet".to_string(),
+                )
+            }
+        })
+        .collect()
 }
 
 /// A lost host's task as a finding: the host's row and the task's own
@@ -132,9 +186,10 @@ fn judged<'t>(
     task: &'t Task,
     view: &fleet::View,
     lost_after: std::time::Duration,
+    me: &str,
 ) -> Judged<'t> {
     let evidence = Evidence {
-        reason: fleet::reason(lost, task, view.now, lost_after),
+        reason: fleet::reason(lost, task, view.now, lost_after, me),
         task_started_at: task.started_at,
         heartbeat_at: task.last_progress_at,
         boot_id: lost.foreman.boot_id.clone(),
@@ -201,7 +256,7 @@ mod tests {
             leader: Some("a".into()),
             hosts: Vec::new(),
         };
-        let j = judged(&lost, &task, &view, Duration::from_secs(600));
+        let j = judged(&lost, &task, &view, Duration::from_secs(600), "a");
         assert_eq!(j.judgement.kind, Kind::HostLost);
         let r = &j.judgement.evidence.reason;
         assert!(r.contains("host \"b\" is lost") && r.contains("11m"), "{r}");

@@ -60,7 +60,13 @@ impl Host {
 
     /// `foreman run`, awaited until its startup scan is recorded.
     fn start(&mut self) {
-        let mut d = Running::start(&mut self.world.foreman(&["run"]));
+        self.start_with(&[]);
+    }
+
+    fn start_with(&mut self, env: &[(&str, &str)]) {
+        let mut cmd = self.world.foreman(&["run"]);
+        cmd.envs(env.iter().copied());
+        let mut d = Running::start(&mut cmd);
         let w = &self.world;
         wait_for(&format!("{}'s startup scan", self.name), || {
             assert!(d.still_running(), "{}", d.stderr());
@@ -603,4 +609,111 @@ fn more_than_half_the_hosts_lost_at_once_fails_none_and_says_why() {
     wait_for("the braked alerts delivered", || {
         std::fs::read_to_string(&alerts).is_ok_and(|s| s.contains("fleet brake"))
     });
+}
+
+#[test]
+fn two_hosts_with_one_name_stop_judging_and_say_why() {
+    let _lock = crate::spawning();
+    if !Pg::available() {
+        return;
+    }
+    let pg = Pg::shared();
+    let url = pg.create_db("fleet");
+    pg.create_tasks_table(&url);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Two machines cloned with one foreman.toml: both say host "a".
+    let mut one = Host::new("a", &url, dir.path());
+    let mut two = Host::new("a", &url, &dir.path().join("."));
+    let mut db = pg.client(&url);
+    one.live_task(&mut db, "a-1");
+    one.start();
+    two.start();
+    let said = "two hosts share one `host` name";
+    for h in [&mut one, &mut two] {
+        wait_until_or_panic("both refuse to judge", Duration::from_secs(30), || {
+            assert!(h.running(), "{}", h.stderr());
+            count_in(
+                &h.world,
+                &format!("SELECT COUNT(*) FROM sweeps WHERE error LIKE '%{said}%'"),
+            ) > 0
+        });
+    }
+    assert!(
+        one.stderr().contains("another Foreman beats as this host")
+            || two.stderr().contains("another Foreman beats as this host")
+    );
+    assert_eq!(state(&mut db, "a-1").0, "RUNNING");
+}
+
+#[test]
+fn a_leader_that_crashes_between_record_and_mark_leaves_the_marking_to_the_next() {
+    let _lock = crate::spawning();
+    if !Pg::available() {
+        return;
+    }
+    let pg = Pg::shared();
+    let (_dir, url, mut hosts) = setup(pg, &["a", "b", "c"], |_, u| u.to_string());
+    let mut db = pg.client(&url);
+    for h in hosts.iter_mut() {
+        h.live_task(&mut db, &format!("{}-1", h.name));
+    }
+    // a first, so that it leads; it will stop dead after recording its
+    // host_lost findings and before marking.
+    hosts[0].start_with(&[("FAILPOINTS", "fleet::before_act=panic")]);
+    wait_for("a leads", || {
+        leaders(&mut db) == vec!["foreman@a".to_string()]
+    });
+    hosts[1].start();
+    hosts[2].start();
+    wait_for("three Foremen in the fleet table", || {
+        fleet_rows(&mut db) == 3
+    });
+    hosts[1].kill9();
+    wait_until_or_panic(
+        "a crashes at the failpoint",
+        Duration::from_secs(30),
+        || {
+            beat(&mut db, &["a-1", "c-1"]);
+            !hosts[0].running()
+        },
+    );
+    let pending = count_in(
+        &hosts[0].world,
+        "SELECT COUNT(*) FROM findings WHERE kind = 'host_lost' AND outcome = 'pending'",
+    );
+    assert_eq!(
+        pending, 1,
+        "a recorded b-1 lost, then crashed before marking"
+    );
+    // c takes the lock and marks.
+    wait_until_or_panic("c marks b-1", Duration::from_secs(30), || {
+        beat(&mut db, &["a-1", "c-1"]);
+        state(&mut db, "b-1").0 == "FAILED"
+    });
+    let (_, err) = state(&mut db, "b-1");
+    assert!(
+        err.as_deref()
+            .is_some_and(|e| e.contains("judged by the Foreman of host \"c\"")),
+        "{err:?}"
+    );
+    // a comes back (no failpoint): it does not lead, and settles its open
+    // finding as the other's doing, with no second mark or `recover`.
+    hosts[0].daemon = None;
+    hosts[0].start();
+    wait_until_or_panic(
+        "a settles its open host_lost finding",
+        Duration::from_secs(30),
+        || {
+            beat(&mut db, &["a-1", "c-1"]);
+            hosts[0].findings("b-1") != vec![("host_lost".to_string(), "pending".to_string())]
+        },
+    );
+    assert_eq!(
+        hosts[0].findings("b-1"),
+        vec![("host_lost".to_string(), "already_finished".to_string())]
+    );
+    assert_eq!(
+        hosts[2].findings("b-1"),
+        vec![("host_lost".to_string(), "marked_failed".to_string())]
+    );
 }
