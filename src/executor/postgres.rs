@@ -19,10 +19,10 @@
 use super::{bad_row, parse_row, Executor, History, Marked};
 use crate::config::{ExecutorConfig, ExecutorTz, FleetConfig};
 use crate::fleet::{Beat, Fleet, ForemanRow, HostRow, View};
-use crate::model::{Row, Snapshot, Task};
+use crate::model::{Row, Snapshot, Task, TaskState};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::BytesMut;
-use chrono::{DateTime, Duration as Span, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, Duration as Span, Local, NaiveDate, NaiveDateTime, Utc};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{FromSql, IsNull, ToSql, Type};
 use postgres::{Client, Statement};
@@ -163,19 +163,27 @@ fn percent_decode(s: &str) -> String {
 /// query bounds the finished rows it reads by `history_window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TimeColumn {
-    /// TIMESTAMPTZ or TIMESTAMP: compared with the database's clock.
+    /// TIMESTAMPTZ: compared with the database's clock.
     Time,
+    /// TIMESTAMP without time zone, in the executor's `timezone`: the
+    /// database cannot know that zone, so from the day before the window
+    /// on, and the exact bound is applied to the parsed rows.
+    NaiveTime,
     /// Unix seconds as a number.
     Number,
     /// Text (RFC 3339, `YYYY-MM-DD HH:MM:SS`, or unix seconds): ISO texts
     /// from the day before the window on, and every text that is not ISO
-    /// (a cast would fail the whole statement on one malformed row).
+    /// (a cast would fail the whole statement on one malformed row); the
+    /// exact bound is applied to the parsed rows.
     Text,
 }
 
 fn snapshot_query(time: TimeColumn) -> String {
     let finished = match time {
         TimeColumn::Time => "finished_at >= now() - make_interval(secs => $2)",
+        TimeColumn::NaiveTime => {
+            "finished_at >= (now() - make_interval(secs => $2) - interval '1 day')::timestamp"
+        }
         TimeColumn::Number => "finished_at >= extract(epoch FROM now())::float8 - $2::float8",
         TimeColumn::Text => {
             "finished_at >= to_char(now() - make_interval(secs => $2) - interval '1 day', 'YYYY-MM-DD') \
@@ -222,6 +230,10 @@ struct State {
 struct Conn {
     client: Client,
     snapshot: Statement,
+    /// The default snapshot query bounds finished rows by a day's margin
+    /// only (TEXT and TIMESTAMP `finished_at`): the window is applied to
+    /// the parsed rows.
+    bound_rows: bool,
     mark: Statement,
     /// This connection holds the fleet's advisory lock.
     leader: bool,
@@ -359,11 +371,15 @@ impl PostgresExecutor {
             })?;
             self.trip();
         }
-        let query = match &self.custom_snapshot {
-            Some(q) => q.clone(),
+        let (query, bound_rows) = match &self.custom_snapshot {
+            Some(q) => (q.clone(), false),
             None => {
                 self.trip();
-                snapshot_query(time_column(&mut client)?)
+                let time = time_column(&mut client)?;
+                (
+                    snapshot_query(time),
+                    matches!(time, TimeColumn::Text | TimeColumn::NaiveTime),
+                )
             }
         };
         let snapshot = client
@@ -377,6 +393,7 @@ impl PostgresExecutor {
         Ok(Conn {
             client,
             snapshot,
+            bound_rows,
             mark,
             leader: false,
         })
@@ -418,7 +435,15 @@ impl PostgresExecutor {
                 .query_raw(&conn.snapshot, all[..n].iter())
                 .context("reading the snapshot")?;
             me.trip();
-            let out = collect(rows, me.tz)?;
+            let mut out = collect(rows, me.tz)?;
+            if conn.bound_rows {
+                let since = Span::from_std(history)
+                    .ok()
+                    .and_then(|h| Utc::now().checked_sub_signed(h));
+                if let Some(since) = since {
+                    out.retain(|r| !finished_before(r, since));
+                }
+            }
             Ok(Snapshot { rows: out })
         })
     }
@@ -455,6 +480,14 @@ impl PostgresExecutor {
         }
         state.beat = Some(mine);
     }
+}
+
+/// A well-formed row of a task that finished before `since` (one the
+/// default query's day-wide bound let through).
+fn finished_before(r: &Row, since: DateTime<Utc>) -> bool {
+    matches!(r, Row::Task(t)
+        if !matches!(t.state, TaskState::Running | TaskState::Pending)
+            && t.finished_at.is_some_and(|f| f < since))
 }
 
 /// Whether an error says the connection's prepared statements are stale:
@@ -527,7 +560,10 @@ fn time_column(client: &mut Client) -> Result<TimeColumn> {
         bail!("the executor's database has no table `tasks` with a column `finished_at` (in the search path): create the contract's table, or give snapshot_query");
     };
     let ty: String = row.get(0);
-    Ok(if ty.starts_with("timestamp") {
+    let naive = ty.starts_with("timestamp") && !ty.ends_with("with time zone");
+    Ok(if naive {
+        TimeColumn::NaiveTime
+    } else if ty.starts_with("timestamp") {
         TimeColumn::Time
     } else if [
         "integer",
@@ -618,7 +654,7 @@ impl Executor for PostgresExecutor {
                 Param::Int(task.pid.map(i64::from)),
                 Param::Int(Some(task.attempt)),
                 Param::Text(reason.to_string()),
-                Param::Time(at),
+                Param::Time(at, me.tz),
             ];
             let n = conn.mark.params().len();
             if n > all.len() {
@@ -1030,7 +1066,9 @@ enum Param {
     Text(String),
     Int(Option<i64>),
     Float(f64),
-    Time(DateTime<Utc>),
+    /// A time, and the executor's `timezone`: a TIMESTAMP (without time
+    /// zone) column holds the executor's wall-clock time, as it is read.
+    Time(DateTime<Utc>, ExecutorTz),
 }
 
 type BoxError = Box<dyn StdError + Sync + Send>;
@@ -1085,9 +1123,15 @@ impl ToSql for Param {
                 }
                 _ => f.to_string().to_sql(&Type::TEXT, out),
             },
-            Param::Time(t) => match *ty {
+            Param::Time(t, tz) => match *ty {
                 Type::TIMESTAMPTZ | Type::TIMESTAMP => {
-                    let micros = t
+                    let wall = match (*ty == Type::TIMESTAMP).then_some(*tz) {
+                        None | Some(ExecutorTz::Utc) => t.naive_utc(),
+                        Some(ExecutorTz::Local) => t.with_timezone(&Local).naive_local(),
+                        Some(ExecutorTz::Fixed(off)) => t.with_timezone(&off).naive_local(),
+                    };
+                    let micros = wall
+                        .and_utc()
                         .timestamp_micros()
                         .checked_sub(PG_EPOCH_MICROS)
                         .ok_or("time out of range")?;
@@ -1159,7 +1203,12 @@ mod tests {
 
     #[test]
     fn the_default_query_bounds_finished_rows_for_each_time_type() {
-        for t in [TimeColumn::Time, TimeColumn::Number, TimeColumn::Text] {
+        for t in [
+            TimeColumn::Time,
+            TimeColumn::NaiveTime,
+            TimeColumn::Number,
+            TimeColumn::Text,
+        ] {
             let q = snapshot_query(t);
             assert!(q.contains("host = $1") && q.contains("$2"), "{q}");
         }

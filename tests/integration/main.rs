@@ -20,6 +20,7 @@ mod log;
 mod monitor;
 mod pg;
 mod plans_cap;
+mod postgres;
 mod processes;
 mod receiver;
 mod review;
