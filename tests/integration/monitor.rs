@@ -1011,6 +1011,11 @@ fn the_dashboard_and_the_rules_use_only_metrics_foreman_exposes() {
     let x = Exposition::parse(&body);
     let mut missing = Vec::new();
     for (name, from) in &used {
+        // A PostgreSQL fleet's series exist only there: fleet.rs scrapes
+        // them from its daemons.
+        if name.starts_with("foreman_fleet_") {
+            continue;
+        }
         let family = ["_bucket", "_sum", "_count"]
             .iter()
             .find_map(|s| name.strip_suffix(s))
