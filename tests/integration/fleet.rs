@@ -221,6 +221,30 @@ fn setup(
     (dir, url, hosts)
 }
 
+/// `setup`, a live task `{host}-{suffix}` per host and suffix, and every
+/// daemon started and beating in the fleet table.
+fn running_fleet(
+    pg: &Pg,
+    names: &[&str],
+    suffixes: &[&str],
+) -> (tempfile::TempDir, String, Vec<Host>, postgres::Client) {
+    let (dir, url, mut hosts) = setup(pg, names, |_, u| u.to_string());
+    let mut db = pg.client(&url);
+    for h in hosts.iter_mut() {
+        for s in suffixes {
+            h.live_task(&mut db, &format!("{}-{s}", h.name));
+        }
+    }
+    for h in hosts.iter_mut() {
+        h.start();
+    }
+    let n = names.len() as i64;
+    wait_for("every Foreman in the fleet table", || {
+        fleet_rows(&mut db) == n
+    });
+    (dir, url, hosts, db)
+}
+
 #[test]
 fn three_hosts_each_mark_their_own_dead_task_and_nothing_of_the_others() {
     let _lock = crate::spawning();
@@ -305,19 +329,7 @@ fn a_lost_host_is_failed_once_by_one_survivor_and_never_again_when_it_comes_back
     if !Pg::available() {
         return;
     }
-    let pg = Pg::shared();
-    let (dir, url, mut hosts) = setup(pg, &["a", "b", "c"], |_, u| u.to_string());
-    let mut db = pg.client(&url);
-    for h in hosts.iter_mut() {
-        h.live_task(&mut db, &format!("{}-1", h.name));
-        h.live_task(&mut db, &format!("{}-2", h.name));
-    }
-    for h in hosts.iter_mut() {
-        h.start();
-    }
-    wait_for("three Foremen in the fleet table", || {
-        fleet_rows(&mut db) == 3
-    });
+    let (dir, _url, mut hosts, mut db) = running_fleet(Pg::shared(), &["a", "b", "c"], &["1", "2"]);
     // Host b dies: its Foreman is killed and its tasks stop beating (their
     // processes stay: a partition looks like that, and whatever is left
     // must not be re-marked when the host returns). a and c keep beating.
@@ -553,18 +565,7 @@ fn more_than_half_the_hosts_lost_at_once_fails_none_and_says_why() {
     if !Pg::available() {
         return;
     }
-    let pg = Pg::shared();
-    let (dir, url, mut hosts) = setup(pg, &["a", "b", "c"], |_, u| u.to_string());
-    let mut db = pg.client(&url);
-    for h in hosts.iter_mut() {
-        h.live_task(&mut db, &format!("{}-1", h.name));
-    }
-    for h in hosts.iter_mut() {
-        h.start();
-    }
-    wait_for("three Foremen in the fleet table", || {
-        fleet_rows(&mut db) == 3
-    });
+    let (dir, _url, mut hosts, mut db) = running_fleet(Pg::shared(), &["a", "b", "c"], &["1"]);
     hosts[1].kill9();
     hosts[2].kill9();
     // a is the only one left, so it leads; it sees two of three hosts lost.
