@@ -20,6 +20,26 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 use std::time::Instant;
 
+/// Whether this sweep is where a finding's conclusion counts: the first
+/// sweep that records it with an outcome other than `pending` (reported,
+/// braked, would_mark_failed, deferred, or acted on at once), or a later
+/// sweep that acted on it (it waited out exit grace, then was marked). A
+/// finding seen again with the same outcome (shadow mode's would-be
+/// actions, a brake that holds) is not counted again; one withdrawn while
+/// pending (the executor wrote its result first) never counts.
+pub fn concluded(f: &crate::sweep::FindingReport) -> bool {
+    use crate::model::Outcome;
+    match f.outcome {
+        Outcome::Pending => false,
+        Outcome::MarkedFailed
+        | Outcome::AlreadyFinished
+        | Outcome::Terminated
+        | Outcome::Unkillable
+        | Outcome::Error => true,
+        _ => f.first_seen,
+    }
+}
+
 /// The OpenMetrics exposition's content type (what Prometheus asks for).
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// The classic text format's, for every other client (curl, promtool).
@@ -199,7 +219,7 @@ impl Metrics {
         let findings = Family::<Labels, Counter>::default();
         r.register(
             "foreman_findings",
-            "Findings recorded for the first time, by kind and droid type",
+            "Findings Foreman concluded, by kind, droid type and outcome: counted once, when settled (a finding waiting out exit grace counts when it is marked, not if the executor's result came first and it was withdrawn)",
             findings.clone(),
         );
         let tasks = Family::<Labels, Gauge>::default();
@@ -384,11 +404,12 @@ impl Metrics {
             .inc();
         self.sweep_duration.observe(took.as_secs_f64());
         let Some(r) = report else { return };
-        for f in r.findings.iter().filter(|f| f.first_seen) {
+        for f in r.findings.iter().filter(|f| concluded(f)) {
             self.findings
                 .get_or_create(&vec![
                     ("kind", f.kind.as_str().to_string()),
                     ("droid_type", f.droid_type.clone().unwrap_or_default()),
+                    ("outcome", f.outcome.as_str().to_string()),
                 ])
                 .inc();
         }
@@ -506,6 +527,47 @@ mod tests {
              # HELP took How long.\n# TYPE took histogram\ntook_sum 1.5\n\
              # HELP up Up.\n# TYPE up gauge\nup 1\n"
         );
+    }
+
+    #[test]
+    fn a_finding_counts_once_when_foreman_concludes_it() {
+        use crate::model::{Action, Kind, Outcome};
+        use crate::sweep::FindingReport;
+        let f = |outcome, first_seen| FindingReport {
+            id: Some(1),
+            task_id: "t".into(),
+            attempt: 1,
+            droid_type: Some("builder".into()),
+            plan_id: None,
+            pid: Some(10),
+            kind: Kind::Dead,
+            evidence: serde_json::json!({}),
+            action: Action::MarkFailed,
+            outcome,
+            detail: None,
+            first_seen,
+        };
+        // (outcome, first seen by this sweep, counted)
+        let table = [
+            (Outcome::Pending, true, false),      // waiting out exit grace
+            (Outcome::MarkedFailed, false, true), // ...then marked
+            (Outcome::MarkedFailed, true, true),  // marked at once
+            (Outcome::Reported, true, true),
+            (Outcome::Reported, false, false), // unverifiable again
+            (Outcome::WouldMarkFailed, true, true),
+            (Outcome::WouldMarkFailed, false, false), // shadow, every sweep
+            (Outcome::Braked, true, true),
+            (Outcome::Braked, false, false),
+            (Outcome::AlreadyFinished, false, true),
+            (Outcome::Error, false, true),
+        ];
+        for (outcome, first, want) in table {
+            assert_eq!(
+                concluded(&f(outcome, first)),
+                want,
+                "{outcome:?} first_seen={first}"
+            );
+        }
     }
 
     #[test]

@@ -21,6 +21,11 @@ use std::time::Duration;
 pub(super) struct Acted {
     pub outcomes: Vec<(Outcome, Option<String>)>,
     pub actions: usize,
+    /// Per planned finding that acted: the signals sent, summed up
+    /// ("SIGTERM 3 delivered, SIGKILL 1 delivered"), for its log line.
+    pub signals: Vec<Option<String>>,
+    /// Which planned findings were acted on (or tried).
+    pub acted: Vec<bool>,
 }
 
 /// Act on the planned findings (nothing in a dry run: each keeps its
@@ -38,6 +43,8 @@ pub(super) fn act(
             .map(|p| (p.decision.outcome, p.decision.note.clone()))
             .collect(),
         actions: 0,
+        signals: vec![None; planned.len()],
+        acted: vec![false; planned.len()],
     };
     let LogAccess::Write(l) = log else {
         return Ok(acted);
@@ -62,8 +69,12 @@ pub(super) fn act(
         .filter(|i| !skipped.contains_key(i))
         .collect();
     record_intent(l, planned, ids, &term)?;
-    let term_result = terminate(config, l, planned, ids, &term)?;
+    let (term_result, sent) = terminate(config, l, planned, ids, &term)?;
+    for (i, summary) in sent {
+        acted.signals[i] = Some(summary);
+    }
     for i in to_act {
+        acted.acted[i] = true;
         let p = &planned[i];
         if let Some((outcome, note)) = skipped.remove(&i) {
             acted.outcomes[i] = (outcome, Some(note));
@@ -83,6 +94,26 @@ pub(super) fn act(
         }
     }
     Ok(acted)
+}
+
+/// The signals of one tree, counted by signal and result, in the order
+/// first sent: "SIGTERM delivered ×3, SIGKILL delivered ×1".
+fn summarize(recs: &[crate::recovery::SignalRecord]) -> String {
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    for r in recs {
+        let key = format!("{} {}", r.signal, r.sent.describe());
+        match seen.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n += 1,
+            None => seen.push((key, 1)),
+        }
+    }
+    if seen.is_empty() {
+        return "none".into();
+    }
+    seen.iter()
+        .map(|(k, n)| format!("{k} ×{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The executor may have finished a hung task since the snapshot
@@ -159,10 +190,11 @@ fn terminate(
     planned: &[Planned],
     ids: &[Option<i64>],
     term: &[usize],
-) -> Result<HashMap<usize, Terminated>> {
+) -> Result<(HashMap<usize, Terminated>, HashMap<usize, String>)> {
     let mut term_result: HashMap<usize, Terminated> = HashMap::new();
+    let mut sent: HashMap<usize, String> = HashMap::new();
     if term.is_empty() {
-        return Ok(term_result);
+        return Ok((term_result, sent));
     }
     let trees: Vec<Vec<Identity>> = term.iter().map(|i| planned[*i].tree.clone()).collect();
     let grace = term
@@ -179,6 +211,7 @@ fn terminate(
         .unwrap_or(Duration::from_secs(10));
     let (results, records) = terminate_trees(&trees, grace);
     for ((i, r), recs) in term.iter().zip(results).zip(records) {
+        sent.insert(*i, summarize(&recs));
         if let Some(fid) = ids[*i] {
             for s in recs {
                 l.add_signal(
@@ -193,7 +226,7 @@ fn terminate(
         }
         term_result.insert(*i, r);
     }
-    Ok(term_result)
+    Ok((term_result, sent))
 }
 
 /// A stray: terminated, with no task to mark.

@@ -214,6 +214,39 @@ pub(super) fn local_running(config: &Config, running: &[&Task]) -> usize {
     local
 }
 
+/// Say which other hosts' RUNNING rows the snapshot holds, once per host
+/// an hour (per process): they are not judged here, and a WARN with every
+/// sweep would drown the journal and say nothing new.
+pub(super) fn note_foreign(config: &Config, running: &[&Task]) {
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+    static SAID: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
+    const AGAIN: Duration = Duration::from_secs(3600);
+    let mut foreign: BTreeMap<&str, usize> = BTreeMap::new();
+    for t in running {
+        if let Some(h) = t.host.as_deref().filter(|h| *h != config.host) {
+            *foreign.entry(h).or_default() += 1;
+        }
+    }
+    if foreign.is_empty() {
+        return;
+    }
+    let Ok(mut said) = SAID.lock() else { return };
+    let said = said.get_or_insert_with(HashMap::new);
+    let now = Instant::now();
+    for (host, n) in foreign {
+        if said
+            .get(host)
+            .is_some_and(|at| now.duration_since(*at) < AGAIN)
+        {
+            continue;
+        }
+        said.insert(host.to_string(), now);
+        warn!(target: "foreman::sweep", host = %host, running = n, this_host = %config.host, "the snapshot holds RUNNING tasks of another host: they are not judged here (said once an hour per host); give that host its own Foreman, or [executor] kind = \"postgres\" for a fleet");
+    }
+}
+
 /// The kind an open finding of a gone task carries on.
 fn gone_kind(s: &str) -> Option<Kind> {
     match s {

@@ -207,12 +207,18 @@ pub fn sweep(
     // Resume: open findings, recent actions, interrupted terminations (an
     // event sweep takes up only its own tasks' findings).
     let mut earlier = Earlier::load(reader, config, &boot.boot_id, started_at)?;
-    // In a fleet every host's Foreman judges its own rows; another host's
-    // row (a snapshot_query that reads them) is that host's business, not
-    // a finding here.
-    let all: Vec<&Task> = snapshot
-        .running()
-        .filter(|t| config.fleet.is_none() || t.host.as_deref().is_none_or(|h| h == config.host))
+    // Another host's row is that host's business, not a finding here (it
+    // used to be an `unverifiable` finding and a WARN on every sweep). In
+    // a fleet it is normal; otherwise it is said once per host an hour.
+    let every: Vec<&Task> = snapshot.running().collect();
+    let local_count = judging::local_running(config, &every);
+    if config.fleet.is_none() {
+        judging::note_foreign(config, &every);
+    }
+    let all: Vec<&Task> = every
+        .iter()
+        .copied()
+        .filter(|t| t.host.as_deref().is_none_or(|h| h == config.host))
         .collect();
     let running: Vec<&Task> = match &opts.focus {
         Some(ids) => {
@@ -274,7 +280,7 @@ pub fn sweep(
     if let (Some(w), None) = (watch, &opts.focus) {
         release_finished(w, &all);
     }
-    let local = judging::local_running(config, &all);
+    let local = local_count;
     guards.measure_cpu_wait();
     let mut strays = match &opts.focus {
         None => strays::plan(&sight, &memory, &snapshot, &all, local, &earlier.open)?,
@@ -434,7 +440,12 @@ fn finish(
     recorded: Recorded,
     acted: Acted,
 ) -> Result<SweepReport> {
-    let Acted { outcomes, actions } = acted;
+    let Acted {
+        outcomes,
+        actions,
+        signals,
+        acted,
+    } = acted;
     report.findings = planned
         .into_iter()
         .zip(recorded.ids)
@@ -460,12 +471,19 @@ fn finish(
     if let (LogAccess::Write(l), Some(id)) = (log, report.sweep_id) {
         l.finish_sweep(id, report.finished_at, actions, errors)?;
     }
-    for f in report
-        .findings
-        .iter()
-        .filter(|f| f.outcome == Outcome::Error)
-    {
-        error!(task_id = %f.task_id, detail = f.detail.as_deref().unwrap_or(""), "action failed");
+    // The finding's line was written before acting (outcome `pending`):
+    // one line per action says how it ended, and what was signalled.
+    for ((f, tried), sent) in report.findings.iter().zip(&acted).zip(&signals) {
+        if !*tried {
+            continue;
+        }
+        let detail = f.detail.as_deref().unwrap_or("");
+        let sent = sent.as_deref().unwrap_or("none");
+        if f.outcome == Outcome::Error {
+            error!(target: "foreman::sweep", finding_id = f.id, task_id = %f.task_id, kind = f.kind.as_str(), action = f.action.as_str(), outcome = f.outcome.as_str(), signals = sent, detail, "action failed");
+        } else {
+            info!(target: "foreman::sweep", finding_id = f.id, task_id = %f.task_id, kind = f.kind.as_str(), action = f.action.as_str(), outcome = f.outcome.as_str(), signals = sent, detail, "action done");
+        }
     }
     info!(
         sweep_id = report.sweep_id,

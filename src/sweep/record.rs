@@ -17,7 +17,7 @@ use crate::strays::Candidate;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use std::collections::HashSet;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 /// Where prior observations come from and new ones go: the sweep's
 /// transaction, or (in a dry run) the log read-only, if there is one.
@@ -202,6 +202,22 @@ pub(super) fn commit(
     };
     for (p, id) in planned.iter().zip(&recorded.ids) {
         let f = &p.finding;
+        // A gone task waiting out its exit grace is not a conclusion yet:
+        // the executor may write its result first (most do). Said at
+        // INFO; the WARN comes if Foreman acts.
+        if f.action == crate::model::Action::Deferred && f.outcome == crate::model::Outcome::Pending
+        {
+            info!(target: "foreman::sweep",
+                finding_id = *id,
+                task_id = %f.task_id,
+                attempt = f.attempt,
+                kind = f.kind.as_str(),
+                pid = f.pid.unwrap_or(0),
+                detail = p.decision.note.as_deref().unwrap_or(""),
+                "waiting out exit grace"
+            );
+            continue;
+        }
         warn!(target: "foreman::sweep",
             finding_id = *id,
             task_id = %f.task_id,

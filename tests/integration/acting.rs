@@ -788,3 +788,49 @@ fn commands_foreman_runs_do_not_inherit_its_capabilities() {
         "{caps}"
     );
 }
+
+/// The finding's line is written before acting (`outcome="pending"`); one
+/// more line per action says how it ended and what was signalled.
+#[test]
+fn each_action_logs_its_final_outcome_and_the_signals_sent() {
+    let mut w = World::new();
+    let hung = w.spawn(&["sleep", "300"]);
+    wait_sleeping(hung, "sleep");
+    hung_task(&w, "hung", "quiet", hung);
+    let dead = w.spawn_exited(&["true"]);
+    w.task("dead")
+        .pid(dead.into())
+        .started(before_boot())
+        .insert();
+    let out = w
+        .foreman(&["sweep"])
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("foreman sweep");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = |task: &str| -> String {
+        stderr
+            .lines()
+            .filter(|l| l.contains("action done") && l.contains(&format!("task_id={task} ")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let h = line("hung");
+    assert!(h.contains("outcome=\"marked_failed\""), "{stderr}");
+    assert!(h.contains("SIGTERM delivered ×1"), "{h}");
+    let d = line("dead");
+    assert!(
+        d.contains("outcome=\"marked_failed\"") && d.contains("signals=\"none\""),
+        "{stderr}"
+    );
+    // The pending line came first, for each.
+    let pending = stderr
+        .find("outcome=\"pending\"")
+        .expect("a pending finding line");
+    assert!(
+        pending < stderr.find("action done").expect("an action line"),
+        "{stderr}"
+    );
+    assert_eq!(w.task_state("hung"), "FAILED");
+    assert_eq!(w.task_state("dead"), "FAILED");
+}

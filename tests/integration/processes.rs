@@ -211,7 +211,7 @@ fn stopped_process_is_unverifiable_and_left_alone() {
 }
 
 #[test]
-fn task_on_another_host_is_unverifiable_and_untouched() {
+fn task_on_another_host_is_not_judged_here_and_untouched() {
     let mut w = World::new();
     // Its pid here names nothing: on its own host it may be fine.
     let pid = w.spawn_exited(&["true"]);
@@ -222,10 +222,11 @@ fn task_on_another_host_is_unverifiable_and_untouched() {
         .heartbeat(before_boot())
         .insert();
     let r = w.sweep(SCHEDULED);
-    let f = finding(&r, "far");
-    assert_eq!(f.kind, Kind::Unverifiable, "{f:#?}");
-    assert!(reason(f).contains("other-host"), "{}", reason(f));
-    assert_eq!((f.action, f.outcome), (Action::None, Outcome::Reported));
+    // Not this host's to judge: no finding (no unverifiable every sweep,
+    // no count in foreman_findings_total), not checked, not marked.
+    assert_no_finding(&r, "far");
+    assert_eq!(r.tasks_checked, 0);
+    assert_eq!(w.count("SELECT COUNT(*) FROM findings"), 0);
     assert_eq!(w.task_state("far"), "RUNNING");
     assert_eq!(w.task_error("far"), None);
 }
@@ -544,4 +545,63 @@ fn startup_scan_calls_a_dead_task_an_orphan_and_acts_after_exit_grace() {
         .task_error("gone")
         .unwrap()
         .starts_with("foreman: orphan: "));
+}
+
+/// Another host's rows are said once (per host, an hour), not at every
+/// sweep, and never become findings, however many sweeps see them.
+#[test]
+fn another_hosts_rows_are_said_once_not_every_sweep() {
+    let mut w = World::with(Cfg {
+        tail: "[droid_types.worker]\ntimeout = \"1h\"\nprogress = [\"heartbeat\"]\n",
+        ..Cfg::default()
+    });
+    let here = w.spawn(&["sleep", "300"]);
+    w.task("here")
+        .droid("worker")
+        .pid(here.into())
+        .started(process_started_at(here))
+        .heartbeat(now())
+        .insert();
+    for (id, host) in [
+        ("far-1", "other-host"),
+        ("far-2", "other-host"),
+        ("far-3", "third-host"),
+    ] {
+        w.task(id)
+            .pid(4242)
+            .host(host)
+            .started(now())
+            .heartbeat(now())
+            .insert();
+    }
+    let mut d = crate::cli::Running::start(&mut w.foreman(&["run"]));
+    wait_for("four sweeps", || {
+        assert!(d.still_running(), "{}", d.stderr());
+        w.log()
+            .query_row(
+                "SELECT COUNT(*) FROM sweeps WHERE finished_at IS NOT NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .is_ok_and(|n| n >= 4)
+    });
+    d.signal(libc::SIGTERM);
+    let out = d.finish(PATIENCE);
+    let said: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("RUNNING tasks of another host"))
+        .collect();
+    assert_eq!(said.len(), 2, "once per host: {said:#?}");
+    assert!(
+        said.iter()
+            .any(|l| l.contains("other-host") && l.contains("running=2")),
+        "{said:#?}"
+    );
+    assert!(
+        said.iter()
+            .any(|l| l.contains("third-host") && l.contains("running=1")),
+        "{said:#?}"
+    );
+    assert_eq!(w.count("SELECT COUNT(*) FROM findings"), 0);
 }
