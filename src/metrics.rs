@@ -508,8 +508,29 @@ impl Metrics {
         self.queue_depth.set(queue_depth as i64);
         let mut out = String::new();
         encode(&mut out, &self.registry).context("encoding the metrics")?;
-        Ok(out)
+        Ok(without_empty_braces(&out))
     }
+}
+
+/// `name{} 1.5` → `name 1.5`: a family with an empty label set (the last
+/// sweep's timestamp, present only once a sweep finished) is encoded with
+/// empty braces, which some parsers refuse and every reader trips on.
+/// Only where the braces follow the name itself: a label value holding
+/// `{} ` is inside quotes, after a `{` that is not followed by `}`.
+fn without_empty_braces(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let name_end = line
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(line.len());
+        if !line.starts_with('#') && name_end > 0 && line[name_end..].starts_with("{} ") {
+            out.push_str(&line[..name_end]);
+            out.push_str(&line[name_end + 2..]);
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -526,6 +547,15 @@ mod tests {
             "# HELP jobs_total Jobs done.\n# TYPE jobs_total counter\njobs_total{kind=\"a\"} 3\n\
              # HELP took How long.\n# TYPE took histogram\ntook_sum 1.5\n\
              # HELP up Up.\n# TYPE up gauge\nup 1\n"
+        );
+    }
+
+    #[test]
+    fn empty_label_sets_lose_their_braces_and_label_values_keep_theirs() {
+        let text = "# HELP x_seconds X.\nx_seconds{} 1.5\nplan{plan_id=\"a{} b\"} 2\nup 1\n";
+        assert_eq!(
+            without_empty_braces(text),
+            "# HELP x_seconds X.\nx_seconds 1.5\nplan{plan_id=\"a{} b\"} 2\nup 1\n"
         );
     }
 

@@ -892,6 +892,12 @@ fn exposition_is_complete(r: &Resp, content_type: &str) {
     ] {
         assert!(x.has(name), "no {name} in:\n{}", r.body);
     }
+    // A family with no labels is written without empty braces.
+    assert!(
+        r.body.contains("\nforeman_last_sweep_timestamp_seconds ") && !r.body.contains("{} "),
+        "{}",
+        r.body
+    );
     for (family, t) in [
         ("execmon_view_latency_seconds", "histogram"),
         ("foreman_sweep_duration_seconds", "histogram"),
