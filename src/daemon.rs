@@ -937,9 +937,18 @@ fn deliver_alerts(config: &Config, log: &ActivityLog) -> Option<Instant> {
     }
 }
 
+/// How often the activity log is pruned: a tenth of the retention, so
+/// rows outlive it by at most 10%, and at most daily (the default 90 days
+/// prunes once a day; a retention of hours prunes every few minutes).
+pub fn prune_every(retention: Duration) -> Duration {
+    (retention / 10).clamp(Duration::from_secs(60), Duration::from_secs(86_400))
+}
+
 fn prune(state: Option<&State>, config: &Config, last: &mut Option<chrono::DateTime<Utc>>) {
     let now = Utc::now();
-    if last.is_some_and(|l| now - l < chrono::Duration::days(1)) {
+    let every = chrono::Duration::from_std(prune_every(config.activity.retention))
+        .unwrap_or(chrono::Duration::days(1));
+    if last.is_some_and(|l| now - l < every) {
         return;
     }
     *last = Some(now);
@@ -956,6 +965,26 @@ fn prune(state: Option<&State>, config: &Config, last: &mut Option<chrono::DateT
         match pruned {
             Ok(n) => info!(rows = n, "pruned the activity log"),
             Err(e) => error!(error = %format!("{e:#}"), "pruning the activity log failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_follows_the_retention_and_runs_at_most_daily() {
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        let table = [
+            (h(1), Duration::from_secs(360)),
+            (h(10), h(1)),
+            (h(24 * 10), h(24)),
+            (h(24 * 90), h(24)),
+            (Duration::from_secs(120), Duration::from_secs(60)),
+        ];
+        for (retention, every) in table {
+            assert_eq!(prune_every(retention), every, "{retention:?}");
         }
     }
 }
