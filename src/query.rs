@@ -135,11 +135,14 @@ pub fn sweeps(
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
+/// One finding as a line. The time is when it was first seen, the order
+/// `foreman log` prints in (ids are given in that order); a finding seen
+/// again later says when last, at the end.
 pub fn finding_text(line: &FindingLine) -> String {
     let f = &line.finding;
     let mut text = format!(
         "{}  #{:<5} {:<12} {}/{}  {}  pid {}  {} -> {}",
-        f.last_seen_at,
+        f.first_seen_at,
         f.id,
         f.kind,
         f.task_id,
@@ -154,6 +157,9 @@ pub fn finding_text(line: &FindingLine) -> String {
     }
     if let Some(d) = &f.detail {
         text.push_str(&format!(" ({d})"));
+    }
+    if f.last_seen_at != f.first_seen_at {
+        text.push_str(&format!("  [last seen {}]", f.last_seen_at));
     }
     text
 }

@@ -190,3 +190,47 @@ fn log_follow_prints_what_a_later_sweep_commits_once() {
         );
     }
 }
+
+/// Lines are in the order findings were first seen, and say that time; a
+/// finding seen again later says when, at the end (times never jump back).
+#[test]
+fn log_lines_show_when_first_seen_in_that_order_and_when_last_seen() {
+    let _g = crate::spawning();
+    let w = World::new();
+    w.config("");
+    let db = w.executor();
+    // Malformed (an unknown state): reported again by every sweep.
+    db.execute(
+        "INSERT INTO tasks (id, droid_type, state, attempt) VALUES ('odd-1', 'builder', 'WEIRD', 1)",
+        [],
+    )
+    .expect("insert");
+    assert_eq!(run(&mut w.foreman(&["sweep"])).code, Some(0));
+    insert_task(
+        &db,
+        "late-1",
+        "builder",
+        Some(reaped_pid()),
+        &before_boot(),
+        None,
+    );
+    // The second sweep at a later millisecond, so its time differs.
+    crate::common::wait_past(chrono::Utc::now() + chrono::Duration::milliseconds(20));
+    assert_eq!(run(&mut w.foreman(&["sweep"])).code, Some(0));
+    let out = run(&mut w.foreman(&["log"]));
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", out.stdout);
+    assert!(
+        lines[0].contains("odd-1") && lines[1].contains("late-1"),
+        "{}",
+        out.stdout
+    );
+    let first = |l: &str| l.split_whitespace().next().unwrap_or_default().to_string();
+    assert!(
+        first(lines[0]) < first(lines[1]),
+        "times in order: {}",
+        out.stdout
+    );
+    assert!(lines[0].contains("[last seen "), "{}", lines[0]);
+    assert!(!lines[1].contains("[last seen "), "{}", lines[1]);
+}
