@@ -552,10 +552,10 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
             let (line, column) = line_col(text, span.start);
-            let message = e.message().trim().to_string();
+            let said = e.message().trim();
             // A missing key is reported at its table, but named itself; an
             // empty span is the top level.
-            let missing = message
+            let missing = said
                 .strip_prefix("missing field `")
                 .and_then(|m| m.strip_suffix('`'));
             let at = if missing.is_some() && span.is_empty() {
@@ -574,7 +574,7 @@ impl Config {
                 line,
                 column,
                 key,
-                message,
+                message: with_hint(said),
             }
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -930,6 +930,13 @@ mod max {
     pub const HOST_LOST_AFTER: Duration = Duration::from_secs(7 * 86_400);
 }
 
+/// The shortest value of a duration key whose zero or near-zero value is
+/// accepted by the parser but makes no sense (see where each is checked).
+mod min {
+    use super::{Duration, HOUR};
+    pub const RETENTION: Duration = HOUR;
+}
+
 /// "300000years is more than the maximum of 7days".
 fn too_long(d: Duration, max: Duration) -> String {
     format!(
@@ -1008,6 +1015,21 @@ fn resolve(
             .retention
             .unwrap_or(Duration::from_secs(90 * 86400)),
     };
+    // Pruning deletes findings and observations older than the retention:
+    // shorter than an hour, a finding is gone before a few sweeps have
+    // confirmed or cleared it, and the look-backs that count findings
+    // (`[twin] window`, 1h by default, and the wellbeing sweep) would read
+    // an emptied log and report a healthy fleet.
+    if activity.retention < min::RETENTION {
+        return Err((
+            "activity.retention".into(),
+            format!(
+                "{} is too short: give at least {} (e.g. \"90d\"); findings must outlive a few sweeps and the wellbeing look-back that counts them",
+                humantime::format_duration(activity.retention),
+                humantime::format_duration(min::RETENTION)
+            ),
+        ));
+    }
     at_most(
         "activity.retention".into(),
         activity.retention,
@@ -1926,6 +1948,93 @@ fn resolve_policy(
         }
     }
     Ok(p)
+}
+
+/// The smallest configuration, shown when `[executor]` is missing (an
+/// empty file, most often): everything else has a default.
+const MINIMAL_HINT: &str = "the smallest configuration is the executor to watch, two lines under a header: \
+     `[executor]`, `kind = \"sqlite\"`, `path = \"/path/to/executor.db\"` \
+     (or kind = \"command\" with snapshot_command, or kind = \"postgres\" with url_env or url_file); \
+     every other key has a default";
+
+/// The parser's message with how to fix it appended, for the mistakes
+/// operators make most: a misspelt key, a bare number as a duration, and a
+/// file without `[executor]`. serde's wording is kept in front, so the
+/// message still says what was found.
+fn with_hint(message: &str) -> String {
+    if message == "missing field `executor`" {
+        return format!("{message}: {MINIMAL_HINT}");
+    }
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        // serde: "unknown field `x`, expected one of `a`, `b`" (or
+        // "expected `a`"); the names are the backquoted words after the first.
+        let mut quoted = rest.split('`').step_by(2);
+        let typo = quoted.next().unwrap_or("");
+        if let Some(best) = nearest(typo, quoted) {
+            return format!("{message}; did you mean `{best}`?");
+        }
+        return message.to_string();
+    }
+    // humantime_serde reads only strings: a number gets "invalid type:
+    // integer `120`, expected a duration" (a malformed string is an
+    // "invalid value", already quoted, and needs no hint).
+    if message.starts_with("invalid type: ") && message.ends_with("expected a duration") {
+        let example = match message
+            .strip_prefix("invalid type: integer `")
+            .and_then(|m| m.split('`').next())
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            Some(n) if n > 0 && n % 60 == 0 => format!("\"{n}s\" or \"{}m\"", n / 60),
+            Some(n) => format!("\"{n}s\" or \"2m\""),
+            None => "\"90s\" or \"2m\"".to_string(),
+        };
+        return format!("{message}: write it as a quoted string such as {example}");
+    }
+    message.to_string()
+}
+
+/// The known name closest to `typo`, if close enough to be a slip of the
+/// fingers rather than a different key: at most 2 edits, or a third of the
+/// name for long ones, and fewer edits than the typo has letters (else any
+/// two-letter key would "suggest" every other).
+fn nearest<'a>(typo: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let len = typo.chars().count();
+    let (distance, best) = known
+        .filter(|k| !k.is_empty())
+        .map(|k| (edit_distance(typo, k), k))
+        // The first of equally close names: serde lists them in the order
+        // the struct declares them, the commonest first.
+        .min_by_key(|(d, _)| *d)?;
+    (distance < len && (distance <= 2 || distance * 3 <= len)).then_some(best)
+}
+
+/// Damerau-Levenshtein distance (optimal string alignment): insertions,
+/// deletions, substitutions and swaps of two neighbours each cost 1, so
+/// `tiemout` is as near `timeout` as `timout` is.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // d[i][j]: the distance between a[..i] and b[..j].
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// 1-based line and column of a byte offset.

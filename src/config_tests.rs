@@ -847,11 +847,39 @@ const INVALID: &[(&str, usize, usize, &str, &str)] = &[
         "unknown field `intervall`, expected one of `interval`",
     ),
     (
+        "unknown_top_level_key",
+        4,
+        1,
+        "intervall",
+        "; did you mean `interval`?",
+    ),
+    (
         "unknown_droid_type_key",
         8,
         1,
         "droid_types.builder.timout",
         "unknown field `timout`, expected one of `timeout`",
+    ),
+    (
+        "unknown_droid_type_key",
+        8,
+        1,
+        "droid_types.builder.timout",
+        "; did you mean `timeout`?",
+    ),
+    (
+        "unknown_executor_key",
+        6,
+        1,
+        "executor.tiemout",
+        "unknown field `tiemout`, expected one of `kind`, `path`",
+    ),
+    (
+        "unknown_executor_key",
+        6,
+        1,
+        "executor.tiemout",
+        "; did you mean `timeout`?",
     ),
     (
         "malformed_duration",
@@ -872,7 +900,28 @@ const INVALID: &[(&str, usize, usize, &str, &str)] = &[
         2,
         12,
         "interval",
-        "invalid type: integer `5`, expected a duration",
+        "invalid type: integer `5`, expected a duration: write it as a quoted string such as \"5s\" or \"2m\"",
+    ),
+    (
+        "integer_duration",
+        8,
+        10,
+        "twin.window",
+        "invalid type: integer `3600`, expected a duration: write it as a quoted string such as \"3600s\" or \"60m\"",
+    ),
+    (
+        "empty",
+        1,
+        1,
+        "executor",
+        "missing field `executor`: the smallest configuration is the executor to watch, two lines under a header: `[executor]`, `kind = \"sqlite\"`, `path = \"/path/to/executor.db\"`",
+    ),
+    (
+        "retention_too_short",
+        8,
+        1,
+        "activity.retention",
+        "0s is too short: give at least 1h (e.g. \"90d\"); findings must outlive a few sweeps",
     ),
     (
         "timeout_not_above_interval",
@@ -1019,6 +1068,8 @@ fn every_fixture_is_an_invalid_case_above() {
     on_disk.sort();
     let mut listed: Vec<String> = INVALID.iter().map(|c| c.0.to_string()).collect();
     listed.sort();
+    // A fixture may have more than one row, one per fragment.
+    listed.dedup();
     assert_eq!(on_disk, listed);
 }
 
@@ -1065,7 +1116,7 @@ fn error_display_is_file_line_column_key() {
     assert_eq!(
         e.to_string(),
         format!(
-            "{}:2:12: key `interval`: invalid type: integer `5`, expected a duration",
+            "{}:2:12: key `interval`: invalid type: integer `5`, expected a duration: write it as a quoted string such as \"5s\" or \"2m\"",
             path.display()
         )
     );
@@ -1217,6 +1268,59 @@ fn more_invalid_configs_name_their_key() {
             "droid_types.\"video.encode\".timeout",
             "string values must be quoted",
         ),
+        // Operators' commonest slips get the fix appended: the nearest known
+        // key of the same table, in any table...
+        (
+            "[executorr]\nkind = \"sqlite\"\n",
+            1,
+            2,
+            "executorr",
+            "unknown field `executorr`, expected one of `interval`, `future_tolerance`, `host`, `mode`, `max_cpu_pressure`, `executor`, `activity`, `defaults`, `droid_types`, `alerts`, `twin`, `wellbeing`, `review`, `http`, `monitor`, `fleet`; did you mean `executor`?",
+        ),
+        (
+            "[executor]\nkind = \"sqlite\"\npath = \"x\"\n[activity]\nretension = \"90d\"\n",
+            5,
+            1,
+            "activity.retension",
+            "unknown field `retension`, expected `path` or `retention`; did you mean `retention`?",
+        ),
+        (
+            "[executor]\nkind = \"sqlite\"\npath = \"x\"\n[droid_types]\nbuilder = { timeout = \"1h\", startupgrace = \"2h\" }\n",
+            5,
+            29,
+            "droid_types.builder.startupgrace",
+            "did you mean `startup_grace`?",
+        ),
+        // ...a number where a duration goes, whatever the key...
+        (
+            "[executor]\nkind = \"sqlite\"\npath = \"x\"\n[defaults]\nkill_grace = 1.5\n",
+            5,
+            14,
+            "defaults.kill_grace",
+            "invalid type: floating point `1.5`, expected a duration: write it as a quoted string such as \"90s\" or \"2m\"",
+        ),
+        (
+            "[executor]\nkind = \"sqlite\"\npath = \"x\"\ntimeout = 0\n",
+            4,
+            11,
+            "executor.timeout",
+            "invalid type: integer `0`, expected a duration: write it as a quoted string such as \"0s\" or \"2m\"",
+        ),
+        // ...and a file without [executor], truly empty or not.
+        (
+            "",
+            1,
+            1,
+            "executor",
+            "`path = \"/path/to/executor.db\"` (or kind = \"command\" with snapshot_command, or kind = \"postgres\" with url_env or url_file)",
+        ),
+        (
+            "[defaults]\ntimeout = \"1h\"\n",
+            1,
+            1,
+            "executor",
+            "missing field `executor`: the smallest configuration is the executor to watch",
+        ),
         // An inherited timeout that the interval outgrew is reported on
         // [defaults], whose value every droid type inherits.
         (
@@ -1230,6 +1334,72 @@ fn more_invalid_configs_name_their_key() {
     for &(text, line, column, key, fragment) in cases {
         assert_invalid(text, line, column, key, fragment);
     }
+}
+
+/// A key nowhere near a known one gets no guess: a wrong suggestion would
+/// send the operator after the wrong setting.
+#[test]
+fn an_unknown_key_far_from_every_known_one_gets_no_suggestion() {
+    for (text, key) in [
+        (
+            "colour = \"red\"\n[executor]\nkind = \"sqlite\"\npath = \"x\"\n",
+            "colour",
+        ),
+        // A short key shares nothing with any name: as many edits as letters.
+        (
+            "xy = 1\n[executor]\nkind = \"sqlite\"\npath = \"x\"\n",
+            "xy",
+        ),
+        (
+            "[executor]\nkind = \"sqlite\"\npath = \"x\"\ndatabase_url = \"y\"\n",
+            "executor.database_url",
+        ),
+    ] {
+        match Config::parse(text, Path::new(ETC)) {
+            Err(ConfigError::Invalid {
+                key: got, message, ..
+            }) => {
+                assert_eq!(got, key, "{message}");
+                assert!(message.starts_with("unknown field `"), "{message}");
+                assert!(!message.contains("did you mean"), "{message}");
+            }
+            other => panic!("{text:?}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn edit_distance_counts_insertions_deletions_substitutions_and_swaps() {
+    use super::{edit_distance, nearest};
+    for (a, b, d) in [
+        ("", "", 0),
+        ("timeout", "timeout", 0),
+        ("timout", "timeout", 1),
+        ("timeoutt", "timeout", 1),
+        ("tinmeout", "timeout", 1),
+        ("tiemout", "timeout", 1),
+        ("retension", "retention", 1),
+        ("", "kind", 4),
+        ("kind", "", 4),
+        ("abc", "cab", 2),
+    ] {
+        assert_eq!(edit_distance(a, b), d, "{a:?} → {b:?}");
+        assert_eq!(edit_distance(b, a), d, "{b:?} → {a:?}");
+    }
+    let known = ["timeout", "startup_grace", "exit_grace", "kill_grace"];
+    assert_eq!(nearest("exitgrace", known.into_iter()), Some("exit_grace"));
+    // The first of two equally near keys, in the order serde lists them.
+    assert_eq!(
+        nearest("xit_grace", ["exit_grace", "kit_grace"].into_iter()),
+        Some("exit_grace")
+    );
+    // Long names allow a third of their length: 3 edits in 14 letters.
+    assert_eq!(
+        nearest("started_graces", known.into_iter()),
+        Some("startup_grace")
+    );
+    assert_eq!(nearest("grace", known.into_iter()), None);
+    assert_eq!(nearest("timeout", std::iter::empty()), None);
 }
 
 /// `text`, parsed as /etc/foreman/foreman.toml, is rejected at this line,
@@ -2809,6 +2979,27 @@ fn future_tolerance_defaults_to_five_minutes_and_must_be_positive() {
         "future_tolerance",
         "must be greater than 0",
     );
+}
+
+/// The lower bound of `[activity] retention`: one second under an hour is
+/// refused at the key with the reason, exactly an hour is accepted, lands
+/// in the configuration and loads again from the effective TOML.
+#[test]
+fn activity_retention_must_be_at_least_an_hour() {
+    for (value, shown) in [("0s", "0s"), ("59m 59s", "59m 59s"), ("1s", "1s")] {
+        assert_invalid(
+            &format!("{MINIMAL}[activity]\nretention = {value:?}\n"),
+            5,
+            1,
+            "activity.retention",
+            &format!(
+                "{shown} is too short: give at least 1h (e.g. \"90d\"); findings must outlive a few sweeps and the wellbeing look-back that counts them"
+            ),
+        );
+    }
+    let c = parse(&format!("{MINIMAL}[activity]\nretention = \"1h\"\n"));
+    assert_eq!(c.activity.retention, secs(3600));
+    assert_eq!(parse(&c.effective_toml()).activity.retention, secs(3600));
 }
 
 #[test]

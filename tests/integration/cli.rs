@@ -505,6 +505,59 @@ fn check_config_rejects_an_unknown_key_naming_file_line_column_and_key() {
     assert!(out.stdout.is_empty(), "printed a config: {}", out.stdout);
 }
 
+/// The operator's commonest slips, through the real binary: each exits 2
+/// with file:line:column: key on stderr, the fix appended, and prints no
+/// configuration.
+#[test]
+fn check_config_tells_how_to_fix_a_typo_a_bare_number_an_empty_file_and_a_short_retention() {
+    let _g = crate::spawning();
+    let w = World::new();
+    let executor = "[executor]\nkind = \"sqlite\"\npath = \"executor.db\"\n";
+    for (name, text, at, says) in [
+        (
+            "typo.toml",
+            format!("{executor}timout = \"30s\"\n"),
+            "4:1: key `executor.timout`",
+            "unknown field `timout`, expected one of `kind`, ".to_string(),
+        ),
+        (
+            "typo.toml",
+            format!("{executor}timout = \"30s\"\n"),
+            "4:1: key `executor.timout`",
+            "; did you mean `timeout`?".to_string(),
+        ),
+        (
+            "number.toml",
+            format!("interval = 120\n{executor}"),
+            "1:12: key `interval`",
+            "invalid type: integer `120`, expected a duration: write it as a quoted string such as \"120s\" or \"2m\"".to_string(),
+        ),
+        (
+            "empty.toml",
+            String::new(),
+            "1:1: key `executor`",
+            "missing field `executor`: the smallest configuration is the executor to watch, two lines under a header: `[executor]`, `kind = \"sqlite\"`, `path = \"/path/to/executor.db\"`".to_string(),
+        ),
+        (
+            "retention.toml",
+            format!("{executor}[activity]\nretention = \"0s\"\n"),
+            "5:1: key `activity.retention`",
+            "0s is too short: give at least 1h".to_string(),
+        ),
+    ] {
+        let path = w.write(name, &text);
+        let out = run(bare_foreman().arg("--config").arg(&path).arg("check-config"));
+        assert_eq!(out.code, Some(2), "{name}: {out:#?}");
+        let want = format!("{}:{at}: ", path.display());
+        assert!(
+            out.stderr.contains(&want) && out.stderr.contains(&says),
+            "{name}: stderr does not say {want:?} … {says:?}: {}",
+            out.stderr
+        );
+        assert!(out.stdout.is_empty(), "{name}: printed {}", out.stdout);
+    }
+}
+
 #[test]
 fn check_config_rejects_a_bad_duration_naming_file_line_column_and_key() {
     let _g = crate::spawning();
