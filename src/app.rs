@@ -244,22 +244,38 @@ pub fn twin(path: &Path, args: &TwinArgs) -> u8 {
         Some(Ok(d)) => d,
         Some(Err(e)) => return unknown(format!("--since: {e} (give a duration like \"1h\")")),
     };
-    let every = match args.watch.as_deref().map(humantime::parse_duration) {
+    let every = match args.watch.as_deref().map(watch_interval) {
         None => None,
-        Some(Ok(d)) if !d.is_zero() => Some(d),
-        Some(_) => return unknown("--watch: give an interval like \"2s\"".into()),
+        Some(Some(d)) => Some(d),
+        Some(None) => {
+            return unknown("--watch: give an interval like \"2s\" or seconds like \"0.5\"".into())
+        }
     };
     use std::io::{IsTerminal, Write};
-    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let terminal = std::io::stdout().is_terminal();
+    let color = terminal && std::env::var_os("NO_COLOR").is_none();
+    // Cut to the terminal so that no row wraps; full rows into a pipe or a
+    // file (nothing wraps there, and a reader may want every column).
+    let columns = if args.wide || !terminal {
+        None
+    } else {
+        Some(twin::terminal_width())
+    };
+    // Escapes redraw a terminal in place; in a pipe or a file they are noise,
+    // and `--json` is read by a program: one compact document per line.
+    let redraw = terminal && !args.json;
     let mut first = true;
     loop {
         let (text, state) = if args.fleet {
             match crate::fleet_twin::take(&config) {
-                Ok(t) if args.json => match serde_json::to_string_pretty(&t) {
-                    Ok(j) => (j + "\n", t.state),
+                Ok(t) if args.json => match json(&t, every.is_some()) {
+                    Ok(j) => (j, t.state),
                     Err(e) => return unknown(format!("encoding the fleet: {e}")),
                 },
-                Ok(t) => (crate::fleet_twin::text(&t, twin::terminal_width()), t.state),
+                Ok(t) => (
+                    crate::fleet_twin::text(&t, columns.unwrap_or(usize::MAX)),
+                    t.state,
+                ),
                 Err(e) => return unknown(format!("{e:#}")),
             }
         } else {
@@ -268,28 +284,34 @@ pub fn twin(path: &Path, args: &TwinArgs) -> u8 {
                 Err(e) => return unknown(format!("{e:#}")),
             };
             let text = if args.json {
-                match serde_json::to_string_pretty(&t) {
-                    Ok(j) => j + "\n",
+                match json(&t, every.is_some()) {
+                    Ok(j) => j,
                     Err(e) => return unknown(format!("encoding the snapshot: {e}")),
                 }
             } else {
-                twin::text(&t, twin::terminal_width(), color)
+                twin::text(&t, columns, color)
             };
             (text, t.state)
         };
-        let Some(every) = every else {
-            print!("{text}");
-            return state.exit_code();
+        let frame = match every {
+            None => text,
+            // Redraw in place: home, each line cleared to its end, the rest
+            // of the screen cleared; no blank frame in between.
+            Some(_) if redraw => {
+                let mut frame = String::from(if first { "\x1b[H\x1b[2J" } else { "\x1b[H" });
+                for line in text.lines() {
+                    frame.push_str(line);
+                    frame.push_str("\x1b[K\n");
+                }
+                frame.push_str("\x1b[J");
+                frame
+            }
+            Some(_) if first || args.json => text,
+            // Plain frames, one after another, a blank line between.
+            Some(_) => format!("\n{text}"),
         };
-        // Redraw in place: home, each line cleared to its end, the rest of
-        // the screen cleared; no blank frame in between.
-        let mut frame = String::from(if first { "\x1b[H\x1b[2J" } else { "\x1b[H" });
-        for line in text.lines() {
-            frame.push_str(line);
-            frame.push_str("\x1b[K\n");
-        }
-        frame.push_str("\x1b[J");
         let mut out = std::io::stdout().lock();
+        // A reader that went away (`| head`) ends the watch, not a panic.
         if out
             .write_all(frame.as_bytes())
             .and_then(|_| out.flush())
@@ -297,9 +319,34 @@ pub fn twin(path: &Path, args: &TwinArgs) -> u8 {
         {
             return state.exit_code();
         }
+        let Some(every) = every else {
+            return state.exit_code();
+        };
         first = false;
         std::thread::sleep(every);
     }
+}
+
+/// `--json`: pretty once; one compact line per snapshot under `--watch`,
+/// so that a stream of them can be read line by line.
+fn json<T: serde::Serialize>(value: &T, watching: bool) -> serde_json::Result<String> {
+    let text = if watching {
+        serde_json::to_string(value)?
+    } else {
+        serde_json::to_string_pretty(value)?
+    };
+    Ok(text + "\n")
+}
+
+/// `--watch`'s interval: bare seconds (`1`, `0.5`) or a humantime duration
+/// (`2s`, `1m`); `None` for zero or anything else.
+fn watch_interval(text: &str) -> Option<std::time::Duration> {
+    let d = match text.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() => std::time::Duration::try_from_secs_f64(secs).ok()?,
+        Ok(_) => return None,
+        Err(_) => humantime::parse_duration(text).ok()?,
+    };
+    (!d.is_zero()).then_some(d)
 }
 
 /// `wellbeing`: 0 all well, 1 issues found (an initiative filed, or one

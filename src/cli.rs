@@ -125,9 +125,15 @@ pub struct TwinArgs {
     /// One JSON object instead of tables
     #[arg(long)]
     pub json: bool,
-    /// Redraw in place every INTERVAL until Ctrl-C
+    /// Take a snapshot every INTERVAL (seconds like 1 or 0.5, or "2s")
+    /// until Ctrl-C: redrawn in place on a terminal, one after another
+    /// elsewhere
     #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "2s")]
     pub watch: Option<String>,
+    /// Full rows, not cut to the terminal's width (the default off a
+    /// terminal)
+    #[arg(long)]
+    pub wide: bool,
     /// How far back failures look [default: `[twin] window`, 1h]
     #[arg(long, value_name = "DURATION")]
     pub since: Option<String>,

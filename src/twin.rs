@@ -21,6 +21,7 @@ use rusqlite::OptionalExtension;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use unicode_width::UnicodeWidthStr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -554,53 +555,103 @@ fn mib(b: Option<u64>) -> String {
     b.map_or("-".into(), |b| format!("{:.1}M", b as f64 / 1_048_576.0))
 }
 
-/// Columns padded to their widest cell; lines cut at `width`.
-fn table(out: &mut String, header: &[&str], rows: &[Vec<String>], width: usize) {
-    let mut w: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+/// How many terminal columns `s` takes: CJK and most emoji take two, and
+/// combining marks none, so a count of chars would misalign and overflow.
+fn cols(s: &str) -> usize {
+    UnicodeWidthStr::width(s)
+}
+
+/// `line` cut to at most `width` columns, ending in `…` when cut. A cut
+/// row is then exactly as wide as the terminal and never wraps.
+fn fit(line: &str, width: usize) -> String {
+    if cols(line) <= width {
+        return line.to_string();
+    }
+    let room = width.saturating_sub(1);
+    let mut out = String::new();
+    for c in line.chars() {
+        // The prefix as a whole, not a sum of chars: a variation selector
+        // or joiner changes the width of the char before it.
+        out.push(c);
+        if cols(&out) > room {
+            out.pop();
+            break;
+        }
+    }
+    if width > 0 {
+        out.push('…');
+    }
+    out
+}
+
+/// Columns padded to their widest cell (in columns, not chars), indented
+/// by 2; the caller fits the lines to the terminal.
+fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
+    let mut w: Vec<usize> = header.iter().map(|h| cols(h)).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.chars().count());
+            w[i] = w[i].max(cols(c));
         }
     }
     let line = |cells: Vec<&str>| {
-        let mut l = String::new();
+        let mut l = String::from("  ");
         for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                l.push_str(c);
-            } else {
-                let _ = write!(l, "{c:<width$}  ", width = w[i]);
+            l.push_str(c);
+            if i + 1 < cells.len() {
+                let pad = w[i] - cols(c) + 2;
+                l.extend(std::iter::repeat_n(' ', pad));
             }
         }
-        let l = l.trim_end().to_string();
-        if l.chars().count() > width {
-            l.chars()
-                .take(width.saturating_sub(1))
-                .chain(['…'])
-                .collect()
-        } else {
-            l
-        }
+        l.trim_end().to_string()
     };
-    let _ = writeln!(out, "  {}", line(header.to_vec()));
+    let _ = writeln!(out, "{}", line(header.to_vec()));
     for r in rows {
-        let _ = writeln!(out, "  {}", line(r.iter().map(String::as_str).collect()));
+        let _ = writeln!(out, "{}", line(r.iter().map(String::as_str).collect()));
     }
 }
 
-/// The snapshot as an operator reads it; `color` only on a terminal.
-pub fn text(t: &Twin, width: usize, color: bool) -> String {
+/// Nagios performance data from twin's counts, `label=value` separated by
+/// spaces, so that the check that alerts also feeds the graphs.
+pub fn perfdata(t: &Twin) -> String {
+    let crashed = |what: &str| t.crashed.iter().filter(|c| c.what == what).count();
+    let verdict = |k: Kind| t.executing.iter().filter(|e| e.verdict == k).count();
+    let counts = [
+        ("running", t.executing.len()),
+        ("dead", crashed("task")),
+        ("hung", verdict(Kind::Hung)),
+        ("unverifiable", verdict(Kind::Unverifiable)),
+        ("failures", t.failures.count),
+        ("zombies", crashed("zombie")),
+        ("strays", crashed("stray")),
+        ("crashed", t.crashed.len()),
+        ("plans", t.plans.len()),
+        (
+            "plans_complete",
+            t.plans.iter().filter(|p| p.is_complete).count(),
+        ),
+        (
+            "hung_deferred",
+            t.daemon
+                .deferral
+                .as_ref()
+                .map_or(0, |d| d.hung_deferred as usize),
+        ),
+        ("daemon_stale", usize::from(t.daemon.stale)),
+    ];
+    counts
+        .iter()
+        .map(|(label, n)| format!("{label}={n}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The snapshot as an operator reads it: every line cut to `width`
+/// columns (a terminal's), or full with `None`; `color` only on a terminal.
+/// The first line is a Nagios plugin's: the state, a summary, then `|` and
+/// the performance data.
+pub fn text(t: &Twin, width: Option<usize>, color: bool) -> String {
     let mut out = String::new();
-    let state = if color {
-        let code = match t.state {
-            State::Ok => "32",
-            State::Warning => "33",
-            State::Critical => "31",
-            State::Unknown => "35",
-        };
-        format!("\x1b[1;{code}m{}\x1b[0m", t.state.as_str())
-    } else {
-        t.state.as_str().to_string()
-    };
+    let state = t.state.as_str();
     let summary = if t.reasons.is_empty() {
         format!(
             "{} running, {} failure(s) in the last {}",
@@ -611,7 +662,10 @@ pub fn text(t: &Twin, width: usize, color: bool) -> String {
     } else {
         t.reasons.join("; ")
     };
-    let _ = writeln!(out, "FOREMAN {state} - {summary}");
+    // Nagios takes the first `|` as the start of the performance data: one
+    // inside a reason (an error's text) would garble it.
+    let summary = summary.replace('|', "/");
+    let _ = writeln!(out, "FOREMAN {state} - {summary} | {}", perfdata(t));
     let _ = writeln!(
         out,
         "generated {}; daemon's last sweep {}; last review {}",
@@ -687,7 +741,6 @@ pub fn text(t: &Twin, width: usize, color: bool) -> String {
             "TYPE", "TASK", "PLAN", "PID", "AGE", "PROGRESS", "CPU", "RSS", "VERDICT",
         ],
         &rows,
-        width,
     );
 
     let complete = t.plans.iter().filter(|p| p.is_complete).count();
@@ -726,7 +779,6 @@ pub fn text(t: &Twin, width: usize, color: bool) -> String {
                 "UPDATED",
             ],
             &rows,
-            width,
         );
     }
 
@@ -754,12 +806,7 @@ pub fn text(t: &Twin, width: usize, color: bool) -> String {
         })
         .collect();
     if !rows.is_empty() {
-        table(
-            &mut out,
-            &["AT", "TASK", "TYPE", "KIND", "REASON"],
-            &rows,
-            width,
-        );
+        table(&mut out, &["AT", "TASK", "TYPE", "KIND", "REASON"], &rows);
     }
 
     let _ = writeln!(
@@ -786,22 +833,41 @@ pub fn text(t: &Twin, width: usize, color: bool) -> String {
             &mut out,
             &["WHAT", "TASK", "TYPE", "PID", "KIND", "DETAIL"],
             &rows,
-            width,
+        );
+    }
+    let mut out = match width {
+        None => out,
+        Some(width) => out.lines().map(|l| fit(l, width) + "\n").collect(),
+    };
+    // Colour after fitting: escapes take no columns but would be counted,
+    // and a cut must not fall inside one.
+    let plain = format!("FOREMAN {state}");
+    if color && out.starts_with(&plain) {
+        let code = match t.state {
+            State::Ok => "32",
+            State::Warning => "33",
+            State::Critical => "31",
+            State::Unknown => "35",
+        };
+        out.replace_range(
+            ..plain.len(),
+            &format!("FOREMAN \x1b[1;{code}m{state}\x1b[0m"),
         );
     }
     out
 }
 
-/// The terminal's width, or 120 when stdout is not one.
-pub fn terminal_width() -> usize {
+/// The terminal's columns, or `None` when stdout is not a terminal.
+pub fn terminal_columns() -> Option<usize> {
     // SAFETY: TIOCGWINSZ writes a winsize into the struct we own.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
     let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
-    if ok && ws.ws_col > 0 {
-        ws.ws_col as usize
-    } else {
-        120
-    }
+    (ok && ws.ws_col > 0).then_some(ws.ws_col as usize)
+}
+
+/// The terminal's width, or 120 when stdout is not one (`--fleet`'s view).
+pub fn terminal_width() -> usize {
+    terminal_columns().unwrap_or(120)
 }
 
 #[cfg(test)]
@@ -848,7 +914,7 @@ mod tests {
         assert_eq!(t.state, State::Critical);
         assert_eq!(t.state.exit_code(), 2);
         assert!(t.reasons.iter().any(|r| r.contains(why)), "{:?}", t.reasons);
-        let text = text(&t, 200, false);
+        let text = text(&t, None, false);
         assert!(text.starts_with("FOREMAN CRITICAL - "), "{text}");
         assert!(text.contains(why), "{text}");
 
@@ -896,5 +962,134 @@ mod tests {
             "{:?}",
             t.reasons
         );
+    }
+
+    fn executing(task_id: &str, verdict: Kind) -> Executing {
+        Executing {
+            task_id: task_id.into(),
+            plan_id: Some("plan-a".into()),
+            droid_type: "builder".into(),
+            pid: Some(4121),
+            age_ms: Some(3_600_000),
+            since_progress_ms: Some(2_400_000),
+            progress_signal: Some("heartbeat".into()),
+            cpu_percent: Some(12.0),
+            rss_bytes: Some(52_428_800),
+            verdict,
+            reason: "the reason".into(),
+        }
+    }
+
+    /// Task ids of wide CJK characters, emoji (one with a variation
+    /// selector, one a joined sequence) and a combining mark: every line,
+    /// the status line included, fits the width in columns, and the
+    /// widest lines were cut to exactly the width, not short of it.
+    #[test]
+    fn every_line_fits_the_width_in_columns_with_wide_characters() {
+        let mut t = twin(None);
+        t.executing = vec![
+            executing(
+                "构建任务-数据库迁移-第二阶段-非常长的任务标识符",
+                Kind::Alive,
+            ),
+            executing(
+                "deploy-🚀🚀🚀-☺\u{fe0f}-👩\u{200d}💻-e\u{301}-long-task-id",
+                Kind::Hung,
+            ),
+            executing(&"x".repeat(150), Kind::Alive),
+        ];
+        t.executing_by_type.insert("builder".into(), 3);
+        t.failures.count = 1;
+        t.failures.recent = vec![FailureRow {
+            at: "2025-01-01T00:00:00.000Z".into(),
+            task_id: "失败的任务🔥".into(),
+            attempt: 1,
+            droid_type: Some("builder".into()),
+            kind: "failed".into(),
+            reason: Some("出错了：进程以状态 3 退出 | and a pipe".into()),
+        }];
+        grade(&mut t, None, 0);
+        let full = text(&t, None, false);
+        assert!(
+            full.lines().any(|l| cols(l) > 150),
+            "full rows are not cut:\n{full}"
+        );
+        for width in [20, 40, 79, 80, 81, 120] {
+            for color in [false, true] {
+                let out = text(&t, Some(width), color);
+                let plain = out.replace("\x1b[1;33m", "").replace("\x1b[0m", "");
+                for line in plain.lines() {
+                    assert!(
+                        cols(line) <= width,
+                        "{} columns > {width}: {line:?}",
+                        cols(line)
+                    );
+                }
+                assert!(
+                    plain.lines().any(|l| cols(l) == width && l.ends_with('…')),
+                    "a cut row fills the width {width}:\n{plain}"
+                );
+                assert_eq!(
+                    plain.lines().count(),
+                    full.lines().count(),
+                    "no line lost or split"
+                );
+            }
+        }
+        // The rows line up by columns: each VERDICT starts in one column.
+        let wide = text(&t, None, false);
+        let at: Vec<usize> = wide
+            .lines()
+            .filter(|l| l.ends_with(" alive") || l.ends_with(" hung") || l.ends_with("VERDICT"))
+            .map(|l| cols(l.trim_end_matches(|c: char| c.is_ascii_alphabetic())))
+            .collect();
+        assert_eq!(at.len(), 4, "{wide}");
+        assert!(at.iter().all(|c| *c == at[0]), "{at:?}\n{wide}");
+    }
+
+    #[test]
+    fn fit_cuts_by_columns_and_marks_the_cut() {
+        assert_eq!(fit("abc", 3), "abc");
+        assert_eq!(fit("abcd", 3), "ab…");
+        // 世 takes two columns: a third would overflow, so one is left blank.
+        assert_eq!(fit("世界世界", 4), "世…");
+        assert_eq!(cols(&fit("世界世界", 4)), 3);
+        assert_eq!(fit("abc", 0), "");
+    }
+
+    #[test]
+    fn the_status_line_carries_perfdata_matching_the_counts() {
+        let mut t = twin(None);
+        t.executing = vec![
+            executing("a", Kind::Alive),
+            executing("b", Kind::Hung),
+            executing("c", Kind::Hung),
+        ];
+        t.crashed = vec![Crashed {
+            what: "stray".into(),
+            task_id: None,
+            droid_type: None,
+            pid: 7,
+            kind: "stray".into(),
+            detail: "no task owns it".into(),
+        }];
+        t.reasons = vec!["the executor said a|b".into()];
+        let first = text(&t, None, false);
+        let first = first.lines().next().expect("a first line");
+        let (status, perf) = first.split_once(" | ").expect("perfdata after ` | `");
+        assert!(!status.contains('|'), "one `|` only: {first}");
+        let pairs: BTreeMap<&str, &str> = perf
+            .split(' ')
+            .map(|p| p.split_once('=').expect("label=value"))
+            .collect();
+        for (label, n) in [
+            ("running", "3"),
+            ("hung", "2"),
+            ("dead", "0"),
+            ("strays", "1"),
+            ("crashed", "1"),
+        ] {
+            assert_eq!(pairs.get(label), Some(&n), "{label} in {perf}");
+        }
     }
 }

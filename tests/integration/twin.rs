@@ -61,6 +61,69 @@ fn twin(w: &World) -> (Out, Value) {
     (out, v)
 }
 
+/// The perfdata after the plain text's status line, as `label=value`
+/// pairs, checked against the `--json` document `v` of the same world.
+fn assert_perfdata_matches(w: &World, v: &Value) {
+    let out = run(&mut w.foreman(&["twin"]));
+    let first = out.stdout.lines().next().unwrap_or("");
+    let (status, perf) = first
+        .split_once(" | ")
+        .unwrap_or_else(|| panic!("no perfdata after ` | `: {first}"));
+    assert!(status.starts_with("FOREMAN "), "{first}");
+    let pairs: std::collections::BTreeMap<&str, u64> = perf
+        .split(' ')
+        .map(|p| {
+            let (label, value) = p
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not label=value: {p:?} in {perf}"));
+            assert!(
+                !label.is_empty() && !label.contains(['\'', '=', ' ']),
+                "{label:?}"
+            );
+            let n = value
+                .parse()
+                .unwrap_or_else(|e| panic!("{label}={value}: {e}"));
+            (label, n)
+        })
+        .collect();
+    let len = |k: &str| v[k].as_array().map_or(0, Vec::len) as u64;
+    let count = |k: &str, f: &dyn Fn(&Value) -> bool| {
+        v[k].as_array()
+            .map_or(0, |a| a.iter().filter(|x| f(x)).count()) as u64
+    };
+    let expected = [
+        ("running", len("executing")),
+        ("dead", count("crashed", &|c| c["what"] == "task")),
+        ("hung", count("executing", &|e| e["verdict"] == "hung")),
+        (
+            "failures",
+            v["failures"]["count"].as_u64().unwrap_or(u64::MAX),
+        ),
+        ("zombies", count("crashed", &|c| c["what"] == "zombie")),
+        ("strays", count("crashed", &|c| c["what"] == "stray")),
+        ("crashed", len("crashed")),
+        ("plans", len("plans")),
+    ];
+    for (label, n) in expected {
+        assert_eq!(pairs.get(label), Some(&n), "{label} in {perf}; {v:#}");
+    }
+}
+
+/// A RUNNING task of `world`'s type `quiet` with this id, alive, beside one
+/// of `Procs`'s sleeps, after a sweep (so no state is CRITICAL).
+fn one_task(w: &World, p: &mut Procs, id: &str) {
+    let pid = p.spawn(&["sleep", "300"]);
+    insert_task(
+        &w.executor(),
+        id,
+        "quiet",
+        Some(pid),
+        &now_text(),
+        Some(&now_text()),
+    );
+    assert_eq!(run(&mut w.foreman(&["sweep"])).code, Some(0));
+}
+
 fn dump(path: &std::path::Path) -> Vec<String> {
     let db = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .expect("open");
@@ -156,6 +219,7 @@ fn twin_json_keys_are_stable_and_a_healthy_fleet_is_ok() {
     assert_eq!(v["executing_by_type"]["quiet"], 1);
     assert_eq!(v["crashed"], Value::Array(Vec::new()));
     assert_eq!(v["failures"]["count"], 0);
+    assert_perfdata_matches(&w, &v);
 
     let out = run(&mut w.foreman(&["twin"]));
     assert_eq!(out.code, Some(0));
@@ -245,6 +309,7 @@ fn a_hung_task_and_recent_failures_are_warning() {
         "{reasons}"
     );
     assert!(v["crashed"].as_array().is_some_and(Vec::is_empty));
+    assert_perfdata_matches(&w, &v);
 }
 
 #[test]
@@ -296,6 +361,7 @@ fn a_dead_task_not_marked_a_zombie_and_a_stray_are_critical_and_listed() {
     assert!(has("zombie", &|c| c["task_id"] == "parent"), "{crashed:#?}");
     assert!(has("stray", &|c| c["pid"] == stray), "{crashed:#?}");
     assert_eq!(crashed.len(), 3, "{crashed:#?}");
+    assert_perfdata_matches(&w, &v);
     // Read-only: no row of either database changed.
     assert_eq!((dump(&w.executor_path()), dump(&w.activity_path())), before);
     let out = run(&mut w.foreman(&["twin"]));
@@ -458,4 +524,193 @@ fn twin_shows_the_monitors_plans_with_their_health() {
     let text = run(&mut w.foreman(&["twin"])).stdout;
     assert!(text.contains("Plans (2, 1 complete)"), "{text}");
     assert!(text.contains("diamond"), "{text}");
+}
+
+/// Off a terminal every row is whole, however long: a task id of 150
+/// columns is printed in full, where it used to be cut at 120; `--wide`
+/// says the same anywhere.
+#[test]
+fn piped_and_wide_twin_print_full_rows() {
+    let _g = crate::spawning();
+    let mut p = Procs(Vec::new());
+    let w = world("foreman-twin-none");
+    let id = format!("long-{}", "x".repeat(145));
+    one_task(&w, &mut p, &id);
+    for args in [&["twin"][..], &["twin", "--wide"]] {
+        let out = run(&mut w.foreman(args));
+        assert_eq!(out.code, Some(0), "{args:?}: {out:#?}");
+        let row = out
+            .stdout
+            .lines()
+            .find(|l| l.contains(&id))
+            .unwrap_or_else(|| panic!("{args:?}: no whole row with the id:\n{}", out.stdout));
+        assert!(row.chars().count() > 120, "{args:?}: {row}");
+        assert!(row.trim_end().ends_with("alive"), "{args:?}: cut: {row}");
+        assert!(!out.stdout.contains('…'), "{args:?}: {}", out.stdout);
+    }
+}
+
+/// `--watch 1` (bare seconds) is accepted; into a pipe each frame is plain
+/// text, no escape, the next after a blank line. Zero is still refused.
+#[test]
+fn watch_takes_bare_seconds_and_writes_plain_frames_into_a_pipe() {
+    let _g = crate::spawning();
+    let mut p = Procs(Vec::new());
+    let w = world("foreman-twin-none");
+    one_task(&w, &mut p, "watched");
+    let watch = Running::start(&mut w.foreman(&["twin", "--watch", "1"]));
+    let both = wait_for("two frames", PATIENCE, || {
+        let out = watch.stdout();
+        (out.matches("Crashed processes not cleaned up").count() >= 2).then_some(out)
+    });
+    drop(watch);
+    assert!(!both.contains('\x1b'), "an escape in a pipe: {both:?}");
+    assert!(both.starts_with("FOREMAN OK - "), "{both}");
+    assert!(
+        both.contains("\n\nFOREMAN OK - "),
+        "the second frame after a blank line:\n{both}"
+    );
+    assert!(both.contains("watched"), "{both}");
+
+    for bad in ["0", "-1", "soon"] {
+        let out = run(&mut w.foreman(&["twin", &format!("--watch={bad}")]));
+        assert_eq!(out.code, Some(3), "--watch {bad}: {out:#?}");
+        assert!(
+            out.stdout.starts_with("FOREMAN UNKNOWN - --watch"),
+            "{}",
+            out.stdout
+        );
+    }
+}
+
+/// `--json --watch 0.5`: one compact JSON document a line, each whole, no
+/// escape between them.
+#[test]
+fn json_watch_prints_one_document_per_line() {
+    let _g = crate::spawning();
+    let mut p = Procs(Vec::new());
+    let w = world("foreman-twin-none");
+    one_task(&w, &mut p, "watched");
+    let watch = Running::start(&mut w.foreman(&["twin", "--json", "--watch", "0.5"]));
+    let lines = wait_for("two JSON lines", PATIENCE, || {
+        let out = watch.stdout();
+        // Only lines a newline ended: the last may still be coming.
+        let done = &out[..out.rfind('\n').map_or(0, |i| i + 1)];
+        let lines: Vec<String> = done.lines().map(String::from).collect();
+        (lines.len() >= 2).then_some(lines)
+    });
+    drop(watch);
+    for line in &lines {
+        assert!(!line.contains('\x1b'), "{line:?}");
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON document ({e}): {line}"));
+        assert_eq!(v["state"], "OK", "{v:#}");
+        assert_eq!(v["executing"][0]["task_id"], "watched", "{v:#}");
+    }
+    assert_ne!(lines[0], lines[1], "two snapshots, each generated anew");
+}
+
+/// `cmd`'s stdout on a pseudo-terminal `columns` wide, its colour escapes
+/// removed, and its exit code.
+fn on_a_terminal(mut cmd: Command, columns: u16) -> (String, Option<i32>) {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use wait_timeout::ChildExt;
+    let (mut master, mut slave) = (-1, -1);
+    let size = libc::winsize {
+        ws_row: 50,
+        ws_col: columns,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes the two descriptors, which we then own.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both are open and nothing else owns them.
+    let (mut master, slave) = unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            OwnedFd::from_raw_fd(slave),
+        )
+    };
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(slave)
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("spawn on a terminal");
+    // The command holds the terminal's other end: while it is open, reading
+    // the master never ends.
+    drop(cmd);
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        // EIO once the child's end is closed: the end of its output.
+        let _ = master.read_to_end(&mut bytes);
+        bytes
+    });
+    let status = child
+        .wait_timeout(PATIENCE)
+        .expect("wait")
+        .unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("twin did not exit on a terminal")
+        });
+    let text = String::from_utf8(reader.join().expect("reader")).expect("UTF-8");
+    let mut plain = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            // A colour: ESC [ … m.
+            '\x1b' => {
+                for c in chars.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            }
+            // The terminal turns each newline into CR LF.
+            '\r' => {}
+            c => plain.push(c),
+        }
+    }
+    (plain, status.code())
+}
+
+/// On an 80-column terminal every line fits exactly, wide CJK characters
+/// counted as two columns, so none wraps; `--wide` prints the whole row.
+#[test]
+fn on_a_terminal_rows_fit_its_width_and_wide_prints_them_whole() {
+    let _g = crate::spawning();
+    let mut p = Procs(Vec::new());
+    let w = world("foreman-twin-none");
+    let id = format!("构建任务-{}", "数据库迁移".repeat(12));
+    one_task(&w, &mut p, &id);
+    let (out, code) = on_a_terminal(w.foreman(&["twin"]), 80);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("FOREMAN OK - "), "{out}");
+    for line in out.lines() {
+        assert!(
+            unicode_width::UnicodeWidthStr::width(line) <= 80,
+            "wider than 80 columns: {line:?}"
+        );
+    }
+    assert!(
+        out.lines().any(|l| l.contains("构建任务")
+            && l.ends_with('…')
+            && unicode_width::UnicodeWidthStr::width(l) >= 79),
+        "the task's row cut at the edge:\n{out}"
+    );
+    let (out, code) = on_a_terminal(w.foreman(&["twin", "--wide"]), 80);
+    assert_eq!(code, Some(0), "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.contains(&id))
+        .unwrap_or_else(|| panic!("no whole row:\n{out}"));
+    assert!(row.ends_with("alive"), "{row}");
 }
