@@ -1,8 +1,10 @@
 //! Logs go to stderr through tracing-subscriber; `-v`/`-q` set the level,
 //! `RUST_LOG` overrides it. Three formats: text (colour only on a
 //! terminal), journal (chosen by default under systemd, where stderr is the
-//! journal: `<N>` syslog priority prefixes that journald turns into the
-//! entry's priority, no timestamp, which journald adds), and json.
+//! journal: the journal's native protocol with every field its own journal
+//! field when its socket answers, else `<N>` syslog priority prefixes that
+//! journald turns into the entry's priority, no timestamp, which journald
+//! adds), and json.
 //!
 //! Fields carry text from outside (task ids, an executor's stderr): in every
 //! format a control character (C0, DEL, C1) or a line/paragraph separator in
@@ -53,26 +55,52 @@ pub fn init(verbose: u8, quiet: u8, format: Option<LogFormat>) {
         1 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(filter())
         .with_writer(std::io::stderr);
     let _ = match format.unwrap_or_else(default_format) {
         LogFormat::Text => {
             let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
             builder.with_ansi(ansi).fmt_fields(Escaped).try_init()
         }
-        LogFormat::Journal => builder
-            .with_ansi(false)
-            .fmt_fields(Escaped)
-            .event_format(Journal)
-            .try_init(),
+        LogFormat::Journal => match journald() {
+            // Native fields: `journalctl TASK_ID=build-7` or
+            // `FOREMAN_FINDING_ID=42` finds the entries of one task or
+            // finding; values travel as fields, so nothing needs escaping.
+            Some(layer) => {
+                use tracing_subscriber::layer::SubscriberExt;
+                use tracing_subscriber::util::SubscriberInitExt;
+                tracing_subscriber::registry()
+                    .with(filter())
+                    .with(layer)
+                    .try_init()
+                    .map_err(|e| e.into())
+            }
+            // No journal socket (a container, CI, or stderr that only
+            // looks like the journal): the `<N>`-prefixed lines.
+            None => builder
+                .with_ansi(false)
+                .fmt_fields(Escaped)
+                .event_format(Journal)
+                .try_init(),
+        },
         LogFormat::Json => builder
             .json()
             .with_ansi(false)
             .event_format(JsonSafe(tracing_subscriber::fmt::format().json()))
             .try_init(),
     };
+}
+
+/// The journal's native protocol, when its socket answers: every field
+/// under its own name, upper-cased, with no prefix (tracing-journald's
+/// default `F_`), and `SYSLOG_IDENTIFIER=foreman`.
+fn journald() -> Option<tracing_journald::Layer> {
+    tracing_journald::layer().ok().map(|l| {
+        l.with_field_prefix(None)
+            .with_syslog_identifier("foreman".to_string())
+    })
 }
 
 /// Whether a character is written escaped: every control character (C0,

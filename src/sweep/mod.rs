@@ -480,9 +480,9 @@ fn finish(
         let detail = f.detail.as_deref().unwrap_or("");
         let sent = sent.as_deref().unwrap_or("none");
         if f.outcome == Outcome::Error {
-            error!(target: "foreman::sweep", finding_id = f.id, task_id = %f.task_id, kind = f.kind.as_str(), action = f.action.as_str(), outcome = f.outcome.as_str(), signals = sent, detail, "action failed");
+            error!(target: "foreman::sweep", foreman_finding_id = f.id, task_id = %f.task_id, kind = f.kind.as_str(), action = f.action.as_str(), outcome = f.outcome.as_str(), signals = sent, detail, "action failed");
         } else {
-            info!(target: "foreman::sweep", finding_id = f.id, task_id = %f.task_id, kind = f.kind.as_str(), action = f.action.as_str(), outcome = f.outcome.as_str(), signals = sent, detail, "action done");
+            info!(target: "foreman::sweep", foreman_finding_id = f.id, task_id = %f.task_id, kind = f.kind.as_str(), action = f.action.as_str(), outcome = f.outcome.as_str(), signals = sent, detail, "action done");
         }
     }
     info!(

@@ -208,7 +208,7 @@ pub(super) fn commit(
         if f.action == crate::model::Action::Deferred && f.outcome == crate::model::Outcome::Pending
         {
             info!(target: "foreman::sweep",
-                finding_id = *id,
+                foreman_finding_id = *id,
                 task_id = %f.task_id,
                 attempt = f.attempt,
                 kind = f.kind.as_str(),
@@ -219,7 +219,7 @@ pub(super) fn commit(
             continue;
         }
         warn!(target: "foreman::sweep",
-            finding_id = *id,
+            foreman_finding_id = *id,
             task_id = %f.task_id,
             attempt = f.attempt,
             droid_type = f.droid_type.as_deref().unwrap_or(""),

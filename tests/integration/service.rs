@@ -1005,3 +1005,127 @@ fn a_multi_line_error_stays_one_journal_line() {
     assert_eq!(out.code, Some(2), "{out:#?}");
     assert!(out.stderr.starts_with("<3>foreman: "), "{out:#?}");
 }
+
+/// Under systemd with the journal's socket there, `--log-format journal`
+/// (and JOURNAL_STREAM) speak the journal's native protocol: every field
+/// its own journal field, so `journalctl TASK_ID=… FOREMAN_FINDING_ID=…`
+/// finds one task's or one finding's entries. The socket is a real unix
+/// datagram socket at the journal's fixed path, in a private mount
+/// namespace (a tmpfs on /run), read by a listener in that namespace.
+#[test]
+fn log_format_journal_uses_native_fields_when_the_journal_socket_answers() {
+    let _g = crate::spawning();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        crate::common::skip_or_fail("mounting a private /run needs root");
+        return;
+    }
+    if Command::new("python3").arg("-V").output().is_err() {
+        crate::common::skip_or_fail("python3 (the listener) is missing");
+        return;
+    }
+    let w = World::new();
+    w.config("");
+    dead_task(&w, "dead-native");
+    let out = w.path("journal.bin");
+    let script = w.path("journal.sh");
+    std::fs::write(
+        &script,
+        r#"set -e
+mount -t tmpfs tmpfs /run
+mkdir -p /run/systemd/journal
+python3 -c '
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind("/run/systemd/journal/socket")
+open(sys.argv[1] + ".ready", "w").close()
+with open(sys.argv[1], "ab") as f:
+    while True:
+        d = s.recv(1 << 20)
+        f.write(struct.pack(">I", len(d)) + d)
+        f.flush()
+' "$OUT" &
+listener=$!
+while [ ! -e "$OUT.ready" ]; do sleep 0.02; done
+"$FOREMAN" --config "$CONFIG" --log-format journal sweep
+code=$?
+kill $listener
+exit $code
+"#,
+    )
+    .expect("script");
+    let mut cmd = Command::new("unshare");
+    hermetic(&mut cmd);
+    let result = cmd
+        .args(["--mount", "--propagation", "private", "sh"])
+        .arg(&script)
+        .env("OUT", &out)
+        .env("FOREMAN", BIN)
+        .env("CONFIG", w.path("foreman.toml"))
+        .env_remove("RUST_LOG")
+        .env_remove("FAILPOINTS")
+        .current_dir(w.path("."))
+        .output()
+        .expect("unshare");
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    assert!(
+        !stderr.lines().any(|l| l.starts_with("<4>")),
+        "the journal socket answered, yet lines went to stderr:\n{stderr}"
+    );
+    let bytes = std::fs::read(&out).expect("the listener's record");
+    let entries = journal_entries(&bytes);
+    let finding = entries
+        .iter()
+        .find(|e| e.get("MESSAGE").map(String::as_str) == Some("finding"))
+        .unwrap_or_else(|| panic!("no finding entry in {entries:#?}"));
+    assert_eq!(finding["TASK_ID"], "dead-native", "{finding:#?}");
+    assert_eq!(finding["PRIORITY"], "4", "{finding:#?}");
+    assert_eq!(finding["SYSLOG_IDENTIFIER"], "foreman", "{finding:#?}");
+    let id = &finding["FOREMAN_FINDING_ID"];
+    assert!(id.parse::<i64>().is_ok_and(|n| n > 0), "{finding:#?}");
+    // The action's own entry carries the same finding id.
+    assert!(
+        entries.iter().any(
+            |e| e.get("MESSAGE").map(String::as_str) == Some("action done")
+                && e.get("FOREMAN_FINDING_ID") == Some(id)
+                && e.get("OUTCOME").map(String::as_str) == Some("marked_failed")
+        ),
+        "{entries:#?}"
+    );
+    assert_eq!(w.task_state("dead-native").0, "FAILED");
+}
+
+/// The journal's native datagrams as the listener framed them (a 4-byte
+/// length before each): `KEY=value\n`, or `KEY\n` + 64-bit little-endian
+/// length + bytes + `\n` for values with newlines.
+fn journal_entries(mut bytes: &[u8]) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut out = Vec::new();
+    while bytes.len() >= 4 {
+        let n = u32::from_be_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
+        let mut d = &bytes[4..4 + n];
+        bytes = &bytes[4 + n..];
+        let mut entry = std::collections::BTreeMap::new();
+        while !d.is_empty() {
+            let line_end = d.iter().position(|b| *b == b'\n').unwrap_or(d.len());
+            let line = &d[..line_end];
+            if let Some(eq) = line.iter().position(|b| *b == b'=') {
+                entry.insert(
+                    String::from_utf8_lossy(&line[..eq]).into_owned(),
+                    String::from_utf8_lossy(&line[eq + 1..]).into_owned(),
+                );
+                d = &d[(line_end + 1).min(d.len())..];
+            } else {
+                let key = String::from_utf8_lossy(line).into_owned();
+                let rest = &d[line_end + 1..];
+                let len = u64::from_le_bytes(rest[..8].try_into().expect("8 bytes")) as usize;
+                entry.insert(key, String::from_utf8_lossy(&rest[8..8 + len]).into_owned());
+                d = &rest[(8 + len + 1).min(rest.len())..];
+            }
+        }
+        if !entry.is_empty() {
+            out.push(entry);
+        }
+    }
+    out
+}
