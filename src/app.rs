@@ -279,7 +279,7 @@ pub fn twin(path: &Path, args: &TwinArgs) -> u8 {
                 Err(e) => return unknown(format!("{e:#}")),
             }
         } else {
-            let t = match twin::take(&config, window) {
+            let t = match twin::take_with(&config, window, args.all_failures) {
                 Ok(t) => t,
                 Err(e) => return unknown(format!("{e:#}")),
             };

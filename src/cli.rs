@@ -140,6 +140,10 @@ pub struct TwinArgs {
     /// Every host's Foreman and RUNNING tasks (kind = "postgres" with a fleet)
     #[arg(long)]
     pub fleet: bool,
+    /// List every failure of the window, not only the latest 20 (the counts
+    /// by type and kind always cover all)
+    #[arg(long)]
+    pub all_failures: bool,
 }
 
 #[derive(Debug, clap::Args)]

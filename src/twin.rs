@@ -83,9 +83,17 @@ pub struct Failures {
     pub count: usize,
     /// droid type → kind → count.
     pub by_type: BTreeMap<String, BTreeMap<String, usize>>,
-    /// Newest first.
+    /// Newest first: the latest `RECENT_FAILURES`, or all of them when
+    /// asked (`--all-failures`); `count` and `by_type` always cover all.
     pub recent: Vec<FailureRow>,
+    /// `recent` holds every failure of the window.
+    pub complete: bool,
 }
+
+/// The failures twin lists by default: an hour of churn on a busy fleet is
+/// thousands (a megabyte of JSON), and the counts by type and kind say
+/// what the list would.
+pub const RECENT_FAILURES: usize = 20;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Crashed {
@@ -159,8 +167,14 @@ pub struct Twin {
     pub plans: Vec<MonitorView>,
 }
 
-/// The snapshot now. An unreachable executor is `UNKNOWN`, not an error.
+/// The snapshot now, with the latest `RECENT_FAILURES` failures listed.
+/// An unreachable executor is `UNKNOWN`, not an error.
 pub fn take(config: &Config, window: std::time::Duration) -> Result<Twin> {
+    take_with(config, window, false)
+}
+
+/// `take`, listing every failure of the window when `all_failures`.
+pub fn take_with(config: &Config, window: std::time::Duration, all_failures: bool) -> Result<Twin> {
     let now = Utc::now();
     let since = now - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
     let log = ActivityLog::open_read_only(&config.activity.path)?;
@@ -182,6 +196,7 @@ pub fn take(config: &Config, window: std::time::Duration) -> Result<Twin> {
             count: 0,
             by_type: BTreeMap::new(),
             recent: Vec::new(),
+            complete: true,
         },
         crashed: Vec::new(),
         daemon,
@@ -372,6 +387,10 @@ pub fn take(config: &Config, window: std::time::Duration) -> Result<Twin> {
             .or_default() += 1;
     }
     twin.failures.count = recent.len();
+    if !all_failures && recent.len() > RECENT_FAILURES {
+        recent.truncate(RECENT_FAILURES);
+        twin.failures.complete = false;
+    }
     twin.failures.recent = recent;
 
     grade(&mut twin, None, config.twin.warn_failures);
@@ -808,6 +827,14 @@ pub fn text(t: &Twin, width: Option<usize>, color: bool) -> String {
     if !rows.is_empty() {
         table(&mut out, &["AT", "TASK", "TYPE", "KIND", "REASON"], &rows);
     }
+    if !t.failures.complete {
+        let _ = writeln!(
+            out,
+            "  (the latest {} of {}; --all-failures lists every one)",
+            t.failures.recent.len(),
+            t.failures.count
+        );
+    }
 
     let _ = writeln!(
         out,
@@ -888,6 +915,7 @@ mod tests {
                 count: 0,
                 by_type: BTreeMap::new(),
                 recent: Vec::new(),
+                complete: true,
             },
             crashed: Vec::new(),
             daemon: Daemon {

@@ -714,3 +714,36 @@ fn on_a_terminal_rows_fit_its_width_and_wide_prints_them_whole() {
         .unwrap_or_else(|| panic!("no whole row:\n{out}"));
     assert!(row.ends_with("alive"), "{row}");
 }
+
+/// After an hour of churn twin lists the latest failures, not every one:
+/// the counts by type and kind still cover all, and `--all-failures` lists
+/// them all.
+#[test]
+fn twin_lists_the_latest_failures_and_all_of_them_on_request() {
+    let _g = crate::spawning();
+    let w = world("twin-churn");
+    let db = w.executor();
+    for i in 0..25 {
+        db.execute(
+            "INSERT INTO tasks (id, droid_type, state, attempt, finished_at, error) VALUES (?1, 'quiet', 'FAILED', 1, ?2, 'exit 3')",
+            rusqlite::params![format!("churn-{i:02}"), now_text()],
+        )
+        .expect("a failed row");
+    }
+    let (_, v) = twin(&w);
+    let f = &v["failures"];
+    assert_eq!(f["count"], 25, "{f:#}");
+    assert_eq!(f["by_type"]["quiet"]["failed"], 25, "{f:#}");
+    assert_eq!(f["recent"].as_array().map(Vec::len), Some(20), "{f:#}");
+    assert_eq!(f["complete"], false);
+    let text = run(&mut w.foreman(&["twin"])).stdout;
+    assert!(
+        text.contains("(the latest 20 of 25; --all-failures lists every one)"),
+        "{text}"
+    );
+
+    let out = run(&mut w.foreman(&["twin", "--json", "--all-failures"]));
+    let all: Value = serde_json::from_str(&out.stdout).expect("json");
+    assert_eq!(all["failures"]["recent"].as_array().map(Vec::len), Some(25));
+    assert_eq!(all["failures"]["complete"], true);
+}
