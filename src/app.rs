@@ -381,7 +381,13 @@ pub fn wellbeing(path: &Path, args: &WellbeingArgs) -> Result<u8, Failure> {
         // No actor lock: this acts on no task, so it runs beside the daemon;
         // the run id is the compare-and-set that keeps a slot filed once.
         let log = ActivityLog::open(&config.activity.path)?;
-        let report = wellbeing::run(&config, executor.as_ref(), &log, &run)?;
+        let spinner = crate::progress::Progress::start(
+            "wellbeing: reading the history and assessing",
+            args.json,
+        );
+        let report = wellbeing::run(&config, executor.as_ref(), &log, &run);
+        drop(spinner);
+        let report = report?;
         let initiative = match &report.filed {
             wellbeing::Filed::Recorded { initiative_id } => *initiative_id,
             wellbeing::Filed::AlreadyRecorded { initiative_id, .. } => *initiative_id,
@@ -462,7 +468,13 @@ pub fn review(path: &Path, explicit: bool, args: &ReviewArgs) -> Result<u8, Fail
             }
         }
         crate::sandbox::catch_interrupts();
-        match review::sandbox::run(&opts) {
+        let spinner = crate::progress::Progress::start(
+            "review: running the sandbox's droids and checks",
+            args.json,
+        );
+        let result = review::sandbox::run(&opts);
+        drop(spinner);
+        match result {
             // Interrupted during the setup or the checks: the droids are
             // gone (dropped), the result is not a verdict.
             Ok(_) | Err(_) if crate::sandbox::interrupted() => {

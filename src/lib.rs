@@ -30,6 +30,7 @@ pub mod notify;
 pub mod observation;
 pub mod outbox;
 pub mod probe;
+pub mod progress;
 pub mod query;
 pub mod recovery;
 pub mod report;

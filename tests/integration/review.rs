@@ -1010,3 +1010,85 @@ exec /bin/sh "$@"
         "{out:#?}"
     );
 }
+
+/// `review` takes seconds: at a terminal a spinner on stderr says it is
+/// working (erased before the result); into a pipe, or with `--json`,
+/// nothing of it.
+#[test]
+fn a_slow_review_shows_a_spinner_only_on_a_terminal_and_never_with_json() {
+    // The review's sandbox forces PID reuse: no other test spawns meanwhile.
+    let _g = crate::exclusive();
+    let on_terminal = |json: bool| -> (String, String) {
+        use std::io::Read;
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let (mut master, mut slave) = (-1, -1);
+        // SAFETY: openpty writes the two descriptors, which we then own.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both are open and nothing else owns them.
+        let (mut master, slave) = unsafe {
+            (
+                std::fs::File::from_raw_fd(master),
+                OwnedFd::from_raw_fd(slave),
+            )
+        };
+        let mut cmd = bare_foreman();
+        cmd.args(["review", "--sandbox-only", "--only", "dead-detected"]);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(slave)
+            .spawn()
+            .expect("spawn foreman review");
+        drop(cmd);
+        let reader = std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            // EIO once the child's end is closed: the end of its stderr.
+            let _ = master.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        });
+        let done = out.wait_with_output().expect("review");
+        (
+            String::from_utf8_lossy(&done.stdout).into_owned(),
+            reader.join().expect("reader"),
+        )
+    };
+    let (stdout, stderr) = on_terminal(false);
+    assert!(
+        stderr.contains("review: running the sandbox's droids and checks…"),
+        "{stderr:?}"
+    );
+    assert!(
+        stderr.ends_with("\r\x1b[K"),
+        "the spinner is erased: {stderr:?}"
+    );
+    assert!(
+        !stdout.contains('\r'),
+        "nothing of it on stdout: {stdout:?}"
+    );
+    let (stdout, stderr) = on_terminal(true);
+    assert!(!stderr.contains("review:"), "{stderr:?}");
+    serde_json::from_str::<Value>(&stdout).expect("--json output is one JSON document");
+    // Piped: nothing.
+    let out = run(&mut {
+        let mut c = bare_foreman();
+        c.args(["review", "--sandbox-only", "--only", "dead-detected"]);
+        c
+    });
+    assert!(
+        !out.stderr.contains("running the sandbox"),
+        "{}",
+        out.stderr
+    );
+}
