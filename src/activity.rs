@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_review.sql"),
     include_str!("../migrations/0007_monitor.sql"),
     include_str!("../migrations/0008_identity_facts.sql"),
+    include_str!("../migrations/0009_pushed_heartbeats.sql"),
 ];
 
 pub fn ts(t: DateTime<Utc>) -> String {
@@ -1066,6 +1067,11 @@ impl ActivityLog {
         n += self
             .conn
             .execute("DELETE FROM observations WHERE seen_at < ?1", [&day])?;
+        // A pushed heartbeat older than a day belongs to a task long over
+        // (a live one is pushed again within its timeout).
+        n += self
+            .conn
+            .execute("DELETE FROM pushed_heartbeats WHERE at < ?1", [&day])?;
         // The latest scheduled run stays: it is how a restart knows whether
         // it missed a slot.
         n += self.conn.execute(

@@ -159,7 +159,7 @@ pub async fn start(shared: Shared) -> Result<Option<std::net::SocketAddr>> {
     let bound = listener.local_addr().context("reading the bound address")?;
     let http = shared.config().http.clone();
     let app = router(Arc::new(Listener::new(shared)));
-    info!(address = %bound, "http: listening (/metrics, /healthz, /twin, /plans, POST /events)");
+    info!(address = %bound, "http: listening (/metrics, /healthz, /twin, /plans, POST /events, POST /heartbeat)");
     tokio::spawn(accept(
         listener,
         app,
@@ -310,6 +310,11 @@ pub fn router(st: St) -> Router {
         .route("/plans", get(plans))
         .route("/plans/{id}", get(plan))
         .route(
+            "/heartbeat",
+            axum::routing::post(heartbeat)
+                .route_layer(middleware::from_fn_with_state(st.clone(), events_gate)),
+        )
+        .route(
             "/events",
             axum::routing::post(events)
                 .route_layer(middleware::from_fn_with_state(st.clone(), events_gate)),
@@ -317,7 +322,7 @@ pub fn router(st: St) -> Router {
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
-                "no such path; see /metrics, /healthz, /twin, /plans, /plans/{id}, POST /events",
+                "no such path; see /metrics, /healthz, /twin, /plans, /plans/{id}, POST /events, POST /heartbeat",
             )
         })
         .layer(DefaultBodyLimit::max(limit))
@@ -801,6 +806,37 @@ async fn events(State(st): State<St>, body: Bytes) -> Response {
             warn!(error = %format!("{e:#}"), events = n, "http: a pushed batch could not be kept; refused (503)");
             busy(&format!(
                 "the activity log cannot take the batch now ({e:#}); nothing was taken, send the batch again"
+            ))
+        }
+    }
+}
+
+/// `POST /heartbeat`: a task's heartbeat, for executors that cannot write
+/// their task table (the same token and content-type rules as `/events`).
+/// 202 once kept in the activity log; the next sweep counts it.
+async fn heartbeat(State(st): State<St>, body: Bytes) -> Response {
+    let beats = match crate::heartbeat::parse(&body) {
+        Ok(b) => b,
+        Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+    };
+    drop(body);
+    let config = st.config();
+    let wait = keep_wait(config.http.request_timeout);
+    let Ok(Ok(permit)) = tokio::time::timeout(wait, st.jobs.clone().acquire_owned()).await else {
+        return busy("the listener is busy; nothing was taken, send the heartbeat again");
+    };
+    let path = config.activity.path.clone();
+    let at = Utc::now();
+    match run_blocking(permit, move || {
+        crate::heartbeat::keep(&path, &beats, at, wait)
+    })
+    .await
+    {
+        Ok(n) => (StatusCode::ACCEPTED, Json(json!({ "accepted": n }))).into_response(),
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "http: pushed heartbeats could not be kept; refused (503)");
+            busy(&format!(
+                "the activity log cannot take the heartbeat now ({e:#}); nothing was taken, send it again"
             ))
         }
     }

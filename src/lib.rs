@@ -19,6 +19,7 @@ pub mod exit;
 pub mod explain;
 pub mod fleet;
 pub mod fleet_twin;
+pub mod heartbeat;
 pub mod http;
 pub mod judge;
 pub mod lock;

@@ -202,7 +202,7 @@ pub fn take_with(config: &Config, window: std::time::Duration, all_failures: boo
         daemon,
         plans,
     };
-    let snapshot = match executor::open(config).and_then(|e| e.snapshot()) {
+    let mut snapshot = match executor::open(config).and_then(|e| e.snapshot()) {
         Ok(s) => s,
         Err(e) => {
             grade(
@@ -213,6 +213,10 @@ pub fn take_with(config: &Config, window: std::time::Duration, all_failures: boo
             return Ok(twin);
         }
     };
+    // Heartbeats pushed to the daemon count, as they do in its sweeps.
+    if let Some(l) = &log {
+        crate::heartbeat::merge(l.conn(), &mut snapshot)?;
+    }
     let boot = boot_facts()?;
     let table = ProcTable::scan().context("scanning /proc")?;
     let hang_floor = log

@@ -197,10 +197,14 @@ pub fn sweep(
     } else {
         executor.snapshot()
     };
-    let snapshot = match read {
+    let mut snapshot = match read {
         Ok(s) => s,
         Err(e) => return record::snapshot_failed(&mut log, &mut record, report, kind, &e),
     };
+    // Heartbeats pushed to the daemon (POST /heartbeat) count as the rows'.
+    if let Some(l) = reader {
+        crate::heartbeat::merge(l.conn(), &mut snapshot).context("reading pushed heartbeats")?;
+    }
     report.tasks_seen = snapshot.rows.len();
     record.tasks_seen = snapshot.rows.len();
 

@@ -12,6 +12,7 @@ mod explain;
 mod files;
 mod fleet;
 mod health;
+mod heartbeat;
 mod http_client;
 mod linux;
 mod listener;
