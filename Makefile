@@ -1,9 +1,9 @@
 # Foreman: build, generated assets, the Debian package, install/uninstall.
 #
 #   make build                 release binary (target/release/foreman)
-#   make assets                completions and man page from that binary
+#   make assets                completions and man pages from that binary
 #   make deb                   target/debian/foreman_<version>_<arch>.deb (needs cargo-deb)
-#   sudo make install          binary, unit, completions, man page, default config
+#   sudo make install          binary, unit, completions, man pages, default config
 #   sudo make uninstall        all of that but the configuration and the activity log
 #   make verify-unit           systemd-analyze verify on the unit as installed
 #
@@ -33,7 +33,10 @@ FISHCOMPDIR ?= $(DATADIR)/fish/vendor_completions.d
 
 BIN    := target/release/foreman
 ASSETS := target/assets
-GENERATED := $(ASSETS)/foreman.bash $(ASSETS)/_foreman $(ASSETS)/foreman.fish $(ASSETS)/foreman.1.gz
+# The man pages: foreman.1.gz and foreman-<subcommand>.1.gz, as many as the
+# binary has subcommands (so no list of them here to fall behind).
+MANPAGES := $(ASSETS)/man
+GENERATED := $(ASSETS)/foreman.bash $(ASSETS)/_foreman $(ASSETS)/foreman.fish $(MANPAGES)/foreman.1.gz
 
 .PHONY: all build assets deb install uninstall verify-unit clean-assets
 
@@ -49,7 +52,14 @@ assets: build
 	$(BIN) completions bash > $(ASSETS)/foreman.bash.tmp && mv $(ASSETS)/foreman.bash.tmp $(ASSETS)/foreman.bash
 	$(BIN) completions zsh > $(ASSETS)/_foreman.tmp && mv $(ASSETS)/_foreman.tmp $(ASSETS)/_foreman
 	$(BIN) completions fish > $(ASSETS)/foreman.fish.tmp && mv $(ASSETS)/foreman.fish.tmp $(ASSETS)/foreman.fish
-	$(BIN) man > $(ASSETS)/foreman.1.tmp && gzip -9n < $(ASSETS)/foreman.1.tmp > $(ASSETS)/foreman.1.gz.tmp && mv $(ASSETS)/foreman.1.gz.tmp $(ASSETS)/foreman.1.gz && rm -f $(ASSETS)/foreman.1.tmp
+	@# Made in a fresh directory and swapped in whole: a renamed or removed
+	@# subcommand leaves no stale page behind. gzip -n: no name or time in
+	@# the header, so the same binary gives the same bytes.
+	rm -rf $(MANPAGES).tmp $(MANPAGES).old
+	$(BIN) man --dir $(MANPAGES).tmp >/dev/null
+	for f in $(MANPAGES).tmp/*.1; do gzip -9n "$$f" || exit 1; done
+	if [ -d $(MANPAGES) ]; then mv $(MANPAGES) $(MANPAGES).old; fi
+	mv $(MANPAGES).tmp $(MANPAGES) && rm -rf $(MANPAGES).old $(ASSETS)/foreman.1.gz
 
 # cargo-deb packages what `build` and `assets` made ([package.metadata.deb]
 # in Cargo.toml); install it with `cargo install cargo-deb`.
@@ -70,7 +80,8 @@ install:
 	install -D -m 0644 $(ASSETS)/foreman.bash $(DESTDIR)$(BASHCOMPDIR)/foreman
 	install -D -m 0644 $(ASSETS)/_foreman $(DESTDIR)$(ZSHCOMPDIR)/_foreman
 	install -D -m 0644 $(ASSETS)/foreman.fish $(DESTDIR)$(FISHCOMPDIR)/foreman.fish
-	install -D -m 0644 $(ASSETS)/foreman.1.gz $(DESTDIR)$(MANDIR)/man1/foreman.1.gz
+	install -d -m 0755 $(DESTDIR)$(MANDIR)/man1
+	install -m 0644 $(MANPAGES)/*.1.gz $(DESTDIR)$(MANDIR)/man1/
 	install -D -m 0644 foreman.toml $(DESTDIR)$(DOCDIR)/foreman.toml.example
 	install -D -m 0644 docs/operations.md $(DESTDIR)$(DOCDIR)/operations.md
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/foreman/foreman.toml ]; then \
@@ -98,7 +109,7 @@ uninstall:
 	rm -f $(DESTDIR)$(BASHCOMPDIR)/foreman
 	rm -f $(DESTDIR)$(ZSHCOMPDIR)/_foreman
 	rm -f $(DESTDIR)$(FISHCOMPDIR)/foreman.fish
-	rm -f $(DESTDIR)$(MANDIR)/man1/foreman.1.gz
+	rm -f $(DESTDIR)$(MANDIR)/man1/foreman.1.gz $(DESTDIR)$(MANDIR)/man1/foreman-*.1.gz
 	rm -f $(DESTDIR)$(DOCDIR)/foreman.toml.example $(DESTDIR)$(DOCDIR)/foreman.toml.default $(DESTDIR)$(DOCDIR)/operations.md
 	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi

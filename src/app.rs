@@ -39,8 +39,103 @@ pub fn check_config(path: &Path) -> Result<u8, Failure> {
             "/proc cannot show the executor's processes, so Foreman cannot tell a dead task from a hidden one: {reason}"
         )));
     }
+    let notes = executor_fit(&config)?;
     print!("{}", config.effective_toml());
+    for note in notes {
+        eprintln!("foreman: note: {note}");
+    }
     Ok(OK)
+}
+
+/// `check-config`'s look at the executor itself: for kind = "sqlite" with
+/// a default query, the `tasks` table must have the columns that query
+/// reads or writes, or every sweep would fail (or, worse, the mark-failed
+/// update would) long after the check passed. Read-only: the database is
+/// never created or changed. A table that does not fit is an executor
+/// problem, not a syntax error of the file, so it fails like /proc
+/// blindness (exit 3). What cannot be checked here is said on stderr
+/// (stdout stays the effective configuration) and is no failure: an
+/// executor that has not created its database yet is a normal first
+/// install (the shipped configuration's placeholder is one).
+fn executor_fit(config: &Config) -> Result<Vec<String>, Failure> {
+    use crate::config::ExecutorKind;
+    use crate::review::facts::{needed_task_columns, task_columns, MARK_COLUMNS, SNAPSHOT_COLUMNS};
+    let e = &config.executor;
+    match (e.kind, &e.path) {
+        (ExecutorKind::Postgres, _) => Ok(vec![
+            "kind = \"postgres\": the tasks table is not read by check-config; the first sweep reads it, and a missing column is that sweep's snapshot_error (see also `foreman review --live`)".into(),
+        ]),
+        (ExecutorKind::Sqlite, Some(path)) => {
+            let needed = needed_task_columns(e);
+            if needed.is_empty() {
+                return Ok(Vec::new());
+            }
+            if !path.exists() {
+                return Ok(vec![format!(
+                    "the executor's database {} does not exist (yet): its tasks table was not checked; until it exists every sweep records a snapshot_error",
+                    path.display()
+                )]);
+            }
+            let found = task_columns(path, e.timeout).map_err(|why| {
+                Failure::Runtime(anyhow::anyhow!("the executor's database: {why}"))
+            })?;
+            if found.is_empty() {
+                return Err(Failure::Runtime(anyhow::anyhow!(
+                    "the executor's database {} has no tasks table, which the default queries read; create it (README, \"The executor contract\") or set [executor] snapshot_query and mark_failed_query for its schema",
+                    path.display()
+                )));
+            }
+            let missing: Vec<&str> = needed
+                .into_iter()
+                .filter(|c| !found.iter().any(|f| f.eq_ignore_ascii_case(c)))
+                .collect();
+            if missing.is_empty() {
+                return Ok(Vec::new());
+            }
+            let alter: Vec<String> = missing
+                .iter()
+                .map(|c| format!("ALTER TABLE tasks ADD COLUMN {c} {};", column_type(c)))
+                .collect();
+            let mut instead = Vec::new();
+            let snapshot: Vec<String> = missing
+                .iter()
+                .filter(|c| e.snapshot_query.is_none() && SNAPSHOT_COLUMNS.contains(c))
+                .map(|c| format!("NULL AS {c}"))
+                .collect();
+            if !snapshot.is_empty() {
+                instead.push(format!(
+                    "set [executor] snapshot_query to a query that selects {}",
+                    snapshot.join(", ")
+                ));
+            }
+            if missing
+                .iter()
+                .any(|c| e.mark_failed_query.is_none() && MARK_COLUMNS.contains(c))
+            {
+                instead.push("set [executor] mark_failed_query to an update of its schema".into());
+            }
+            Err(Failure::Runtime(anyhow::anyhow!(
+                "the executor's database {}: its tasks table has no column {}, which the default queries need; add {} ({}) or {}",
+                path.display(),
+                missing.join(", "),
+                if missing.len() == 1 { "it" } else { "them" },
+                alter.join(" "),
+                instead.join(" and ")
+            )))
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// The contract's type of a column (executor::sqlite::SCHEMA), for the
+/// ALTER TABLE a missing one needs. `attempt` is NOT NULL there, which
+/// ALTER TABLE allows only with a default.
+fn column_type(column: &str) -> &'static str {
+    match column {
+        "pid" => "INTEGER",
+        "attempt" => "INTEGER NOT NULL DEFAULT 1",
+        _ => "TEXT",
+    }
 }
 
 /// `sweep` and `scan-orphans`.
@@ -531,15 +626,28 @@ pub fn completions(shell: clap_complete::Shell) -> u8 {
 }
 
 /// `foreman man`: foreman(1) in roff on stdout.
-pub fn man() -> Result<u8, Failure> {
+/// `man`: foreman(1) on stdout; with a subcommand its foreman-<sub>(1);
+/// with --dir every page written there (the Makefile's assets).
+pub fn man(args: &crate::cli::ManArgs) -> Result<u8, Failure> {
+    use crate::manpages;
     use anyhow::Context;
-    use clap::CommandFactory;
-    let page = clap_mangen::Man::new(crate::cli::Cli::command());
-    let mut out = Vec::new();
-    page.render(&mut out).context("rendering the man page")?;
     use std::io::Write;
+    if let Some(dir) = &args.dir {
+        for path in manpages::write_all(dir)? {
+            println!("{}", path.display());
+        }
+        return Ok(OK);
+    }
+    let page = match &args.subcommand {
+        None => manpages::main()?,
+        Some(name) => manpages::for_subcommand(name)?.ok_or_else(|| {
+            Failure::Usage(format!(
+                "no subcommand {name:?}: `foreman --help` lists them"
+            ))
+        })?,
+    };
     std::io::stdout()
-        .write_all(&out)
+        .write_all(&page.roff)
         .context("writing the man page")?;
     Ok(OK)
 }

@@ -63,13 +63,24 @@ pub enum Command {
     Demo,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions(CompletionsArgs),
-    /// Print the man page (roff) to stdout
-    Man,
+    /// Print the man page (roff) to stdout: foreman(1), or with SUBCOMMAND
+    /// foreman-SUBCOMMAND(1); with --dir, write every page there
+    Man(ManArgs),
 }
 
 #[derive(Debug, clap::Args)]
 pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ManArgs {
+    /// The subcommand whose page to print (e.g. sweep for foreman-sweep(1))
+    #[arg(value_name = "SUBCOMMAND", conflicts_with = "dir")]
+    pub subcommand: Option<String>,
+    /// Write foreman.1 and foreman-SUBCOMMAND.1 for every subcommand into DIR
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -24,6 +24,7 @@ pub mod http;
 pub mod judge;
 pub mod lock;
 pub mod logging;
+pub mod manpages;
 pub mod metrics;
 pub mod model;
 pub mod monitor;

@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         Command::Review(a) => app::review(&path, explicit, a),
         Command::Demo => foreman::demo::run(),
         Command::Completions(a) => Ok(app::completions(a.shell)),
-        Command::Man => app::man(),
+        Command::Man(a) => app::man(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -11,7 +11,7 @@
 //! signal 0.
 
 use crate::activity::ActivityLog;
-use crate::config::{Config, ExecutorKind, SinkTarget};
+use crate::config::{Config, ExecutorConfig, ExecutorKind, SinkTarget};
 use crate::executor;
 use crate::model::{Mode, OnHung, Row, Signal};
 use crate::probe::{boot_facts, BlindnessOptions, BootFacts, Clocks, ProcView};
@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Columns of `tasks` the default snapshot query reads.
-pub(super) const SNAPSHOT_COLUMNS: &[&str] = &[
+pub const SNAPSHOT_COLUMNS: &[&str] = &[
     "id",
     "plan_id",
     "droid_type",
@@ -40,7 +40,7 @@ pub(super) const SNAPSHOT_COLUMNS: &[&str] = &[
 ];
 
 /// Columns of `tasks` the default mark-failed query reads or writes.
-const MARK_COLUMNS: &[&str] = &["id", "state", "pid", "attempt", "finished_at", "error"];
+pub const MARK_COLUMNS: &[&str] = &["id", "state", "pid", "attempt", "finished_at", "error"];
 
 /// The snapshot may take the executor's timeout; this much more is given
 /// for the executor's own timeout to report first (its error says more).
@@ -437,17 +437,7 @@ fn gather_executor(config: &Config) -> (ExecutorFacts, Option<Running>) {
     let e = &config.executor;
     let columns = match (e.kind, &e.path) {
         (ExecutorKind::Sqlite, Some(path)) => {
-            let mut needed: Vec<&'static str> = Vec::new();
-            if e.snapshot_query.is_none() {
-                needed.extend(SNAPSHOT_COLUMNS);
-            }
-            if e.mark_failed_query.is_none() {
-                for c in MARK_COLUMNS {
-                    if !needed.contains(c) {
-                        needed.push(c);
-                    }
-                }
-            }
+            let needed = needed_task_columns(e);
             (!needed.is_empty()).then(|| ColumnFacts {
                 needed,
                 found: task_columns(path, e.timeout),
@@ -512,8 +502,27 @@ fn gather_executor(config: &Config) -> (ExecutorFacts, Option<Running>) {
     )
 }
 
-/// The columns of `tasks`, read-only (never creates the file).
-fn task_columns(path: &Path, timeout: Duration) -> Result<Vec<String>, String> {
+/// The columns of `tasks` the default queries of a kind = "sqlite"
+/// executor read or write: none of a query the configuration replaces
+/// (its columns are its own business). Shared with `check-config`.
+pub fn needed_task_columns(e: &ExecutorConfig) -> Vec<&'static str> {
+    let mut needed: Vec<&'static str> = Vec::new();
+    if e.snapshot_query.is_none() {
+        needed.extend(SNAPSHOT_COLUMNS);
+    }
+    if e.mark_failed_query.is_none() {
+        for c in MARK_COLUMNS {
+            if !needed.contains(c) {
+                needed.push(c);
+            }
+        }
+    }
+    needed
+}
+
+/// The columns of `tasks`, read-only (never creates the file); none when
+/// there is no such table.
+pub fn task_columns(path: &Path, timeout: Duration) -> Result<Vec<String>, String> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,

@@ -18,6 +18,7 @@ mod linux;
 mod listener;
 mod load;
 mod log;
+mod manpages;
 mod monitor;
 mod pg;
 mod plans_cap;
