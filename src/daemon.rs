@@ -407,7 +407,7 @@ async fn main_loop(
                     }
                     Work::Deliver => None,
                 };
-                let due = deliver_alerts(&cfg, &st.log);
+                let due = deliver_alerts(&cfg, &st.log, &mon.metrics);
                 let fed = feed(&st.log, &mon);
                 (st, report, due, fed)
             });
@@ -538,7 +538,7 @@ async fn main_loop(
                         let now = Utc::now();
                         wellbeing_slots.reschedule(Some(new.wellbeing.schedule.clone()), now);
                         review_slots.reschedule(new.review.schedule.clone(), now);
-                        monitor.metrics.set_interval(new.interval);
+                        monitor.metrics.on_reload(Some(&new));
                         match live.write() {
                             Ok(mut l) => *l = new.clone(),
                             Err(poisoned) => *poisoned.into_inner() = new.clone(),
@@ -548,6 +548,7 @@ async fn main_loop(
                         notifier.ready("configuration reloaded");
                     }
                     Err(e) => {
+                        monitor.metrics.on_reload(None);
                         error!(error = %e, "SIGHUP: the configuration was not reloaded; the one in force stays");
                         notifier.ready(&format!("reload failed, previous configuration in force: {e}"));
                     }
@@ -908,9 +909,13 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// One round of the outbox; when the next queued alert is due.
-fn deliver_alerts(config: &Config, log: &ActivityLog) -> Option<Instant> {
+fn deliver_alerts(config: &Config, log: &ActivityLog, metrics: &Metrics) -> Option<Instant> {
     if !config.alerts.is_empty() || !config.wellbeing.sinks.is_empty() {
-        match outbox::deliver_due(config, log, outbox::budget(config)) {
+        let round = outbox::deliver_due(config, log, outbox::budget(config));
+        if let Ok(r) = &round {
+            metrics.on_delivery_round(r);
+        }
+        match round {
             Ok(round) if round != outbox::Round::default() => info!(
                 delivered = round.delivered,
                 failed = round.failed,

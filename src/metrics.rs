@@ -15,7 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -125,6 +125,16 @@ pub struct Metrics {
     deferral: FloatGauge,
     max_deferral: FloatGauge,
     proc_blind: Gauge,
+    snapshot_error_for: FloatGauge,
+    deliveries: Family<Labels, Counter>,
+    deferrals: Family<Labels, Counter>,
+    reloads: Family<Labels, Counter>,
+    config_info: Family<Labels, Gauge>,
+    config_loaded: FloatGauge,
+    wellbeing_last: Family<Labels, FloatGauge>,
+    wellbeing_issues: Family<Labels, Gauge>,
+    review_last: Family<Labels, FloatGauge>,
+    review_failed: Family<Labels, Gauge>,
     /// `[fleet]` only: whether this Foreman leads, and (from the leader
     /// only, so a fleet's dashboards sum one set) each host's gauges.
     fleet: Option<FleetGauges>,
@@ -272,6 +282,79 @@ impl Metrics {
             "1 when /proc cannot show the executor's processes (hidepid, another PID namespace), so no task can be judged gone, else 0",
             proc_blind.clone(),
         );
+        let snapshot_error_for = FloatGauge::default();
+        r.register(
+            "foreman_snapshot_error_seconds",
+            "How long the latest sweeps recorded in the activity log have ended in snapshot_error without a break, from the first of them; 0 when the latest read the executor",
+            snapshot_error_for.clone(),
+        );
+        let deliveries = Family::<Labels, Counter>::default();
+        r.register(
+            "foreman_alert_deliveries",
+            "Attempts this daemon made on the alert outbox, by sink and result: delivered, failed (retried after a backoff) or expired (given up: older than the sink's max_age, or its sink gone for a day)",
+            deliveries.clone(),
+        );
+        // Every configured sink's series from the start, so a rule on
+        // `failed` sees a 0 before the first failure, not an absent series.
+        for sink in config.alerts.iter().chain(&config.wellbeing.sinks) {
+            for result in DELIVERY_RESULTS {
+                let _ = deliveries.get_or_create(&delivery_labels(&sink.name, result));
+            }
+        }
+        let deferrals = Family::<Labels, Counter>::default();
+        r.register(
+            "foreman_deferrals",
+            "Hung verdicts held back, by reason: foreman_starved and tree_starved count each verdict a sweep deferred (outcome deferred_starvation), at every sweep that deferred it; suspended and clock_step count each sweep that restarted hang clocks after a suspend or a wall-clock step",
+            deferrals.clone(),
+        );
+        for reason in DEFERRAL_REASONS {
+            let _ = deferrals.get_or_create(&vec![("reason", reason.to_string())]);
+        }
+        let reloads = Family::<Labels, Counter>::default();
+        r.register(
+            "foreman_config_reloads",
+            "SIGHUP reloads of foreman.toml, by result: ok, or failed (the configuration in force stays)",
+            reloads.clone(),
+        );
+        for result in ["ok", "failed"] {
+            let _ = reloads.get_or_create(&vec![("result", result.to_string())]);
+        }
+        let config_info = Family::<Labels, Gauge>::default();
+        r.register(
+            "foreman_config_info",
+            "The fingerprint (FNV-1a of foreman.toml's text) of the configuration in force; always 1",
+            config_info.clone(),
+        );
+        let config_loaded = FloatGauge::default();
+        r.register(
+            "foreman_config_loaded_timestamp_seconds",
+            "When the configuration in force was loaded, at start or by a reload (Unix time)",
+            config_loaded.clone(),
+        );
+        let wellbeing_last = Family::<Labels, FloatGauge>::default();
+        r.register(
+            "foreman_wellbeing_last_run_timestamp_seconds",
+            "When the latest wellbeing run recorded in the activity log finished, whoever ran it (Unix time); absent before the first",
+            wellbeing_last.clone(),
+        );
+        let wellbeing_issues = Family::<Labels, Gauge>::default();
+        r.register(
+            "foreman_wellbeing_last_issues",
+            "Issues the latest wellbeing run recorded in the activity log found (0: healthy); absent before the first",
+            wellbeing_issues.clone(),
+        );
+        let review_last = Family::<Labels, FloatGauge>::default();
+        r.register(
+            "foreman_review_last_run_timestamp_seconds",
+            "When the latest review recorded in the activity log finished, whoever ran it (Unix time); absent before the first",
+            review_last.clone(),
+        );
+        let review_failed = Family::<Labels, Gauge>::default();
+        r.register(
+            "foreman_review_last_failed_checks",
+            "Checks that failed in the latest review recorded in the activity log (0: passed); absent before the first",
+            review_failed.clone(),
+        );
         let alerts_pending = (!config.alerts.is_empty() || !config.wellbeing.sinks.is_empty())
             .then(|| {
                 let g = Gauge::default();
@@ -312,7 +395,7 @@ impl Metrics {
             );
             g
         });
-        Metrics {
+        let m = Metrics {
             fleet,
             registry: r,
             events,
@@ -336,7 +419,62 @@ impl Metrics {
             deferral,
             max_deferral,
             proc_blind,
+            snapshot_error_for,
+            deliveries,
+            deferrals,
+            reloads,
+            config_info,
+            config_loaded,
+            wellbeing_last,
+            wellbeing_issues,
+            review_last,
+            review_failed,
             scrape: Mutex::new(()),
+        };
+        m.set_config(config);
+        m
+    }
+
+    /// The configuration in force: its fingerprint, and now as its load
+    /// time (at start, or a reload that took).
+    fn set_config(&self, config: &Config) {
+        self.config_info.clear();
+        self.config_info
+            .get_or_create(&vec![("fingerprint", config.fingerprint.clone())])
+            .set(1);
+        self.config_loaded
+            .set(Utc::now().timestamp_millis() as f64 / 1000.0);
+    }
+
+    /// A SIGHUP reload: `Some(new)` when it took, `None` when it failed (the
+    /// configuration in force, and so its info, stays).
+    pub fn on_reload(&self, new: Option<&Config>) {
+        let result = if new.is_some() { "ok" } else { "failed" };
+        self.reloads
+            .get_or_create(&vec![("result", result.to_string())])
+            .inc();
+        if let Some(c) = new {
+            self.set_config(c);
+            self.set_interval(c.interval);
+            self.set_max_deferral(c.defaults.max_deferral());
+        }
+    }
+
+    /// One round of the outbox: each attempt that ended delivered, failed
+    /// or expired, by its sink. (Cancelled rows had nothing to deliver and
+    /// held ones were not tried.)
+    pub fn on_delivery_round(&self, round: &crate::outbox::Round) {
+        use crate::outbox::Attempt;
+        for (sink, attempt) in &round.attempts {
+            let result = match attempt {
+                Attempt::Delivered => "delivered",
+                Attempt::Failed => "failed",
+                Attempt::Expired => "expired",
+                Attempt::Cancelled | Attempt::Held => continue,
+            };
+            self.deliveries
+                .get_or_create(&delivery_labels(sink, result))
+                .inc();
         }
     }
 
@@ -416,6 +554,11 @@ impl Metrics {
         if let Some(m) = &r.monitor {
             self.stalls.inc_by(m.newly_stalled as u64);
         }
+        for reason in deferral_reasons(r) {
+            self.deferrals
+                .get_or_create(&vec![("reason", reason.to_string())])
+                .inc();
+        }
     }
 
     /// The OpenMetrics exposition: the gauges read from `conn` now, then
@@ -487,6 +630,9 @@ impl Metrics {
         let health = crate::activity::sweep_health(conn)?;
         let errored = health.as_ref().is_some_and(|h| h.error.is_some());
         self.snapshot_error.set(i64::from(errored));
+        self.snapshot_error_for
+            .set(snapshot_error_for(conn, now)?.as_secs_f64());
+        self.read_runs(conn)?;
         let deferral = health.and_then(|h| h.deferral);
         self.hung_deferred
             .set(deferral.as_ref().map_or(0, |d| d.hung_deferred as i64));
@@ -510,6 +656,114 @@ impl Metrics {
         encode(&mut out, &self.registry).context("encoding the metrics")?;
         Ok(without_empty_braces(&out))
     }
+
+    /// The latest wellbeing run and review in the activity log: whoever ran
+    /// them (this daemon's schedule, `foreman wellbeing`, `foreman review`),
+    /// they are what an operator wants to see. Absent before the first.
+    fn read_runs(&self, conn: &Connection) -> Result<()> {
+        let wellbeing: Option<(String, i64)> = conn
+            .query_row(
+                "SELECT finished_at, issues FROM wellbeing_runs ORDER BY finished_at DESC, rowid DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .context("reading the latest wellbeing run")?;
+        self.wellbeing_last.clear();
+        self.wellbeing_issues.clear();
+        if let Some((at, issues)) = wellbeing {
+            self.wellbeing_last
+                .get_or_create(&vec![])
+                .set(unix(crate::activity::parse_ts(&at)?));
+            self.wellbeing_issues.get_or_create(&vec![]).set(issues);
+        }
+        let review: Option<(String, i64)> = conn
+            .query_row(
+                "SELECT finished_at, failed FROM review_runs ORDER BY finished_at DESC, rowid DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .context("reading the latest review")?;
+        self.review_last.clear();
+        self.review_failed.clear();
+        if let Some((at, failed)) = review {
+            self.review_last
+                .get_or_create(&vec![])
+                .set(unix(crate::activity::parse_ts(&at)?));
+            self.review_failed.get_or_create(&vec![]).set(failed);
+        }
+        Ok(())
+    }
+}
+
+/// The results `foreman_alert_deliveries_total` counts.
+const DELIVERY_RESULTS: [&str; 3] = ["delivered", "failed", "expired"];
+
+/// The reasons `foreman_deferrals_total` counts: a fixed set, so the
+/// family's cardinality never grows with what the sweeps say.
+pub const DEFERRAL_REASONS: [&str; 4] =
+    ["foreman_starved", "tree_starved", "suspended", "clock_step"];
+
+fn delivery_labels(sink: &str, result: &str) -> Labels {
+    vec![("sink", sink.to_string()), ("result", result.to_string())]
+}
+
+fn unix(t: DateTime<Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
+}
+
+/// Why a sweep held hung verdicts back, one reason per deferred verdict
+/// and one per clock guard. The sweep states these as text only (the
+/// record's `deferral`, each finding's detail), so they are recognised by
+/// the fixed wording of `sweep::guards` and `decide`: Foreman's own
+/// starvation there is "this sweep started … late" or "Foreman waited …";
+/// decide prefers it to the tree's, so a verdict deferred in a sweep where
+/// Foreman was starved is Foreman's, any other the tree's.
+pub fn deferral_reasons(r: &SweepReport) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let said = r.deferral.as_deref().unwrap_or("");
+    if said.starts_with("host was suspended") {
+        out.push("suspended");
+    } else if said.starts_with("wall clock stepped") {
+        out.push("clock_step");
+    }
+    for f in &r.findings {
+        if f.outcome != crate::model::Outcome::DeferredStarvation {
+            continue;
+        }
+        let detail = f.detail.as_deref().unwrap_or("");
+        let why = detail.strip_prefix("hung verdict deferred: ").unwrap_or("");
+        let foreman = why.starts_with("this sweep started ") || why.starts_with("Foreman waited ");
+        out.push(if foreman {
+            "foreman_starved"
+        } else {
+            "tree_starved"
+        });
+    }
+    out
+}
+
+/// How long the latest sweeps (not event or fleet sweeps, as
+/// `foreman_last_sweep_snapshot_error`) have failed to read the executor
+/// without a break: from the first of that run of failures to now. A rule
+/// can then compare it with the interval, which a `for:` cannot.
+fn snapshot_error_for(conn: &Connection, now: DateTime<Utc>) -> Result<std::time::Duration> {
+    let since: Option<String> = conn
+        .query_row(
+            "SELECT MIN(started_at) FROM sweeps
+             WHERE kind NOT IN ('event', 'fleet') AND error IS NOT NULL
+               AND id > COALESCE((SELECT MAX(id) FROM sweeps
+                                  WHERE kind NOT IN ('event', 'fleet') AND error IS NULL), 0)",
+            [],
+            |r| r.get(0),
+        )
+        .context("reading when the snapshot errors began")?;
+    let Some(since) = since else {
+        return Ok(std::time::Duration::ZERO);
+    };
+    let since = crate::activity::parse_ts(&since)?;
+    Ok((now - since).to_std().unwrap_or_default())
 }
 
 /// `name{} 1.5` → `name 1.5`: a family with an empty label set (the last
@@ -597,6 +851,79 @@ mod tests {
                 want,
                 "{outcome:?} first_seen={first}"
             );
+        }
+    }
+
+    /// The reasons come from the sweep's wording (`sweep::guards`, `decide`):
+    /// a guard's clock deferral once per sweep, and each deferred verdict as
+    /// Foreman's or its tree's starvation; other findings count nothing.
+    #[test]
+    fn deferral_reasons_follow_what_the_sweep_says() {
+        use crate::model::{Action, Kind, Mode, Outcome, SweepKind};
+        use crate::sweep::FindingReport;
+        let finding = |outcome, detail: &str| FindingReport {
+            id: Some(1),
+            task_id: "t".into(),
+            attempt: 1,
+            droid_type: None,
+            plan_id: None,
+            pid: Some(10),
+            kind: Kind::Hung,
+            evidence: serde_json::json!({}),
+            action: Action::Deferred,
+            outcome,
+            detail: Some(detail.into()),
+            first_seen: false,
+        };
+        let report = |deferral: Option<&str>, findings| SweepReport {
+            sweep_id: Some(1),
+            kind: SweepKind::Scheduled,
+            dry_run: false,
+            mode: Mode::Enforce,
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+            tasks_seen: 0,
+            tasks_checked: 0,
+            snapshot_error: None,
+            deferral: deferral.map(str::to_string),
+            findings,
+            monitor: None,
+        };
+        let late = "hung verdict deferred: this sweep started 40s late (more than half the interval); overdue 1m of at most 3h (max_deferral)";
+        let cpu = "hung verdict deferred: Foreman waited 2s for a CPU during this sweep; overdue 0s of at most 3h (max_deferral)";
+        let tree = "hung verdict deferred: 2 of its 3 processes are runnable (R) but got no CPU since the last sweep; overdue 0s of at most 3h (max_deferral)";
+        let table: [(Option<&str>, Vec<FindingReport>, Vec<&str>); 5] = [
+            (None, vec![], vec![]),
+            (
+                Some("host was suspended for 600s since the last sweep"),
+                vec![],
+                vec!["suspended"],
+            ),
+            (
+                Some("wall clock stepped by -30s since the last sweep; 1 hung verdicts deferred (1 of them because the task's own processes were runnable without CPU)"),
+                vec![finding(Outcome::DeferredStarvation, tree)],
+                vec!["clock_step", "tree_starved"],
+            ),
+            (
+                Some("this sweep started 40s late (more than half the interval); 2 hung verdicts deferred (0 of them because the task's own processes were runnable without CPU)"),
+                vec![
+                    finding(Outcome::DeferredStarvation, late),
+                    finding(Outcome::DeferredStarvation, cpu),
+                ],
+                vec!["foreman_starved", "foreman_starved"],
+            ),
+            // Exit grace is a deferral too, but not of a hung verdict.
+            (
+                None,
+                vec![finding(Outcome::Pending, "exit grace: first seen gone at …")],
+                vec![],
+            ),
+        ];
+        for (deferral, findings, want) in table {
+            let r = report(deferral, findings);
+            let got = deferral_reasons(&r);
+            assert_eq!(got, want, "{deferral:?}");
+            assert!(got.iter().all(|g| DEFERRAL_REASONS.contains(g)));
         }
     }
 

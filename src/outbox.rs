@@ -33,6 +33,10 @@ pub struct Round {
     /// Due alerts left for the next round (budget spent, or their sink
     /// failed in this one).
     pub left: usize,
+    /// Each attempt that was made or ended a row, by sink, for the metrics
+    /// (`foreman_alert_deliveries_total`): the counts above say how many,
+    /// not where.
+    pub attempts: Vec<(String, Attempt)>,
 }
 
 /// How long a round may start new deliveries: a quarter of the interval,
@@ -92,7 +96,11 @@ pub fn deliver_due(config: &Config, log: &ActivityLog, budget: Duration) -> Resu
                 continue;
             }
             let sink = alert.sink.clone();
-            match attempt(config, log, &alert)? {
+            let tried = attempt(config, log, &alert)?;
+            if tried != Attempt::Held {
+                round.attempts.push((sink.clone(), tried));
+            }
+            match tried {
                 Attempt::Delivered => round.delivered += 1,
                 Attempt::Failed => {
                     failed_sinks.insert(sink);

@@ -889,9 +889,54 @@ fn exposition_is_complete(r: &Resp, content_type: &str) {
         "foreman_last_sweep_timestamp_seconds",
         "foreman_build_info",
         "foreman_alerts_pending",
+        "foreman_alert_deliveries_total",
+        "foreman_deferrals_total",
+        "foreman_config_reloads_total",
+        "foreman_config_info",
+        "foreman_config_loaded_timestamp_seconds",
+        "foreman_snapshot_error_seconds",
     ] {
         assert!(x.has(name), "no {name} in:\n{}", r.body);
     }
+    // Fixed label sets, there from the start: a rule's increase() sees the
+    // first event, and the families never grow with what happens.
+    for reason in ["foreman_starved", "tree_starved", "suspended", "clock_step"] {
+        assert_eq!(
+            x.value("foreman_deferrals_total", &[("reason", reason)]),
+            Some(0.0),
+            "{reason}:\n{}",
+            r.body
+        );
+    }
+    assert_eq!(
+        x.samples
+            .iter()
+            .filter(|(n, _, _)| n == "foreman_deferrals_total")
+            .count(),
+        4,
+        "{}",
+        r.body
+    );
+    for result in ["ok", "failed"] {
+        assert_eq!(
+            x.value("foreman_config_reloads_total", &[("result", result)]),
+            Some(0.0),
+            "{result}"
+        );
+    }
+    for result in ["delivered", "failed", "expired"] {
+        assert!(
+            x.value(
+                "foreman_alert_deliveries_total",
+                &[("sink", "pager"), ("result", result)]
+            )
+            .is_some(),
+            "{result}:\n{}",
+            r.body
+        );
+    }
+    // The executor reads fine: no run of snapshot errors.
+    assert_eq!(x.value("foreman_snapshot_error_seconds", &[]), Some(0.0));
     // A family with no labels is written without empty braces.
     assert!(
         r.body.contains("\nforeman_last_sweep_timestamp_seconds ") && !r.body.contains("{} "),
@@ -1570,4 +1615,234 @@ fn a_taken_port_stops_the_daemon_only_when_listen_is_explicit() {
     let out = daemon.finish(PATIENCE);
     assert_eq!(out.code, Some(0), "{out:#?}");
     drop(default);
+}
+
+// ------------------------------------------------- reloads, deliveries, runs
+
+/// The single `foreman_config_info` sample: (fingerprint, value).
+fn config_info(x: &Exposition) -> (String, f64) {
+    let infos: Vec<_> = x
+        .samples
+        .iter()
+        .filter(|(n, _, _)| n == "foreman_config_info")
+        .collect();
+    assert_eq!(infos.len(), 1, "one configuration in force: {infos:?}");
+    let (_, labels, v) = infos[0];
+    (labels["fingerprint"].clone(), *v)
+}
+
+fn reloads(x: &Exposition, result: &str) -> Option<f64> {
+    x.value("foreman_config_reloads_total", &[("result", result)])
+}
+
+/// SIGHUP with a changed, valid foreman.toml counts `result="ok"` and puts
+/// the new file's fingerprint (FNV-1a of its text, computed here) and load
+/// time in force; a broken file counts `result="failed"` and leaves both
+/// as they were.
+#[test]
+fn a_sighup_reload_is_counted_by_result_and_the_config_info_follows_it() {
+    let _g = crate::spawning();
+    let w = World::new();
+    let first = config(&w, LOOPBACK, "");
+    executor(&w);
+    let d = Daemon::start(&w, &[]);
+    let x = Exposition::parse(&d.metrics());
+    assert_eq!(reloads(&x, "ok"), Some(0.0));
+    assert_eq!(reloads(&x, "failed"), Some(0.0));
+    assert_eq!(
+        config_info(&x),
+        (foreman::config::fnv1a(first.as_bytes()), 1.0)
+    );
+    let loaded = x
+        .value("foreman_config_loaded_timestamp_seconds", &[])
+        .expect("foreman_config_loaded_timestamp_seconds");
+    let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+    assert!(
+        (now - 60.0..=now).contains(&loaded),
+        "loaded at {loaded}, now {now}"
+    );
+
+    // A valid change: counted ok, the new fingerprint and a later load.
+    std::thread::sleep(Duration::from_millis(20));
+    let second = config(&w, LOOPBACK, "# changed\n");
+    let want = foreman::config::fnv1a(second.as_bytes());
+    assert_ne!(want, foreman::config::fnv1a(first.as_bytes()));
+    d.proc.signal(libc::SIGHUP);
+    let x = wait_for("the reload is counted ok", PATIENCE, || {
+        let x = Exposition::parse(&d.metrics());
+        (reloads(&x, "ok") == Some(1.0)).then_some(x)
+    });
+    assert_eq!(reloads(&x, "failed"), Some(0.0));
+    assert_eq!(config_info(&x), (want.clone(), 1.0));
+    let reloaded = x
+        .value("foreman_config_loaded_timestamp_seconds", &[])
+        .expect("loaded timestamp");
+    assert!(reloaded > loaded, "{reloaded} after {loaded}");
+
+    // A broken file: counted failed, the configuration in force stays.
+    w.write("foreman.toml", "interval = [\n");
+    d.proc.signal(libc::SIGHUP);
+    let x = wait_for("the failed reload is counted", PATIENCE, || {
+        let x = Exposition::parse(&d.metrics());
+        (reloads(&x, "failed") == Some(1.0)).then_some(x)
+    });
+    assert_eq!(reloads(&x, "ok"), Some(1.0));
+    assert_eq!(config_info(&x), (want, 1.0));
+    assert_eq!(
+        x.value("foreman_config_loaded_timestamp_seconds", &[]),
+        Some(reloaded)
+    );
+    // Fixed again so the daemon stops on a readable file (it does anyway).
+    config(&w, LOOPBACK, "");
+    d.stop();
+}
+
+/// An alert to a webhook nobody listens on: each attempt counts as
+/// `failed` for that sink (as many as the outbox row's attempts), none as
+/// `delivered`, and past `max_age` the row counts once as `expired`.
+#[test]
+fn a_failing_webhook_counts_failed_then_expired_deliveries() {
+    let _g = crate::spawning();
+    let w = World::new();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let sink = format!(
+        "[[alerts]]\nname = \"down\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/alerts\"\n\
+         timeout = \"1s\"\nretry_base = \"100ms\"\nretry_cap = \"200ms\"\nmax_age = \"3s\"\n"
+    );
+    config(&w, LOOPBACK, &sink);
+    let db = executor(&w);
+    db.execute(
+        "INSERT INTO tasks (id, plan_id, droid_type, state, pid, started_at) VALUES ('dead-1', 'plan-a', 'worker', 'RUNNING', ?1, ?2)",
+        params![reaped_pid(), before_boot()],
+    )
+    .expect("dead task");
+    let d = Daemon::start(&w, &[]);
+    let deliveries = |x: &Exposition, result: &str| {
+        x.value(
+            "foreman_alert_deliveries_total",
+            &[("sink", "down"), ("result", result)],
+        )
+    };
+    let failed = wait_for("a failed delivery is counted", PATIENCE, || {
+        let x = Exposition::parse(&d.metrics());
+        deliveries(&x, "failed").filter(|n| *n >= 1.0)
+    });
+    assert!(failed >= 1.0);
+    // Expired once max_age passes; then nothing moves any more, and the
+    // counters agree with the row: every attempt it records failed.
+    let x = wait_for("the expiry is counted", PATIENCE, || {
+        let x = Exposition::parse(&d.metrics());
+        (deliveries(&x, "expired") == Some(1.0)).then_some(x)
+    });
+    assert_eq!(deliveries(&x, "delivered"), Some(0.0));
+    let attempts = w
+        .log_i64("SELECT SUM(attempts) FROM alerts WHERE sink = 'down' AND state = 'expired'")
+        .expect("the expired row");
+    assert_eq!(deliveries(&x, "failed"), Some(attempts as f64));
+    assert!(attempts >= 2, "retried with backoff: {attempts}");
+    d.stop();
+}
+
+/// The latest wellbeing run and review are read from the activity log at
+/// each scrape, so runs by the one-shot commands count too: absent before
+/// the first, then the run's own time and result.
+#[test]
+fn the_latest_wellbeing_run_and_review_are_read_from_the_log_whoever_ran_them() {
+    let _g = crate::spawning();
+    let w = World::new();
+    config(&w, LOOPBACK, "");
+    executor(&w);
+    let d = Daemon::start(&w, &[]);
+    let x = Exposition::parse(&d.metrics());
+    for name in [
+        "foreman_wellbeing_last_run_timestamp_seconds",
+        "foreman_wellbeing_last_issues",
+        "foreman_review_last_run_timestamp_seconds",
+        "foreman_review_last_failed_checks",
+    ] {
+        assert!(!x.has(name), "{name} before any run");
+    }
+
+    let out = run(&mut w.foreman(&["wellbeing", "--json"]));
+    assert!(out.code.is_some(), "{out:#?}");
+    let report: Value = serde_json::from_str(&out.stdout).expect("wellbeing --json");
+    let issues = report["issues"].as_f64().expect("issues");
+    let finished =
+        chrono::DateTime::parse_from_rfc3339(report["finished_at"].as_str().expect("finished_at"))
+            .expect("finished_at is RFC 3339");
+    // A scrape is cached briefly (until the next sweep): wait for one
+    // made after the run.
+    let x = wait_for("the wellbeing run in /metrics", PATIENCE, || {
+        let x = Exposition::parse(&d.metrics());
+        x.has("foreman_wellbeing_last_issues").then_some(x)
+    });
+    assert_eq!(x.value("foreman_wellbeing_last_issues", &[]), Some(issues));
+    let at = x
+        .value("foreman_wellbeing_last_run_timestamp_seconds", &[])
+        .expect("the run's time");
+    assert!(
+        (at - finished.timestamp_millis() as f64 / 1000.0).abs() < 0.002,
+        "{at} vs {finished}"
+    );
+
+    let out = run(&mut w.foreman(&["review", "--json", "--only", "pid-reuse-detected"]));
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    let x = wait_for("the review in /metrics", PATIENCE, || {
+        let x = Exposition::parse(&d.metrics());
+        x.has("foreman_review_last_failed_checks").then_some(x)
+    });
+    assert_eq!(x.value("foreman_review_last_failed_checks", &[]), Some(0.0));
+    let failed = w
+        .log_i64("SELECT failed FROM review_runs ORDER BY finished_at DESC LIMIT 1")
+        .expect("the review's row");
+    assert_eq!(failed, 0);
+    let at = x
+        .value("foreman_review_last_run_timestamp_seconds", &[])
+        .expect("the review's time");
+    let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+    assert!((now - 60.0..=now).contains(&at), "{at}, now {now}");
+    d.stop();
+}
+
+/// An executor Foreman cannot read (its tasks table gone): every sweep
+/// records snapshot_error, and `foreman_snapshot_error_seconds` grows from
+/// the first of them (what ForemanSnapshotError compares with 3 intervals);
+/// one sweep that reads it again sets it back to 0.
+#[test]
+fn snapshot_errors_in_a_row_are_timed_until_a_sweep_reads_the_executor() {
+    let _g = crate::spawning();
+    let w = World::new();
+    config(&w, LOOPBACK, "");
+    let db = executor(&w);
+    let d = Daemon::start(&w, &[]);
+    let gauge = |x: &Exposition| x.value("foreman_snapshot_error_seconds", &[]);
+    assert_eq!(gauge(&Exposition::parse(&d.metrics())), Some(0.0));
+
+    db.execute_batch("ALTER TABLE tasks RENAME TO tasks_away")
+        .expect("hide the tasks table");
+    let first = wait_for("a snapshot error is timed", PATIENCE, || {
+        let x = Exposition::parse(&d.metrics());
+        gauge(&x).filter(|s| *s > 0.0)
+    });
+    // Still failing, the time since the first failure only grows (at a
+    // 500ms interval, past 3 intervals within a few sweeps).
+    let later = wait_for("the run of snapshot errors grows", PATIENCE, || {
+        let x = Exposition::parse(&d.metrics());
+        gauge(&x).filter(|s| *s > first + 1.5)
+    });
+    assert!(later > first);
+    let x = Exposition::parse(&d.metrics());
+    assert_eq!(x.value("foreman_last_sweep_snapshot_error", &[]), Some(1.0));
+
+    db.execute_batch("ALTER TABLE tasks_away RENAME TO tasks")
+        .expect("restore the tasks table");
+    wait_until(
+        "a sweep that reads the executor resets it",
+        PATIENCE,
+        || gauge(&Exposition::parse(&d.metrics())) == Some(0.0),
+    );
+    d.stop();
 }
