@@ -54,7 +54,8 @@ pub enum NextStep {
 
 /// What recovery should do. Only when Foreman marked the task failed
 /// (outcome `marked_failed`) is there something for recovery to pick up: the
-/// process is gone (dead, zombie, pid_reused, orphan) → `recover`; it was hung →
+/// process is gone (dead, zombie, pid_reused, orphan) → `recover`; it was hung
+/// or timed out (it ran, so running it again as it was would do the same) →
 /// `replan`. Every other outcome (the task was not marked: pending, braked,
 /// unkillable, error, deferred_starvation, would_mark_failed, already_finished,
 /// reported, cleared, terminated) and every other kind (stray, unverifiable,
@@ -62,7 +63,7 @@ pub enum NextStep {
 pub fn next_step(kind: Kind, outcome: Outcome) -> NextStep {
     match outcome {
         Outcome::MarkedFailed if kind.is_gone() || kind == Kind::HostLost => NextStep::Recover,
-        Outcome::MarkedFailed if kind == Kind::Hung => NextStep::Replan,
+        Outcome::MarkedFailed if matches!(kind, Kind::Hung | Kind::TimedOut) => NextStep::Replan,
         _ => NextStep::Inspect,
     }
 }

@@ -346,6 +346,8 @@ struct RawPolicy {
     enabled: Option<bool>,
     #[serde(default, with = "humantime_serde::option")]
     max_deferral: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    max_runtime: Option<Duration>,
     /// `[defaults]` only: an error in a `[droid_types.NAME]` section.
     max_actions_per_window: Option<u32>,
 }
@@ -425,6 +427,11 @@ pub struct Policy {
     /// `[defaults]`; `None`: 3 × this policy's own `timeout`. Read it through
     /// [`Policy::max_deferral`].
     pub max_deferral: Option<Duration>,
+    /// `max_runtime` as written, in this section or inherited from
+    /// `[defaults]`; `None`: no limit. A task running longer than this
+    /// (from `started_at`, else its process's start) is `timed_out` even
+    /// while it progresses: a busy loop moves its CPU counter forever.
+    pub max_runtime: Option<Duration>,
     /// `[defaults] max_actions_per_window`: at most this many actions (marks
     /// and terminations, strays included) within any window of `[defaults]
     /// timeout`. `None`: 2 × the per-sweep limit. Always `None` on a droid
@@ -693,6 +700,12 @@ impl Config {
                     d(p.max_deferral())
                 )),
             }
+            match p.max_runtime {
+                Some(m) => out.push_str(&format!("max_runtime = {:?}\n", d(m))),
+                None => {
+                    out.push_str("# max_runtime: none (a task may run as long as it progresses)\n")
+                }
+            }
             out.push_str(&format!("mode = {:?}\n", mode_str(p.mode)));
             out.push_str(&format!(
                 "on_hung = {:?}\n",
@@ -914,6 +927,7 @@ mod max {
     pub const EXIT_GRACE: Duration = HOUR;
     pub const KILL_GRACE: Duration = HOUR;
     pub const MAX_DEFERRAL: Duration = Duration::from_secs(30 * 86_400);
+    pub const MAX_RUNTIME: Duration = Duration::from_secs(30 * 86_400);
     pub const TWIN_WINDOW: Duration = Duration::from_secs(30 * 86_400);
     pub const SINK_TIMEOUT: Duration = MINUTE;
     pub const RETRY_BASE: Duration = DAY;
@@ -1049,6 +1063,7 @@ fn resolve(
         kill_grace: Duration::from_secs(10),
         enabled: true,
         max_deferral: None,
+        max_runtime: None,
         max_actions_per_window: None,
     };
     let defaults = resolve_policy(raw.defaults, &builtin, "defaults", interval)?;
@@ -1892,6 +1907,7 @@ fn resolve_policy(
         kill_grace: raw.kill_grace.unwrap_or(parent.kill_grace),
         enabled: raw.enabled.unwrap_or(parent.enabled),
         max_deferral: raw.max_deferral.or(parent.max_deferral),
+        max_runtime: raw.max_runtime.or(parent.max_runtime),
         max_actions_per_window: if is_defaults {
             raw.max_actions_per_window
         } else {
@@ -1909,10 +1925,20 @@ fn resolve_policy(
         ("exit_grace", Some(p.exit_grace), max::EXIT_GRACE),
         ("kill_grace", Some(p.kill_grace), max::KILL_GRACE),
         ("max_deferral", p.max_deferral, max::MAX_DEFERRAL),
+        ("max_runtime", p.max_runtime, max::MAX_RUNTIME),
     ] {
         if let Some(d) = d {
             at_most(key(k), d, most)?;
         }
+    }
+    // Zero would time out every task at its first sweep; "no limit" is
+    // the key left out. Only what this section wrote is checked: an
+    // inherited value was checked in [defaults].
+    if raw.max_runtime == Some(Duration::ZERO) {
+        return Err((
+            key("max_runtime"),
+            "must be greater than 0 (e.g. \"12h\"); leave it out for no limit".into(),
+        ));
     }
     if p.timeout <= interval {
         return Err((

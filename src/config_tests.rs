@@ -63,6 +63,7 @@ fn assert_default_policy(p: &Policy, mode: Mode) {
     assert!(p.enabled, "enabled");
     assert_eq!(p.max_deferral, None, "max_deferral");
     assert_eq!(p.max_deferral(), 3 * p.timeout, "max_deferral()");
+    assert_eq!(p.max_runtime, None, "max_runtime");
     assert_eq!(p.max_actions_per_window, None, "max_actions_per_window");
 }
 
@@ -90,6 +91,7 @@ fn assert_same_policy(a: &Policy, b: &Policy, what: &str) {
     assert_eq!(a.kill_grace, b.kill_grace, "{what}.kill_grace");
     assert_eq!(a.enabled, b.enabled, "{what}.enabled");
     assert_eq!(a.max_deferral, b.max_deferral, "{what}.max_deferral");
+    assert_eq!(a.max_runtime, b.max_runtime, "{what}.max_runtime");
     assert_eq!(
         a.max_actions_per_window, b.max_actions_per_window,
         "{what}.max_actions_per_window"
@@ -373,6 +375,7 @@ fn shipped_reference_documents_every_key() {
                 "kill_grace",
                 "enabled",
                 "max_deferral",
+                "max_runtime",
             ],
         ),
         (
@@ -465,6 +468,7 @@ fn shipped_reference_documents_every_key() {
         ("defaults", "max_actions_per_sweep"),
         ("defaults", "max_actions_per_window"),
         ("defaults", "max_deferral"),
+        ("defaults", "max_runtime"),
         ("wellbeing", "max_median_runtime"),
     ] {
         assert!(
@@ -502,6 +506,7 @@ fn shipped_reference_examples_are_valid() {
             "max_actions_per_sweep",
             "max_actions_per_window",
             "max_deferral",
+            "max_runtime",
         ],
     );
     let c = parse_at(&sqlite, &path);
@@ -512,6 +517,8 @@ fn shipped_reference_examples_are_valid() {
     // An explicit [defaults] max_deferral is every droid type's, whatever
     // its own timeout.
     assert_eq!(c.policy("builder").max_deferral(), secs(90 * 60));
+    assert_eq!(c.defaults.max_runtime, Some(secs(12 * 3600)));
+    assert_eq!(c.policy("builder").max_runtime, Some(secs(12 * 3600)));
     assert_eq!(c.policy("builder").max_actions_per_window, None);
     let re = c.defaults.process_match.as_ref().expect("process_match");
     assert!(re.is_match("/usr/bin/python3 -m worker --queue high"));
@@ -765,6 +772,7 @@ fn effective_toml_round_trips() {
                     "max_actions_per_sweep",
                     "max_actions_per_window",
                     "max_deferral",
+                    "max_runtime",
                     "max_median_runtime",
                 ],
             ),
@@ -806,6 +814,7 @@ timeout = "4h"
 process_match = 'ffmpeg .*"\d+p"'
 progress = ["cpu"]
 max_deferral = "0s"
+max_runtime = "36h"
 
 [droid_types.scribe]
 mode = "enforce"
@@ -2714,6 +2723,20 @@ fn bounded_keys() -> Vec<Bounded> {
             |c| c.policy("x").max_deferral(),
         ),
         b(
+            "RawPolicy.max_runtime",
+            "{min}[defaults]\nmax_runtime = {v}\n",
+            "defaults.max_runtime",
+            30 * DAY,
+            |c| c.defaults.max_runtime.unwrap_or_default(),
+        ),
+        b(
+            "RawPolicy.max_runtime",
+            "{min}[droid_types.x]\nmax_runtime = {v}\n",
+            "droid_types.x.max_runtime",
+            30 * DAY,
+            |c| c.policy("x").max_runtime.unwrap_or_default(),
+        ),
+        b(
             "RawTwin.window",
             "{min}[twin]\nwindow = {v}\n",
             "twin.window",
@@ -3031,6 +3054,7 @@ fn max_deferral_is_three_timeouts_unless_set_and_inherits_like_every_policy_key(
     let huge = Policy {
         timeout: Duration::MAX,
         max_deferral: None,
+        max_runtime: None,
         ..c.defaults.clone()
     };
     assert_eq!(huge.max_deferral(), Duration::MAX);
@@ -3081,4 +3105,49 @@ fn max_cpu_pressure_is_still_accepted() {
     let effective = c.effective_toml();
     assert!(effective.contains("deprecated"), "{effective}");
     assert_eq!(parse(&effective).max_cpu_pressure, 75.0);
+}
+
+#[test]
+fn max_runtime_is_none_unless_set_inherits_and_must_be_positive() {
+    let c = parse(&format!(
+        "{MINIMAL}[defaults]\nmax_runtime = \"12h\"\n[droid_types.short]\nmax_runtime = \"90s\"\n[droid_types.long]\ntimeout = \"2h\"\n"
+    ));
+    assert_eq!(c.defaults.max_runtime, Some(secs(12 * 3600)));
+    assert_eq!(c.policy("short").max_runtime, Some(secs(90)));
+    // A type that does not set it inherits [defaults]', as does a type
+    // without a section.
+    assert_eq!(c.policy("long").max_runtime, Some(secs(12 * 3600)));
+    assert_eq!(c.policy("unconfigured").max_runtime, Some(secs(12 * 3600)));
+    // What check-config prints loads again to the same.
+    let again = parse(&c.effective_toml());
+    assert_eq!(again.policy("short").max_runtime, Some(secs(90)));
+    assert_eq!(again.policy("long").max_runtime, Some(secs(12 * 3600)));
+
+    // Left out: no limit, anywhere, and check-config says so.
+    let c = parse(&format!("{MINIMAL}[droid_types.x]\ntimeout = \"2h\"\n"));
+    assert_eq!(c.defaults.max_runtime, None);
+    assert_eq!(c.policy("x").max_runtime, None);
+    assert!(c.effective_toml().contains("# max_runtime: none"));
+
+    // Zero is refused where it is written, with the way to say "no limit".
+    for (doc, line, key) in [
+        (
+            format!("{MINIMAL}[defaults]\nmax_runtime = \"0s\"\n"),
+            5,
+            "defaults.max_runtime",
+        ),
+        (
+            format!("{MINIMAL}[droid_types.x]\nmax_runtime = \"0s\"\n"),
+            5,
+            "droid_types.x.max_runtime",
+        ),
+    ] {
+        assert_invalid(&doc, line, 1, key, "must be greater than 0");
+    }
+    // One second is the least, 30 days the most (the bounds table checks
+    // one second past it).
+    let c = parse(&format!("{MINIMAL}[defaults]\nmax_runtime = \"1s\"\n"));
+    assert_eq!(c.defaults.max_runtime, Some(secs(1)));
+    let c = parse(&format!("{MINIMAL}[defaults]\nmax_runtime = \"30days\"\n"));
+    assert_eq!(c.defaults.max_runtime, Some(secs(30 * 86_400)));
 }

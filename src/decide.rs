@@ -213,30 +213,12 @@ fn decide_one(c: &Case, facts: &SweepFacts) -> Decision {
                     fmt(max)
                 ));
             }
-            let pid_shared = c.task.pid.is_some_and(|p| facts.shared_pids.contains(&p));
-            let never = if j.unproven {
-                Some("no started_at or pid_start_ticks: nothing proves the process is the task's (it was already running when Foreman first saw the row)")
-            } else if j.pooled {
-                Some("process started before the task (a pooled worker)")
-            } else if pid_shared {
-                Some("another RUNNING task names the same pid")
-            } else {
-                None
-            };
-            let join = |a: Option<String>, b: Option<String>| match (a, b) {
-                (Some(a), Some(b)) => Some(format!("{a}; {b}")),
-                (a, b) => a.or(b),
-            };
-            match (c.policy.on_hung, never) {
-                (OnHung::MarkOnly, _) => d(Action::MarkFailed, Outcome::Pending, waited),
-                (OnHung::Terminate, Some(why)) => d(
-                    Action::MarkFailed,
-                    Outcome::Pending,
-                    join(Some(format!("{why}: marked only, never signalled")), waited),
-                ),
-                (OnHung::Terminate, None) => d(Action::TerminateAndMark, Outcome::Pending, waited),
-            }
+            terminate_or_mark(c, facts, waited)
         }
+        // Past max_runtime: wall-clock time, so starvation defers nothing
+        // (a starved task is not running any shorter); otherwise exactly
+        // the hung rules, on_hung included.
+        Kind::TimedOut => terminate_or_mark(c, facts, None),
         Kind::Dead | Kind::Zombie | Kind::PidReused | Kind::Orphan => {
             let grace = Duration::try_milliseconds(
                 c.policy.exit_grace.as_millis().min(i64::MAX as u128) as i64,
@@ -267,6 +249,41 @@ fn decide_one(c: &Case, facts: &SweepFacts) -> Decision {
         decision.outcome = Outcome::WouldMarkFailed;
     }
     decision
+}
+
+/// A live task to stop (hung or timed out): terminate its tree and mark it,
+/// unless `on_hung` says mark only, or the process may not be signalled
+/// (unproven identity, a pooled worker, a pid two tasks name): then marked
+/// only. `waited` says why a deferral ended, for the note.
+fn terminate_or_mark(c: &Case, facts: &SweepFacts, waited: Option<String>) -> Decision {
+    let j = c.judgement;
+    let d = |action, note| Decision {
+        action,
+        outcome: Outcome::Pending,
+        note,
+    };
+    let pid_shared = c.task.pid.is_some_and(|p| facts.shared_pids.contains(&p));
+    let never = if j.unproven {
+        Some("no started_at or pid_start_ticks: nothing proves the process is the task's (it was already running when Foreman first saw the row)")
+    } else if j.pooled {
+        Some("process started before the task (a pooled worker)")
+    } else if pid_shared {
+        Some("another RUNNING task names the same pid")
+    } else {
+        None
+    };
+    let join = |a: Option<String>, b: Option<String>| match (a, b) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    };
+    match (c.policy.on_hung, never) {
+        (OnHung::MarkOnly, _) => d(Action::MarkFailed, waited),
+        (OnHung::Terminate, Some(why)) => d(
+            Action::MarkFailed,
+            join(Some(format!("{why}: marked only, never signalled")), waited),
+        ),
+        (OnHung::Terminate, None) => d(Action::TerminateAndMark, waited),
+    }
 }
 
 #[cfg(test)]

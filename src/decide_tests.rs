@@ -40,6 +40,7 @@ fn policy() -> Policy {
         kill_grace: std::time::Duration::from_secs(10),
         enabled: true,
         max_deferral: None,
+        max_runtime: None,
         max_actions_per_window: None,
     }
 }
@@ -958,5 +959,100 @@ fn shadow_would_actions_never_brake_enforced_ones() {
             ..sweep()
         },
         expect,
+    }]);
+}
+
+#[test]
+fn timed_out_is_stopped_like_a_hung_task() {
+    let timed_out = || item(judgement(Kind::TimedOut));
+    let shared = |pids: Vec<i32>| SweepFacts {
+        shared_pids: pids,
+        ..sweep()
+    };
+    let unproven = || {
+        let mut it = timed_out();
+        it.judgement.unproven = true;
+        it
+    };
+    run(vec![
+        one(
+            "timed_out: terminate and mark",
+            timed_out(),
+            sweep(),
+            TERMINATE,
+        ),
+        one(
+            "timed_out: on_hung = mark_only",
+            timed_out().policy(mark_only()),
+            sweep(),
+            ACT,
+        ),
+        one(
+            "timed_out: pooled worker is marked only",
+            timed_out().pooled(),
+            sweep(),
+            (Action::MarkFailed, Outcome::Pending, Some("pooled")),
+        ),
+        one(
+            "timed_out: unproven identity is marked only",
+            unproven(),
+            sweep(),
+            (
+                Action::MarkFailed,
+                Outcome::Pending,
+                Some("never signalled"),
+            ),
+        ),
+        one(
+            "timed_out: pid named by another RUNNING task is marked only",
+            timed_out(),
+            shared(vec![5000]),
+            (Action::MarkFailed, Outcome::Pending, Some("same pid")),
+        ),
+        one(
+            "shadow: timed_out would be terminated and marked",
+            timed_out().policy(shadow()),
+            sweep(),
+            (Action::TerminateAndMark, Outcome::WouldMarkFailed, None),
+        ),
+        one(
+            "shadow: pooled timed_out would be marked",
+            timed_out().policy(shadow()).pooled(),
+            sweep(),
+            (Action::MarkFailed, Outcome::WouldMarkFailed, None),
+        ),
+        one(
+            "timed_out while starved: run time is wall time, not deferred",
+            timed_out(),
+            SweepFacts {
+                starved: Some("late tick".into()),
+                ..sweep()
+            },
+            TERMINATE,
+        ),
+        one(
+            "timed_out within exit grace: no grace, the process is alive",
+            timed_out().policy(Policy {
+                exit_grace: std::time::Duration::from_secs(3600),
+                ..policy()
+            }),
+            sweep(),
+            TERMINATE,
+        ),
+    ]);
+    // It counts against the brake like any action.
+    let over = limit(None, 20) + 1;
+    run(vec![DCase {
+        name: "timed_out: braked with the rest",
+        items: many(over, timed_out),
+        facts: sweep(),
+        expect: all(
+            over,
+            (
+                Action::TerminateAndMark,
+                Outcome::Braked,
+                Some("mass-action brake"),
+            ),
+        ),
     }]);
 }

@@ -312,6 +312,11 @@ pub fn text(e: &Explanation) -> String {
         ms(p.kill_grace_ms),
         word(&p.mode)
     );
+    let _ = writeln!(
+        w,
+        "  max_runtime {}",
+        p.max_runtime_ms.map_or("none".to_string(), ms)
+    );
     let same_config = if i.config_fingerprint == e.config_fingerprint_now {
         "the same as now"
     } else {

@@ -126,6 +126,10 @@ pub struct PolicyInputs {
     pub on_hung: OnHung,
     pub kill_grace_ms: u64,
     pub mode: Mode,
+    /// `max_runtime`, in ms; absent (no limit) in inputs kept before the
+    /// key existed, so old findings read and replay as they were judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_runtime_ms: Option<u64>,
 }
 
 impl PolicyInputs {
@@ -140,6 +144,7 @@ impl PolicyInputs {
             on_hung: p.on_hung,
             kill_grace_ms: ms(p.kill_grace),
             mode: p.mode,
+            max_runtime_ms: p.max_runtime.map(ms),
         }
     }
 
@@ -159,6 +164,7 @@ impl PolicyInputs {
             kill_grace: d(self.kill_grace_ms),
             enabled: true,
             max_deferral: None,
+            max_runtime: self.max_runtime_ms.map(d),
             max_actions_per_window: None,
         }
     }
@@ -639,11 +645,45 @@ pub fn judge(
         );
         return alive(Kind::Hung, ev, obs, starved);
     }
+    // Past max_runtime, progress or not. Hung wins when both hold: it is
+    // the narrower diagnosis (the task stopped, not merely ran long), its
+    // finding key is the one earlier sweeps may already have recorded for
+    // this attempt, and both are terminated and marked alike. (A hang
+    // deferred for starvation holds the timeout back with it, at most
+    // max_deferral.)
+    if let Some((start, ran)) = past_max_runtime(task, proc_started, policy, now) {
+        let limit = policy.max_runtime.unwrap_or_default();
+        ev.reason = format!(
+            "process {pid}: running for {} (since {}), past max_runtime of {}; last progress {} ago ({signal}){future_note}",
+            human(ran),
+            fmt_time(Some(start)),
+            humantime::format_duration(limit),
+            human(idle.max(Duration::zero()))
+        );
+        return alive(Kind::TimedOut, ev, obs, None);
+    }
     ev.reason = format!(
         "process {pid} alive; last progress {} ago ({signal}){future_note}",
         human(idle.max(Duration::zero()))
     );
     alive(Kind::Alive, ev, obs, None)
+}
+
+/// When the task started and how long it has run, if that is longer than
+/// the policy's `max_runtime`. The start is `started_at`, else the bound
+/// process's start. Checked arithmetic throughout: a start near the end
+/// of time never times out, and a start after `now` (a clock step within
+/// `future_tolerance`) has not run yet. Exactly at the limit is not past it.
+fn past_max_runtime(
+    task: &Task,
+    proc_started: DateTime<Utc>,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, Duration)> {
+    let limit = policy.max_runtime?;
+    let start = task.started_at.unwrap_or(proc_started);
+    let deadline = plus(start, ms(limit))?;
+    (now > deadline).then(|| (start, now.signed_duration_since(start)))
 }
 
 /// How young a heartbeat must be for a held task to need no `/proc` read:
@@ -688,6 +728,15 @@ pub fn fresh(task: &Task, policy: &Policy, facts: &Facts, interval: std::time::D
             ))
         })
         && now.signed_duration_since(beat) <= ms(lazy_window(policy, interval))
+        // A young heartbeat says nothing about run time: with max_runtime
+        // set, only a task whose started_at puts it within the limit skips
+        // the read (without started_at the limit runs from the process's
+        // start, which only /proc knows).
+        && policy.max_runtime.is_none_or(|m| {
+            task.started_at
+                .and_then(|s| plus(s, ms(m)))
+                .is_some_and(|deadline| now <= deadline)
+        })
 }
 
 fn fmt_time(t: Option<DateTime<Utc>>) -> String {

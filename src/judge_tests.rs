@@ -77,6 +77,7 @@ fn policy() -> Policy {
         kill_grace: std::time::Duration::from_secs(10),
         enabled: true,
         max_deferral: None,
+        max_runtime: None,
         max_actions_per_window: None,
     }
 }
@@ -1684,6 +1685,177 @@ fn fresh_skips_the_read_only_for_a_young_plausible_heartbeat() {
         ),
     ];
     for (name, task, policy, want) in cases {
+        assert_eq!(fresh(&task, &policy, &f, interval), want, "{name}");
+    }
+}
+
+// ---------------------------------------------------------------- max_runtime
+
+fn max_runtime(limit: Duration) -> Policy {
+    Policy {
+        max_runtime: Some(limit.to_std().expect("a positive limit")),
+        ..policy()
+    }
+}
+
+#[test]
+fn max_runtime_boundaries() {
+    // A busy loop: CPU moved since the last sweep, so it is never hung.
+    let busy_then = [leader_cpu(1000)];
+    let busy = || Some(found(vec![leader_cpu(1001)]));
+    let busy_prior = || prior(&busy_then, Some(now() - mins(2)), Some(now() - mins(2)));
+    let since = |at: DateTime<Utc>| task_with(|t| t.started_at = Some(at));
+    // The fixtures' task has run exactly an hour at `now()`.
+    let hour = mins(60);
+    run(vec![
+        case("alive: no max_runtime, a busy loop runs for ever")
+            .probe(busy())
+            .prior(busy_prior())
+            .expect(expect(Kind::Alive).last("cpu", now())),
+        case("alive: exactly at max_runtime from started_at")
+            .policy(max_runtime(hour))
+            .probe(busy())
+            .prior(busy_prior())
+            .expect(expect(Kind::Alive).last("cpu", now())),
+        case("timed_out: 1 ms past max_runtime from started_at")
+            .task(since(now() - hour - millis(1)))
+            .probe(Some(started_at(now() - hour - millis(10))))
+            .policy(max_runtime(hour))
+            .expect(
+                expect(Kind::TimedOut)
+                    .reason(&["past max_runtime of 1h", "running for 1h"])
+                    .check("never starved: wall time", |j| j.starved.is_none()),
+            ),
+        case("timed_out: a busy loop progressing, past max_runtime")
+            .policy(max_runtime(hour - millis(1)))
+            .probe(busy())
+            .prior(busy_prior())
+            .expect(
+                expect(Kind::TimedOut)
+                    .last("cpu", now())
+                    .check("progress is recorded, not hung", |j| {
+                        j.evidence.idle_ms == Some(0)
+                    }),
+            ),
+        case("alive: without started_at, exactly at max_runtime from the process's start")
+            .task(task_with(|t| t.started_at = None))
+            .policy(max_runtime(hour))
+            .expect(expect(Kind::Alive)),
+        case("timed_out: without started_at, one tick (10 ms) past max_runtime from the process's start; unproven")
+            .task(task_with(|t| t.started_at = None))
+            .policy(max_runtime(hour - millis(10)))
+            .expect(
+                expect(Kind::TimedOut).check("unproven: never signalled", |j| j.unproven),
+            ),
+        case("timed_out: the executor's start ticks prove it; measured from started_at")
+            .task(task_with(|t| t.pid_start_ticks = Some(ticks_at(t0()))))
+            .policy(max_runtime(hour - millis(1)))
+            .expect(expect(Kind::TimedOut).check("proven", |j| !j.unproven)),
+        case("hung wins over timed_out when both hold")
+            .task(task_with(|t| t.last_progress_at = Some(now() - mins(31))))
+            .policy(Policy {
+                max_runtime: Some(std::time::Duration::from_secs(60)),
+                ..heartbeat_only()
+            })
+            .expect(expect(Kind::Hung)),
+        case("dead wins: past max_runtime but exited")
+            .probe(Some(Probe::Gone))
+            .policy(max_runtime(mins(1)))
+            .expect(expect(Kind::Dead)),
+        case("zombie wins: past max_runtime but not reaped")
+            .probe(Some(running('Z')))
+            .policy(max_runtime(mins(1)))
+            .expect(expect(Kind::Zombie)),
+        case("pid_reused wins: past max_runtime but another process")
+            .task(task_with(|t| t.pid_start_ticks = Some(ticks_at(t0()) + 1)))
+            .policy(max_runtime(mins(1)))
+            .expect(expect(Kind::PidReused)),
+        case("stopped: unverifiable, not timed_out")
+            .probe(Some(running('T')))
+            .policy(max_runtime(mins(1)))
+            .expect(expect(Kind::Unverifiable)),
+        case("alive: started_at in the near future has not run yet (clock step)")
+            .task(since(now() + mins(1)))
+            .probe(Some(started_at(now() + mins(1))))
+            .policy(max_runtime(secs(1)))
+            .expect(expect(Kind::Alive)),
+        case("unverifiable: started_at past future_tolerance, whatever max_runtime says")
+            .task(since(now() + mins(6)))
+            .policy(max_runtime(secs(1)))
+            .expect(expect(Kind::Unverifiable).reason(&["ahead of now"])),
+        case("alive: a limit past the end of time never times out (checked arithmetic)")
+            .policy(Policy {
+                max_runtime: Some(std::time::Duration::MAX),
+                ..policy()
+            })
+            .expect(expect(Kind::Alive)),
+    ]);
+}
+
+#[test]
+fn max_runtime_is_kept_with_the_inputs_and_replayed() {
+    let p = max_runtime(mins(59));
+    let inputs = PolicyInputs::of(&p);
+    assert_eq!(inputs.max_runtime_ms, Some(59 * 60 * 1000));
+    assert_eq!(inputs.policy().max_runtime, p.max_runtime);
+    let json = serde_json::to_value(&inputs).expect("json");
+    assert_eq!(json["max_runtime_ms"], 59 * 60 * 1000);
+    // Inputs kept before the key existed read as no limit.
+    let mut old = json.clone();
+    old.as_object_mut()
+        .expect("object")
+        .remove("max_runtime_ms");
+    let old: PolicyInputs = serde_json::from_value(old).expect("old inputs read");
+    assert_eq!(old.max_runtime_ms, None);
+    assert_eq!(old.policy().max_runtime, None);
+    // No limit is not written at all.
+    let none = serde_json::to_value(PolicyInputs::of(&policy())).expect("json");
+    assert!(none.get("max_runtime_ms").is_none(), "{none}");
+
+    // The replay of a timed_out finding says timed_out again.
+    let b = boot();
+    let kept = Inputs {
+        task: task(),
+        probe: Some(running('S')),
+        prior: None,
+        policy: inputs,
+        now: now(),
+        boot: b.clone(),
+        host: HERE.into(),
+        sweep: SweepKind::Scheduled,
+        hang_floor: None,
+        future_tolerance_ms: None,
+        pid_max: None,
+        config_fingerprint: "f".into(),
+        verdict: Kind::TimedOut,
+        continues: None,
+    };
+    let back: Inputs =
+        serde_json::from_value(serde_json::to_value(&kept).expect("json")).expect("read back");
+    assert_eq!(back.replay().kind, Kind::TimedOut);
+}
+
+#[test]
+fn fresh_reads_a_task_that_may_be_past_max_runtime() {
+    let interval = std::time::Duration::from_secs(120);
+    let b = boot();
+    let f = facts(now(), &b, SweepKind::Scheduled);
+    for (name, task, policy, want) in [
+        ("no limit", task(), policy(), true),
+        ("exactly at the limit", task(), max_runtime(mins(60)), true),
+        (
+            "1 ms past the limit",
+            task(),
+            max_runtime(mins(60) - millis(1)),
+            false,
+        ),
+        (
+            "a limit but no started_at: only /proc knows the start",
+            task_with(|t| t.started_at = None),
+            max_runtime(Duration::days(1)),
+            false,
+        ),
+    ] {
         assert_eq!(fresh(&task, &policy, &f, interval), want, "{name}");
     }
 }

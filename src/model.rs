@@ -101,6 +101,10 @@ pub enum Kind {
     /// A process matching a droid type's `process_match` that belongs to no
     /// RUNNING task: a crashed worker nobody cleaned up.
     Stray,
+    /// Alive, but running longer than its type's `max_runtime` (from
+    /// `started_at`, else its process's start), progress or not: a busy
+    /// loop never hangs. Terminated and marked like a hung task.
+    TimedOut,
     /// A task of another host whose Foreman and every task have been
     /// silent for `[fleet] host_lost_after`: failed by the fleet's leader.
     HostLost,
@@ -118,6 +122,7 @@ impl Kind {
             Kind::Unverifiable => "unverifiable",
             Kind::Stray => "stray",
             Kind::HostLost => "host_lost",
+            Kind::TimedOut => "timed_out",
         }
     }
 

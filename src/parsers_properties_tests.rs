@@ -1245,6 +1245,10 @@ fn assert_bounds(c: &Config) {
         if let Some(d) = p.max_deferral {
             at_most(name, d, 30 * DAY);
         }
+        if let Some(d) = p.max_runtime {
+            positive("max_runtime", d);
+            at_most(name, d, 30 * DAY);
+        }
         assert!(!p.progress.is_empty());
         assert_ne!(p.max_actions_per_sweep, Some(0));
         assert_ne!(p.max_actions_per_window, Some(0));
@@ -1445,6 +1449,7 @@ fn tomlish() -> impl Strategy<Value = String> {
         "kill_grace",
         "enabled",
         "max_deferral",
+        "max_runtime",
         "max_actions_per_sweep",
         "max_actions_per_window",
         "name",

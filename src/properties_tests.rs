@@ -63,6 +63,7 @@ fn policy() -> impl Strategy<Value = Policy> {
         prop::option::of(any_duration()),
         any::<bool>(),
         any::<bool>(),
+        prop::option::of(any_duration()),
     )
         .prop_map(
             |(
@@ -74,6 +75,7 @@ fn policy() -> impl Strategy<Value = Policy> {
                 max_deferral,
                 shadow,
                 mark_only,
+                max_runtime,
             )| Policy {
                 timeout,
                 startup_grace,
@@ -92,6 +94,7 @@ fn policy() -> impl Strategy<Value = Policy> {
                 kill_grace: std::time::Duration::from_secs(1),
                 enabled: true,
                 max_deferral,
+                max_runtime,
                 max_actions_per_window: None,
             },
         )
@@ -378,6 +381,30 @@ fn check_judgement(
         let leader = probe.and_then(Probe::leader);
         prop_assert!(leader.is_some_and(|l| !matches!(l.state, 'T' | 't')));
     }
+    if j.kind == Kind::TimedOut {
+        // Only with a limit, only an alive process (never stopped, gone or
+        // a zombie: those verdicts win), only when not hung (hung wins),
+        // and only strictly past the limit from the start it names.
+        let limit = policy.max_runtime;
+        prop_assert!(limit.is_some(), "timed_out without max_runtime");
+        let leader = probe.and_then(Probe::leader);
+        prop_assert!(
+            leader.is_some_and(|l| !l.is_zombie() && !matches!(l.state, 'T' | 't' | 'X' | 'x')),
+            "timed_out without a live leader"
+        );
+        let idle = j.evidence.idle_ms.unwrap_or(0);
+        let timeout = j.evidence.timeout_ms.unwrap_or(0);
+        prop_assert!(idle <= timeout, "timed_out while hung (hung wins)");
+        let start = task.started_at.or(j.evidence.process_started_at);
+        let ran = start.map(|s| facts.now.signed_duration_since(s).num_milliseconds());
+        prop_assert!(
+            ran.zip(limit).is_some_and(|(ran, l)| ran > to_ms(l)),
+            "timed_out after running {ran:?} ms, within {limit:?}"
+        );
+        if task.started_at.is_none() && task.pid_start_ticks.is_none() {
+            prop_assert!(j.unproven);
+        }
+    }
     // A gone process's exit grace counts from when it was first seen gone
     // (a row without a pid has no process, and no grace).
     if j.kind.is_gone() {
@@ -417,6 +444,7 @@ fn judgement() -> impl Strategy<
             Kind::Zombie,
             Kind::PidReused,
             Kind::Hung,
+            Kind::TimedOut,
             Kind::Orphan,
             Kind::Unverifiable,
             Kind::Stray,
@@ -498,7 +526,7 @@ proptest! {
             let j = &judgements[i];
             let p = cases[i].policy;
             if d.action == Action::TerminateAndMark {
-                prop_assert_eq!(j.kind, Kind::Hung);
+                prop_assert!(matches!(j.kind, Kind::Hung | Kind::TimedOut), "{:?} signalled", j.kind);
                 prop_assert!(!j.unproven && !j.pooled, "signal without proven identity");
                 prop_assert!(tasks[i].pid.is_none_or(|pid| !shared.contains(&pid)), "signal to a shared pid");
                 prop_assert_eq!(p.on_hung, OnHung::Terminate);

@@ -40,7 +40,7 @@ pub fn parse_kind(text: &str) -> Result<Kind, String> {
         .ok()
         .filter(|k| *k != Kind::Alive)
         .ok_or_else(|| {
-            format!("--kind {text:?} is not a kind of finding; give dead, zombie, pid_reused, hung, orphan, unverifiable or stray")
+            format!("--kind {text:?} is not a kind of finding; give dead, zombie, pid_reused, hung, timed_out, orphan, unverifiable or stray")
         })
 }
 

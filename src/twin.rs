@@ -490,6 +490,20 @@ fn grade(twin: &mut Twin, executor_error: Option<&str>, warn_failures: u32) {
     if hung > 0 {
         raise(twin, State::Warning, format!("{hung} task(s) hung"));
     }
+    // Past max_runtime: the sweep will stop it as it stops a hung one, so
+    // it warns alike.
+    let timed_out = twin
+        .executing
+        .iter()
+        .filter(|e| e.verdict == Kind::TimedOut)
+        .count();
+    if timed_out > 0 {
+        raise(
+            twin,
+            State::Warning,
+            format!("{timed_out} task(s) past max_runtime"),
+        );
+    }
     let others = twin.crashed.iter().filter(|c| c.what != "task").count();
     if others > 0 {
         raise(
@@ -642,6 +656,7 @@ pub fn perfdata(t: &Twin) -> String {
         ("running", t.executing.len()),
         ("dead", crashed("task")),
         ("hung", verdict(Kind::Hung)),
+        ("timed_out", verdict(Kind::TimedOut)),
         ("unverifiable", verdict(Kind::Unverifiable)),
         ("failures", t.failures.count),
         ("zombies", crashed("zombie")),
@@ -1096,6 +1111,7 @@ mod tests {
             executing("a", Kind::Alive),
             executing("b", Kind::Hung),
             executing("c", Kind::Hung),
+            executing("d", Kind::TimedOut),
         ];
         t.crashed = vec![Crashed {
             what: "stray".into(),
@@ -1115,8 +1131,9 @@ mod tests {
             .map(|p| p.split_once('=').expect("label=value"))
             .collect();
         for (label, n) in [
-            ("running", "3"),
+            ("running", "4"),
             ("hung", "2"),
+            ("timed_out", "1"),
             ("dead", "0"),
             ("strays", "1"),
             ("crashed", "1"),

@@ -136,7 +136,9 @@ pub(super) fn resumed<'t>(
             finding: NewFinding {
                 task_id: i.task.id.clone(),
                 attempt: i.task.attempt,
-                kind: Kind::Hung,
+                // The interrupted finding's own kind (hung or timed_out),
+                // so this one settles it under the same key.
+                kind: i.continues.unwrap_or(i.verdict),
                 droid_type: Some(i.task.droid_type.clone()),
                 plan_id: i.task.plan_id.clone(),
                 pid: i.task.pid,

@@ -77,7 +77,7 @@ impl Earlier {
     }
 }
 
-/// Terminations a crash interrupted: a hung finding still pending whose
+/// Terminations a crash interrupted: a hung or timed_out finding still pending whose
 /// intent to signal was recorded, in this boot (after a reboot there is
 /// nothing left of the tree to finish). They are completed whatever the
 /// task or its process looks like now: Foreman had begun killing it.
@@ -87,10 +87,10 @@ fn interrupted(
     boot_id: &str,
 ) -> Result<Vec<(Interrupted, Inputs)>> {
     let mut interrupted: Vec<(Interrupted, Inputs)> = Vec::new();
-    for o in open
-        .iter()
-        .filter(|o| o.kind == Kind::Hung.as_str() && o.action == Action::TerminateAndMark)
-    {
+    for o in open.iter().filter(|o| {
+        (o.kind == Kind::Hung.as_str() || o.kind == Kind::TimedOut.as_str())
+            && o.action == Action::TerminateAndMark
+    }) {
         if !l.finding_intended(o.id)? {
             continue;
         }

@@ -565,7 +565,7 @@ fn droid_type(
                 found.len(),
                 limits.max_findings
             ),
-            format!("Run `foreman explain ID` for the findings below. Hung: fix {name}'s heartbeats or raise its timeout; dead or zombie: {name} crashes or its parent does not reap it; orphan: the executor lost track of its tasks."),
+            format!("Run `foreman explain ID` for the findings below. Hung: fix {name}'s heartbeats or raise its timeout; timed out: {name} runs past its max_runtime (a loop that never ends, or a limit too low); dead or zombie: {name} crashes or its parent does not reap it; orphan: the executor lost track of its tasks."),
         )
         .with(evidence)
     } else {

@@ -22,7 +22,7 @@ pub fn findings(conn: &Connection, since: DateTime<Utc>) -> Result<Vec<FindingFa
     let mut stmt = conn.prepare(
         "SELECT id, droid_type, kind, task_id, first_seen_at FROM findings
          WHERE last_seen_at >= ?1 AND first_seen_at >= ?1
-           AND kind IN ('dead', 'hung', 'zombie', 'pid_reused', 'orphan')
+           AND kind IN ('dead', 'hung', 'timed_out', 'zombie', 'pid_reused', 'orphan')
            -- Withdrawn: the task finished by itself, or recovered.
            AND outcome NOT IN ('already_finished', 'cleared')
          ORDER BY id",

@@ -834,3 +834,82 @@ fn each_action_logs_its_final_outcome_and_the_signals_sent() {
     assert_eq!(w.task_state("hung"), "FAILED");
     assert_eq!(w.task_state("dead"), "FAILED");
 }
+
+/// A busy loop progresses (its CPU moves every sweep), so only
+/// `max_runtime` stops it: terminated and marked like a hung task, while a
+/// healthy task of a type without a limit runs on. The finding reads back
+/// by `foreman log --kind timed_out`, and `explain` re-derives it.
+#[test]
+fn a_busy_loop_past_max_runtime_is_terminated_and_marked_timed_out() {
+    let mut w = World::with(Cfg {
+        tail:
+            "[droid_types.runaway]\nprogress = [\"cpu\"]\ntimeout = \"1h\"\nmax_runtime = \"2s\"\n",
+        ..Cfg::default()
+    });
+    let busy = w.spawn(&["sh", "-c", "while :; do :; done"]);
+    let busy_ticks = start_ticks(busy);
+    w.task("busy")
+        .droid("runaway")
+        .pid(busy.into())
+        .started(after_boot(10))
+        .heartbeat(now())
+        .insert();
+    let sleeper = w.spawn(&["sleep", "300"]);
+    wait_sleeping(sleeper, "sleep");
+    let sleeper_ticks = start_ticks(sleeper);
+    w.task("sleeper")
+        .droid("quiet")
+        .pid(sleeper.into())
+        .started(after_boot(10))
+        .heartbeat(now())
+        .insert();
+
+    let r = w.sweep(SCHEDULED);
+    let f = finding(&r, "busy");
+    assert_eq!(f.kind, Kind::TimedOut, "{f:#?}");
+    assert_eq!(f.action, Action::TerminateAndMark, "{f:#?}");
+    assert_eq!(f.outcome, Outcome::MarkedFailed, "{f:#?}");
+    assert!(reason(f).contains("past max_runtime of 2s"), "{f:#?}");
+    assert!(!alive(busy, busy_ticks), "the busy loop is gone");
+    assert!(w.exited(busy).is_some(), "the busy loop was terminated");
+    let sigs = w.signals(f.id.unwrap());
+    assert!(
+        sigs.iter()
+            .any(|s| s.pid == busy && s.signal == "SIGTERM" && s.result == "delivered"),
+        "{sigs:#?}"
+    );
+    assert_eq!(w.task_state("busy"), "FAILED");
+    let error = w.task_error("busy").unwrap_or_default();
+    assert!(error.starts_with("foreman: timed_out:"), "{error}");
+
+    assert_no_finding(&r, "sleeper");
+    assert_eq!(w.task_state("sleeper"), "RUNNING");
+    assert!(alive(sleeper, sleeper_ticks), "the sleeper is left alone");
+
+    let out = crate::cli::run(&mut w.foreman(&["log", "--json", "--kind", "timed_out"]));
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    let tasks: Vec<String> = out
+        .stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("one JSON object per line");
+            assert_eq!(v["kind"], "timed_out", "{v:#}");
+            v["task_id"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(tasks, ["busy"], "{out:#?}");
+
+    let log = ActivityLog::open_read_only(&w.config.activity.path)
+        .unwrap()
+        .unwrap();
+    let e = foreman::explain::load(&log, f.id.unwrap(), &w.config.fingerprint)
+        .unwrap()
+        .expect("the finding");
+    let inputs = e.inputs.as_ref().expect("inputs kept");
+    assert_eq!(inputs.policy.max_runtime_ms, Some(2000));
+    let replay = e.replay.as_ref().expect("replayed");
+    assert!(replay.same, "{replay:#?} vs {:#?}", e.finding);
+    assert_eq!(replay.kind, Kind::TimedOut);
+    let text = foreman::explain::text(&e);
+    assert!(text.contains("max_runtime 2s"), "{text}");
+}

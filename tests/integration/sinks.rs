@@ -437,6 +437,7 @@ fn next_step_is_recovery_only_when_foreman_marked_the_task_failed() {
         (PidReused, Recover),
         (Orphan, Recover),
         (Hung, Replan),
+        (TimedOut, Replan),
         (Unverifiable, Inspect),
         (HostLost, Recover),
         (Stray, Inspect),
@@ -457,8 +458,8 @@ fn next_step_is_recovery_only_when_foreman_marked_the_task_failed() {
     // placed in the table.
     for (kind, _) in kinds {
         match kind {
-            Alive | Dead | Zombie | PidReused | Orphan | Hung | Unverifiable | Stray | HostLost => {
-            }
+            Alive | Dead | Zombie | PidReused | Orphan | Hung | TimedOut | Unverifiable | Stray
+            | HostLost => {}
         }
     }
     for outcome in not_marked {

@@ -96,6 +96,10 @@ fn assert_perfdata_matches(w: &World, v: &Value) {
         ("dead", count("crashed", &|c| c["what"] == "task")),
         ("hung", count("executing", &|e| e["verdict"] == "hung")),
         (
+            "timed_out",
+            count("executing", &|e| e["verdict"] == "timed_out"),
+        ),
+        (
             "failures",
             v["failures"]["count"].as_u64().unwrap_or(u64::MAX),
         ),
@@ -746,4 +750,49 @@ fn twin_lists_the_latest_failures_and_all_of_them_on_request() {
     let all: Value = serde_json::from_str(&out.stdout).expect("json");
     assert_eq!(all["failures"]["recent"].as_array().map(Vec::len), Some(25));
     assert_eq!(all["failures"]["complete"], true);
+}
+
+/// A busy loop past its type's `max_runtime` progresses, so it is not hung,
+/// but twin shows it `timed_out` and warns, as it does for a hung task.
+#[test]
+fn a_task_past_max_runtime_shows_timed_out_and_warns() {
+    let _g = crate::spawning();
+    let mut p = Procs(Vec::new());
+    let w = world("foreman-twin-none");
+    let text = std::fs::read_to_string(w.config_path()).expect("config");
+    w.write(
+        "foreman.toml",
+        // Shadow: the sweep records the finding and leaves the task alone.
+        &format!(
+            "{}\n[droid_types.runaway]\nprogress = [\"cpu\"]\nmax_runtime = \"2s\"\n",
+            text.replacen("host =", "mode = \"shadow\"\nhost =", 1)
+        ),
+    );
+    let pid = p.spawn(&["sh", "-c", "while :; do :; done"]);
+    let started = crate::common::after_boot(10).to_rfc3339();
+    insert_task(
+        &w.executor(),
+        "runaway",
+        "runaway",
+        Some(pid),
+        &started,
+        Some(&now_text()),
+    );
+    assert_eq!(run(&mut w.foreman(&["sweep"])).code, Some(0));
+
+    let (out, v) = twin(&w);
+    assert_eq!(out.code, Some(1), "{out:#?}");
+    assert_eq!(v["state"], "WARNING", "{v:#}");
+    let runaway = v["executing"]
+        .as_array()
+        .expect("executing")
+        .iter()
+        .find(|e| e["task_id"] == "runaway")
+        .expect("runaway");
+    assert_eq!(runaway["verdict"], "timed_out", "{runaway:#}");
+    let reasons = v["reasons"].to_string();
+    assert!(reasons.contains("past max_runtime"), "{reasons}");
+    assert_perfdata_matches(&w, &v);
+    // Shadow and a read-only twin: nothing stopped it.
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
 }
