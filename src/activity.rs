@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0007_monitor.sql"),
     include_str!("../migrations/0008_identity_facts.sql"),
     include_str!("../migrations/0009_pushed_heartbeats.sql"),
+    include_str!("../migrations/0010_silences.sql"),
 ];
 
 pub fn ts(t: DateTime<Utc>) -> String {

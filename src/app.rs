@@ -651,3 +651,98 @@ pub fn man(args: &crate::cli::ManArgs) -> Result<u8, Failure> {
         .context("writing the man page")?;
     Ok(OK)
 }
+
+/// `silence`: make one (a type, a task or a host, for a while), list what
+/// is in force (silences and maintenance windows), or end them. Written to
+/// the activity log, where the daemon reads them at each sweep: no lock
+/// needed, nothing acts.
+pub fn silence(path: &Path, args: &crate::cli::SilenceArgs) -> Result<u8, Failure> {
+    use crate::silence::{self, Scope};
+    let config = load(path)?;
+    let log = ActivityLog::open(&config.activity.path)?;
+    let now = chrono::Utc::now();
+    let made = match (&args.droid_type, &args.task, &args.host) {
+        (Some(t), None, None) => Some((Scope::Type, t.clone())),
+        (None, Some(t), None) => Some((Scope::Task, t.clone())),
+        (None, None, Some(h)) => Some((Scope::Host, h.clone())),
+        (None, None, None) => None,
+        _ => {
+            return Err(Failure::Usage(
+                "give one of --type, --task or --host".into(),
+            ))
+        }
+    };
+    if let Some((scope, value)) = made {
+        let Some(length) = args.length.as_deref() else {
+            return Err(Failure::Usage("give how long: --for 2h".into()));
+        };
+        let length = watch_interval(length)
+            .filter(|d| *d <= std::time::Duration::from_secs(366 * 86_400))
+            .ok_or_else(|| {
+                Failure::Usage(format!(
+                    "--for {length:?}: give a duration like \"2h\" or \"30m\" (at most a year)"
+                ))
+            })?;
+        let id = silence::add(
+            log.conn(),
+            scope,
+            &value,
+            length,
+            args.reason.as_deref(),
+            now,
+        )
+        .map_err(Failure::Runtime)?;
+        println!(
+            "silence #{id}: {} {value:?} until {} ({})",
+            match scope {
+                Scope::Type => "droid type",
+                Scope::Task => "task",
+                _ => "host",
+            },
+            (now + chrono::Duration::from_std(length).unwrap_or_default())
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            args.reason.as_deref().unwrap_or("no reason given")
+        );
+        return Ok(0);
+    }
+    if let Some(id) = args.clear {
+        return if silence::clear(log.conn(), id, now).map_err(Failure::Runtime)? {
+            println!("silence #{id} ended");
+            Ok(0)
+        } else {
+            Err(Failure::Usage(format!(
+                "no silence #{id} in force (see foreman silence --list)"
+            )))
+        };
+    }
+    if args.clear_all {
+        let n = silence::clear_all(log.conn(), now).map_err(Failure::Runtime)?;
+        println!("{n} silence(s) ended");
+        return Ok(0);
+    }
+    let holds = silence::active(Some(log.conn()), &config, now).map_err(Failure::Runtime)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&holds).unwrap_or_default()
+        );
+    } else if holds.is_empty() {
+        println!("no silence or maintenance window in force");
+    } else {
+        for h in &holds {
+            println!(
+                "{}  {:<11} {:<24} until {}  {}",
+                h.id.map_or("-".to_string(), |i| format!("#{i}")),
+                format!("{:?}", h.scope).to_lowercase(),
+                crate::logging::escaped(if h.value.is_empty() {
+                    "(every type)"
+                } else {
+                    &h.value
+                }),
+                h.until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                crate::logging::escaped(&h.reason)
+            );
+        }
+    }
+    Ok(0)
+}

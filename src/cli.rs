@@ -53,6 +53,10 @@ pub enum Command {
     Log(LogArgs),
     /// An instant, read-only health snapshot; exit code as a Nagios check
     Twin(TwinArgs),
+    /// Hold actions and alerts for a droid type, a task or a host for a
+    /// while (findings are still recorded, outcome `silenced`); list or
+    /// clear silences
+    Silence(SilenceArgs),
     /// The wellbeing sweep now: every droid type and Foreman itself; files
     /// one initiative when something is wrong (exit 1), none when all is well
     Wellbeing(WellbeingArgs),
@@ -189,4 +193,36 @@ pub struct ReviewArgs {
     /// Read-only checks of the real deployment instead of the sandbox
     #[arg(long)]
     pub live: bool,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("what").args(["droid_type", "task", "host", "list", "clear", "clear_all"]).required(true)))]
+pub struct SilenceArgs {
+    /// Silence this droid type
+    #[arg(long = "type", value_name = "TYPE")]
+    pub droid_type: Option<String>,
+    /// Silence this task (its id)
+    #[arg(long, value_name = "ID")]
+    pub task: Option<String>,
+    /// Silence this host (every task of it)
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// How long (e.g. 2h, 30m, or bare seconds)
+    #[arg(long = "for", value_name = "DURATION")]
+    pub length: Option<String>,
+    /// Why, shown with every finding it holds
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// The silences and maintenance windows in force
+    #[arg(long)]
+    pub list: bool,
+    /// End the silence with this id now
+    #[arg(long, value_name = "ID")]
+    pub clear: Option<i64>,
+    /// End every silence now
+    #[arg(long)]
+    pub clear_all: bool,
+    /// JSON instead of text
+    #[arg(long)]
+    pub json: bool,
 }

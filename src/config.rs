@@ -59,6 +59,19 @@ struct RawConfig {
     #[serde(default)]
     monitor: RawMonitor,
     fleet: Option<RawFleet>,
+    #[serde(default)]
+    maintenance: Vec<RawMaintenance>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMaintenance {
+    schedule: String,
+    timezone: Option<String>,
+    #[serde(with = "humantime_serde")]
+    duration: Duration,
+    droid_types: Option<Vec<String>>,
+    reason: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -491,6 +504,19 @@ pub struct Config {
     pub monitor: MonitorConfig,
     /// Set with kind = "postgres": the fleet's heartbeat and lost hosts.
     pub fleet: Option<FleetConfig>,
+    /// `[[maintenance]]`: planned windows in which Foreman records but
+    /// holds its actions and alerts.
+    pub maintenance: Vec<Maintenance>,
+}
+
+/// One planned maintenance window: from each occurrence of `schedule`, for
+/// `duration`, for these droid types (all when empty).
+#[derive(Debug, Clone)]
+pub struct Maintenance {
+    pub schedule: Schedule,
+    pub duration: Duration,
+    pub droid_types: Vec<String>,
+    pub reason: String,
 }
 
 /// `[wellbeing]`: the daily check-up of every droid type and of Foreman.
@@ -942,6 +968,7 @@ mod max {
     pub const PING_TIMEOUT: Duration = MINUTE;
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5 * 60);
     pub const HOST_LOST_AFTER: Duration = Duration::from_secs(7 * 86_400);
+    pub const MAINTENANCE: Duration = Duration::from_secs(7 * 86_400);
 }
 
 /// The shortest value of a duration key whose zero or near-zero value is
@@ -1017,6 +1044,26 @@ fn resolve(
     let mode = raw.mode.unwrap_or(Mode::Enforce);
     let executor = resolve_executor(raw.executor, base)?;
     let fleet = resolve_fleet(raw.fleet, executor.kind, interval)?;
+    let mut maintenance = Vec::new();
+    for (i, m) in raw.maintenance.into_iter().enumerate() {
+        let key = |k: &str| format!("maintenance[{i}].{k}");
+        let zone = Zone::parse(m.timezone.as_deref().unwrap_or("local"))
+            .map_err(|e| (key("timezone"), e))?;
+        let schedule = Schedule::parse(&m.schedule, zone).map_err(|e| (key("schedule"), e))?;
+        if m.duration.is_zero() {
+            return Err((
+                key("duration"),
+                "must be greater than 0 (e.g. \"2h\")".into(),
+            ));
+        }
+        at_most(key("duration"), m.duration, max::MAINTENANCE)?;
+        maintenance.push(Maintenance {
+            schedule,
+            duration: m.duration,
+            droid_types: m.droid_types.unwrap_or_default(),
+            reason: m.reason.unwrap_or_else(|| "planned maintenance".into()),
+        });
+    }
     let activity = ActivityConfig {
         path: absolute(
             base,
@@ -1135,6 +1182,7 @@ fn resolve(
             max_plans,
         },
         fleet,
+        maintenance,
     })
 }
 

@@ -3151,3 +3151,40 @@ fn max_runtime_is_none_unless_set_inherits_and_must_be_positive() {
     let c = parse(&format!("{MINIMAL}[defaults]\nmax_runtime = \"30days\"\n"));
     assert_eq!(c.defaults.max_runtime, Some(secs(30 * 86_400)));
 }
+
+#[test]
+fn maintenance_windows_are_checked_where_they_are_written() {
+    let c = parse(&format!(
+        "{MINIMAL}[[maintenance]]\nschedule = \"0 0 2 * * 6\"\nduration = \"2h\"\ndroid_types = [\"builder\"]\n"
+    ));
+    assert_eq!(c.maintenance.len(), 1);
+    assert_eq!(c.maintenance[0].duration, secs(7200));
+    assert_eq!(c.maintenance[0].reason, "planned maintenance");
+    for (text, key, says) in [
+        (
+            "[[maintenance]]\nschedule = \"0 0 2 * * 6\"\nduration = \"0s\"\n",
+            "maintenance[0].duration",
+            "greater than 0",
+        ),
+        (
+            "[[maintenance]]\nschedule = \"0 0 2 * * 6\"\nduration = \"8d\"\n",
+            "maintenance[0].duration",
+            "maximum",
+        ),
+        (
+            "[[maintenance]]\nschedule = \"whenever\"\nduration = \"1h\"\n",
+            "maintenance[0].schedule",
+            "",
+        ),
+    ] {
+        match Config::parse(&format!("{MINIMAL}{text}"), Path::new(ETC)) {
+            Err(ConfigError::Invalid {
+                key: k, message, ..
+            }) => {
+                assert_eq!(k, key, "{message}");
+                assert!(message.contains(says), "{message}");
+            }
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+}

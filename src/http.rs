@@ -537,10 +537,19 @@ async fn healthz(State(st): State<St>) -> Response {
     let cfg = config.clone();
     // access(2) and /proc, off the runtime's thread; not behind
     // max_read_jobs (it is quick), so slow scrapes cannot silence it.
-    let checks = tokio::task::spawn_blocking(move || (writable(&path), cfg.proc_blindness()));
-    let (writable, blindness) = match checks.await.context("the request's worker panicked") {
+    let checks = tokio::task::spawn_blocking(move || {
+        // What silences and maintenance windows hold now: said, never a
+        // failure (holding is what the operator asked for).
+        let holds = crate::activity::ActivityLog::open_read_only(&path)
+            .ok()
+            .flatten()
+            .and_then(|l| crate::silence::active(Some(l.conn()), &cfg, Utc::now()).ok())
+            .unwrap_or_default();
+        (writable(&path), cfg.proc_blindness(), holds)
+    });
+    let (writable, blindness, holds) = match checks.await.context("the request's worker panicked") {
         Ok(checks) => checks,
-        Err(e) => (Err(format!("{e:#}")), None),
+        Err(e) => (Err(format!("{e:#}")), None, Vec::new()),
     };
     let now = Utc::now();
     let last = st.liveness.last();
@@ -610,6 +619,7 @@ async fn healthz(State(st): State<St>) -> Response {
         "snapshot_error": snapshot_error,
         "proc_blindness": blindness,
         "deferral": deferral,
+        "silences": holds,
     });
     let status = if ok {
         StatusCode::OK

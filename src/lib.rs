@@ -39,6 +39,7 @@ pub mod report;
 pub mod review;
 pub mod sandbox;
 pub mod schedule;
+pub mod silence;
 pub mod strays;
 pub mod sweep;
 pub mod twin;

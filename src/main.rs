@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Command::Explain(a) => app::explain(&path, a),
         Command::Log(a) => app::log(&path, a),
         Command::Twin(a) => Ok(app::twin(&path, a)),
+        Command::Silence(a) => app::silence(&path, a),
         Command::Wellbeing(a) => app::wellbeing(&path, a),
         Command::Review(a) => app::review(&path, explicit, a),
         Command::Demo => foreman::demo::run(),

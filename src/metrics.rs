@@ -125,6 +125,7 @@ pub struct Metrics {
     deferral: FloatGauge,
     max_deferral: FloatGauge,
     proc_blind: Gauge,
+    silences: Gauge,
     snapshot_error_for: FloatGauge,
     deliveries: Family<Labels, Counter>,
     deferrals: Family<Labels, Counter>,
@@ -276,6 +277,12 @@ impl Metrics {
             "The configured [defaults] max_deferral: a longer deferral fails /healthz",
             max_deferral.clone(),
         );
+        let silences = Gauge::default();
+        r.register(
+            "foreman_silences_active",
+            "Silences in force (foreman silence): what they cover is recorded with outcome silenced, not acted on or alerted; maintenance windows are in twin and /healthz",
+            silences.clone(),
+        );
         let proc_blind = Gauge::default();
         r.register(
             "foreman_proc_blind",
@@ -419,6 +426,7 @@ impl Metrics {
             deferral,
             max_deferral,
             proc_blind,
+            silences,
             snapshot_error_for,
             deliveries,
             deferrals,
@@ -651,6 +659,14 @@ impl Metrics {
                 .context("counting queued alerts")?;
             g.set(n);
         }
+        let silenced: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM silences WHERE cleared_at IS NULL AND until > ?1",
+                [crate::activity::ts(now)],
+                |r| r.get(0),
+            )
+            .context("counting silences")?;
+        self.silences.set(silenced);
         self.queue_depth.set(queue_depth as i64);
         let mut out = String::new();
         encode(&mut out, &self.registry).context("encoding the metrics")?;

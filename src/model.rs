@@ -203,6 +203,9 @@ pub enum Outcome {
     /// into view, or the verdict changed).
     Cleared,
     Error,
+    /// Foreman would act, but a silence (`foreman silence`) or a
+    /// maintenance window holds its actions and alerts: recorded only.
+    Silenced,
 }
 
 impl Outcome {
@@ -219,6 +222,7 @@ impl Outcome {
             Outcome::Reported => "reported",
             Outcome::Cleared => "cleared",
             Outcome::Error => "error",
+            Outcome::Silenced => "silenced",
         }
     }
 }

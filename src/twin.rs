@@ -165,6 +165,9 @@ pub struct Twin {
     /// The execution monitor's plans: not complete, or completed within
     /// the last hour (as of the daemon's last sweep and pushed events).
     pub plans: Vec<MonitorView>,
+    /// Silences and maintenance windows in force: what they cover is
+    /// recorded but not acted on.
+    pub silences: Vec<crate::silence::Hold>,
 }
 
 /// The snapshot now, with the latest `RECENT_FAILURES` failures listed.
@@ -201,6 +204,7 @@ pub fn take_with(config: &Config, window: std::time::Duration, all_failures: boo
         crashed: Vec::new(),
         daemon,
         plans,
+        silences: crate::silence::active(log.as_ref().map(|l| l.conn()), config, now)?,
     };
     let mut snapshot = match executor::open(config).and_then(|e| e.snapshot()) {
         Ok(s) => s,
@@ -820,6 +824,28 @@ pub fn text(t: &Twin, width: Option<usize>, color: bool) -> String {
         );
     }
 
+    if !t.silences.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nSilenced ({}): findings recorded, actions and alerts held",
+            t.silences.len()
+        );
+        for h in &t.silences {
+            let _ = writeln!(
+                out,
+                "  {} {} {} until {}: {}",
+                h.id.map_or("-".to_string(), |i| format!("#{i}")),
+                format!("{:?}", h.scope).to_lowercase(),
+                crate::logging::escaped(if h.value.is_empty() {
+                    "(every type)"
+                } else {
+                    &h.value
+                }),
+                h.until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                crate::logging::escaped(&h.reason)
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "\nFailures in the last {} ({})",
@@ -946,6 +972,7 @@ mod tests {
                 last_review: None,
             },
             plans: Vec::new(),
+            silences: Vec::new(),
         }
     }
 

@@ -102,7 +102,9 @@ pub fn fleet_sweep(
             d.note = Some(why.clone());
         }
     }
-    let planned = plan::findings(&judged, decisions, &ProcTable::empty())?;
+    let mut planned = plan::findings(&judged, decisions, &ProcTable::empty())?;
+    let holds = crate::silence::active(Some(log.conn()), config, started_at)?;
+    plan::hold(&mut planned, &holds, &config.host);
     let record = SweepRecord {
         kind: SweepKind::Fleet.as_str(),
         host: config.host.clone(),

@@ -211,6 +211,7 @@ pub fn sweep(
     // Resume: open findings, recent actions, interrupted terminations (an
     // event sweep takes up only its own tasks' findings).
     let mut earlier = Earlier::load(reader, config, &boot.boot_id, started_at)?;
+    let holds = crate::silence::active(reader.map(|l| l.conn()), config, started_at)?;
     // Another host's row is that host's business, not a finding here (it
     // used to be an `unverifiable` finding and a WARN on every sweep). In
     // a fleet it is normal; otherwise it is said once per host an hour.
@@ -319,6 +320,8 @@ pub fn sweep(
     plan::brake_strays(&mut strays.planned, brake.as_deref());
     strays.note_reported(&memory, &boot.boot_id)?;
     planned.extend(strays.planned);
+    // Silences and maintenance windows: recorded, not acted on.
+    plan::hold(&mut planned, &holds, &config.host);
     record.closes = plan::closes(&earlier.open, &planned, &snapshot);
     record.findings = planned.iter().map(|p| p.finding.clone()).collect();
     record.alerts = plan::alerts(config, &planned);

@@ -295,3 +295,34 @@ pub(super) fn alerts(config: &Config, planned: &[Planned]) -> Vec<NewAlert> {
     }
     alerts
 }
+
+/// Hold what a silence or a maintenance window covers: each finding that
+/// would act (or queue an alert) is recorded `silenced` with the hold's
+/// note, and acts on nothing. A termination a crash interrupted is
+/// finished regardless: Foreman had begun killing that tree.
+pub(super) fn hold(planned: &mut [Planned], holds: &[crate::silence::Hold], me: &str) {
+    if holds.is_empty() {
+        return;
+    }
+    for p in planned.iter_mut().filter(|p| !p.resume) {
+        let acts = p.decision.should_act();
+        if !(acts || p.decision.outcome == Outcome::Braked) {
+            continue;
+        }
+        let f = &p.finding;
+        let Some(h) = crate::silence::covering(
+            holds,
+            &f.task_id,
+            f.droid_type.as_deref(),
+            f.host.as_deref(),
+            me,
+        ) else {
+            continue;
+        };
+        let note = h.note();
+        p.decision.outcome = Outcome::Silenced;
+        p.decision.note = Some(note.clone());
+        p.finding.outcome = Outcome::Silenced;
+        p.finding.detail = Some(note);
+    }
+}

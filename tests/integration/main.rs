@@ -29,6 +29,7 @@ mod review;
 mod review_daemon;
 mod review_live;
 mod service;
+mod silence;
 mod sinks;
 mod strays;
 mod trust;

@@ -453,6 +453,7 @@ fn next_step_is_recovery_only_when_foreman_marked_the_task_failed() {
         Outcome::Reported,
         Outcome::Cleared,
         Outcome::Error,
+        Outcome::Silenced,
     ];
     // Both lists name every variant: a new one does not compile until it is
     // placed in the table.
@@ -474,7 +475,8 @@ fn next_step_is_recovery_only_when_foreman_marked_the_task_failed() {
             | Outcome::Terminated
             | Outcome::Reported
             | Outcome::Cleared
-            | Outcome::Error => {}
+            | Outcome::Error
+            | Outcome::Silenced => {}
         }
     }
     for (kind, expected) in kinds {
