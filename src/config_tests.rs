@@ -1284,7 +1284,7 @@ fn more_invalid_configs_name_their_key() {
             1,
             2,
             "executorr",
-            "unknown field `executorr`, expected one of `interval`, `future_tolerance`, `host`, `mode`, `max_cpu_pressure`, `executor`, `activity`, `defaults`, `droid_types`, `alerts`, `twin`, `wellbeing`, `review`, `http`, `monitor`, `fleet`; did you mean `executor`?",
+            "unknown field `executorr`, expected one of `interval`, `future_tolerance`, `host`, `mode`, `max_cpu_pressure`, `executor`, `activity`, `defaults`, `droid_types`, `alerts`, `twin`, `wellbeing`, `review`, `http`, `monitor`, `fleet`, `maintenance`; did you mean `executor`?",
         ),
         (
             "[executor]\nkind = \"sqlite\"\npath = \"x\"\n[activity]\nretension = \"90d\"\n",
