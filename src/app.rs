@@ -730,18 +730,7 @@ pub fn silence(path: &Path, args: &crate::cli::SilenceArgs) -> Result<u8, Failur
         println!("no silence or maintenance window in force");
     } else {
         for h in &holds {
-            println!(
-                "{}  {:<11} {:<24} until {}  {}",
-                h.id.map_or("-".to_string(), |i| format!("#{i}")),
-                format!("{:?}", h.scope).to_lowercase(),
-                crate::logging::escaped(if h.value.is_empty() {
-                    "(every type)"
-                } else {
-                    &h.value
-                }),
-                h.until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                crate::logging::escaped(&h.reason)
-            );
+            println!("{}", h.line());
         }
     }
     Ok(0)

@@ -77,6 +77,24 @@ impl Hold {
         }
     }
 
+    /// One line for people (`silence --list`, twin): id, scope, what,
+    /// until, why; text from outside escaped.
+    pub fn line(&self) -> String {
+        format!(
+            "{}  {:<11} {:<24} until {}  {}",
+            self.id.map_or("-".to_string(), |i| format!("#{i}")),
+            self.scope.as_str(),
+            crate::logging::escaped(if self.value.is_empty() {
+                "(every type)"
+            } else {
+                &self.value
+            }),
+            self.until
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            crate::logging::escaped(&self.reason)
+        )
+    }
+
     /// The note a held finding carries.
     pub fn note(&self) -> String {
         let what = match self.scope {

@@ -831,19 +831,7 @@ pub fn text(t: &Twin, width: Option<usize>, color: bool) -> String {
             t.silences.len()
         );
         for h in &t.silences {
-            let _ = writeln!(
-                out,
-                "  {} {} {} until {}: {}",
-                h.id.map_or("-".to_string(), |i| format!("#{i}")),
-                format!("{:?}", h.scope).to_lowercase(),
-                crate::logging::escaped(if h.value.is_empty() {
-                    "(every type)"
-                } else {
-                    &h.value
-                }),
-                h.until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                crate::logging::escaped(&h.reason)
-            );
+            let _ = writeln!(out, "  {}", h.line());
         }
     }
     let _ = writeln!(

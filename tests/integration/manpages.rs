@@ -180,8 +180,11 @@ fn man_dir_writes_the_main_page_and_one_page_per_subcommand_each_named_right() {
         );
     }
 
-    // Where groff is installed, every page typesets without a warning.
-    if Command::new("groff").arg("--version").output().is_ok() {
+    // Every page typesets without a warning (groff comes with man-db;
+    // under CI its absence fails the test rather than skipping the check).
+    if Command::new("groff").arg("--version").output().is_err() {
+        crate::common::skip_or_fail("groff is missing: the pages were not typeset");
+    } else {
         for file in &want {
             let out = Command::new("groff")
                 .args(["-man", "-Tutf8", "-ww", "-z"])
