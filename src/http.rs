@@ -1,5 +1,6 @@
-//! The daemon's HTTP listener (`[http]`): `GET /metrics`, `/healthz`,
-//! `/twin`, `/plans`, `/plans/{id}`, and `POST /events`. Its own accept
+//! The daemon's HTTP listener (`[http]`): the status page `GET /` and
+//! `/findings/{id}`, `GET /metrics`, `/healthz`, `/twin`, `/plans`,
+//! `/plans/{id}`, and `POST /events` and `/heartbeat`. Its own accept
 //! loop (not `axum::serve`) so that a connection has a deadline for its
 //! headers and the number of connections is capped: a slow or flooding
 //! client cannot hold the watcher's listener. A response not drained
@@ -11,7 +12,7 @@ use crate::activity::{ActivityLog, Deferral};
 use crate::config::Config;
 use crate::metrics::{self, Metrics};
 use crate::monitor::{event, queue, store, Batch};
-use crate::twin;
+use crate::status::{self, page};
 use anyhow::{Context, Result};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
@@ -111,6 +112,8 @@ pub struct Listener {
     /// made; the lock is held while rendering, so concurrent scrapes wait
     /// for one rendering instead of each making their own.
     scrape: tokio::sync::Mutex<Option<Rendering>>,
+    /// The last status read (`/`, `/twin`), shared the same way.
+    status: tokio::sync::Mutex<Option<StatusRead>>,
 }
 
 impl std::ops::Deref for Listener {
@@ -127,6 +130,7 @@ impl Listener {
             shared,
             jobs: Arc::new(Semaphore::new(jobs)),
             scrape: tokio::sync::Mutex::new(None),
+            status: tokio::sync::Mutex::new(None),
         }
     }
 }
@@ -136,6 +140,9 @@ type St = Arc<Listener>;
 /// One `/metrics` rendering: when, at which generation of the log's
 /// state (`Liveness::generation`), the OpenMetrics text.
 type Rendering = (Instant, (u64, u64), Arc<String>);
+
+/// One status read: when, at which generation, what.
+type StatusRead = (Instant, (u64, u64), Arc<crate::status::Status>);
 
 /// How long a scrape's rendering is served to other scrapes.
 const SCRAPE_FRESH: Duration = Duration::from_secs(1);
@@ -159,7 +166,7 @@ pub async fn start(shared: Shared) -> Result<Option<std::net::SocketAddr>> {
     let bound = listener.local_addr().context("reading the bound address")?;
     let http = shared.config().http.clone();
     let app = router(Arc::new(Listener::new(shared)));
-    info!(address = %bound, "http: listening (/metrics, /healthz, /twin, /plans, POST /events, POST /heartbeat)");
+    info!(address = %bound, "http: listening (/ the status page, /metrics, /healthz, /twin, /plans, POST /events, POST /heartbeat)");
     tokio::spawn(accept(
         listener,
         app,
@@ -304,6 +311,11 @@ pub fn router(st: St) -> Router {
     let limit = st.config().http.max_body_bytes;
     let timeout = st.config().http.request_timeout;
     Router::new()
+        .route("/", get(status_page))
+        .route("/findings/{id}", get(finding_page))
+        .route("/assets/status.css", get(|| async { asset("text/css; charset=utf-8", page::CSS) }))
+        .route("/assets/status.js", get(|| async { asset("text/javascript; charset=utf-8", page::JS) }))
+        .route("/assets/favicon.svg", get(|| async { asset("image/svg+xml", page::FAVICON) }))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/twin", get(twin_doc))
@@ -322,7 +334,7 @@ pub fn router(st: St) -> Router {
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
-                "no such path; see /metrics, /healthz, /twin, /plans, /plans/{id}, POST /events, POST /heartbeat",
+                "no such path; see / (the status page), /metrics, /healthz, /twin, /plans, /plans/{id}, POST /events, POST /heartbeat",
             )
         })
         .layer(DefaultBodyLimit::max(limit))
@@ -347,20 +359,12 @@ async fn deadline(req: Request, next: Next, timeout: Duration) -> Response {
     }
 }
 
-/// `Authorization: Bearer <token>`, compared in constant time: the refusal
-/// to send, if the request may not pass.
+/// `Authorization: Bearer <token>`, or HTTP Basic with the token as the
+/// password (what a browser can send, and Prometheus's `basic_auth`),
+/// compared in constant time: the refusal to send, if the request may not
+/// pass.
 fn refused(st: &Listener, headers: &HeaderMap, write: bool) -> Option<Response> {
-    let config = st.config();
-    let token = config.http.token.as_ref()?;
-    if !write && !config.http.protect_reads {
-        return None;
-    }
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if constant_time_eq(given.as_bytes(), token.0.as_bytes()) {
+    if may_pass(st, headers, write) {
         return None;
     }
     let mut r = error(
@@ -370,6 +374,42 @@ fn refused(st: &Listener, headers: &HeaderMap, write: bool) -> Option<Response> 
     r.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     Some(r)
+}
+
+/// The request carries the token, or needs none.
+fn may_pass(st: &Listener, headers: &HeaderMap, write: bool) -> bool {
+    let config = st.config();
+    let Some(token) = config.http.token.as_ref() else {
+        return true;
+    };
+    if !write && !config.http.protect_reads {
+        return true;
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(presented)
+        .unwrap_or_default();
+    constant_time_eq(given.as_bytes(), token.0.as_bytes())
+}
+
+/// The secret an `Authorization` value presents: a bearer token, or a
+/// Basic password (whatever the user name).
+fn presented(value: &str) -> Option<String> {
+    use base64::Engine as _;
+    if let Some(t) = value.strip_prefix("Bearer ") {
+        return Some(t.to_string());
+    }
+    let (scheme, rest) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':')
+        .map(|(_, password)| password.to_string())
 }
 
 /// `given` equals `want`, in time that depends on `given`'s length only:
@@ -660,11 +700,165 @@ async fn twin_doc(State(st): State<St>, headers: HeaderMap) -> Response {
     if let Some(r) = refused(&st, &headers, false) {
         return r;
     }
-    let config = st.config().clone();
-    match blocking(&st, move || twin::take(&config, config.twin.window)).await {
-        Ok(t) => Json(t).into_response(),
+    match status_read(&st).await {
+        Ok(s) => Json(&s.twin).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &format!("{e:#}")),
     }
+}
+
+/// What `/` and `/twin` show: the last read if under `SCRAPE_FRESH` old and
+/// no sweep or recorded batch came since, else a new one (other requests
+/// wait for it and share it). A read probes /proc and the executor as twin
+/// does; it never sweeps.
+async fn status_read(st: &St) -> Result<Arc<status::Status>> {
+    let mut cached = st.status.lock().await;
+    let generation = st.liveness.generation();
+    if let Some((at, made_at, s)) = cached.as_ref() {
+        if at.elapsed() < SCRAPE_FRESH && *made_at == generation {
+            return Ok(s.clone());
+        }
+    }
+    let config = st.config();
+    let s = Arc::new(blocking(st, move || status::take(&config)).await?);
+    *cached = Some((Instant::now(), generation, s.clone()));
+    Ok(s)
+}
+
+/// The headers every page carries: no script or style but the binary's
+/// own, no framing, no referrer, never cached (it is a live view).
+fn html(status: StatusCode, body: String) -> Response {
+    let mut r = (status, body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Only this binary's script, style and the page's own fetches; nothing
+/// inline (an injected `<script>` would not run even if it got through).
+pub const CSP: &str =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+     connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// A page's refusal: the browser is asked for the token by HTTP Basic
+/// (any user name, the token as the password).
+fn refused_page(st: &Listener, headers: &HeaderMap) -> Option<Response> {
+    if may_pass(st, headers, false) {
+        return None;
+    }
+    let mut r = html(
+        StatusCode::UNAUTHORIZED,
+        page::problem(
+            "The token is required",
+            "Sign in with any user name and the [http] token as the password, or send Authorization: Bearer <token>.",
+        ),
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"Foreman\", charset=\"UTF-8\""),
+    );
+    Some(r)
+}
+
+/// `GET /[?refresh=SECONDS]`: the status page.
+async fn status_page(
+    State(st): State<St>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    if let Some(r) = refused_page(&st, &headers) {
+        return r;
+    }
+    match status_read(&st).await {
+        Ok(s) => {
+            let last = st.liveness.last();
+            let live = page::Liveness {
+                age: last.as_ref().map(|(age, _)| *age),
+                summary: last.map(|(_, s)| s.summary),
+            };
+            let every = page::refresh(query.as_deref());
+            html(
+                StatusCode::OK,
+                page::index(&s, &st.config().host, &live, every),
+            )
+        }
+        Err(e) => html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            page::problem("Foreman cannot read its state", &format!("{e:#}")),
+        ),
+    }
+}
+
+/// `GET /findings/{id}`: `foreman explain`'s evidence as a page.
+async fn finding_page(
+    State(st): State<St>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    if let Some(r) = refused_page(&st, &headers) {
+        return r;
+    }
+    let Ok(id) = id.parse::<i64>() else {
+        return html(
+            StatusCode::NOT_FOUND,
+            page::problem(
+                "No such finding",
+                "A finding's id is a number, as in /findings/42.",
+            ),
+        );
+    };
+    let config = st.config();
+    let host = config.host.clone();
+    let found = blocking(&st, move || {
+        let log = read_log(&config)?;
+        Ok(crate::explain::load(&log, id, &config.fingerprint)?
+            .map(|e| (crate::explain::text(&e), e)))
+    })
+    .await;
+    match found {
+        Ok(Some((text, e))) => html(StatusCode::OK, page::finding(&e, &text, &host)),
+        Ok(None) => html(
+            StatusCode::NOT_FOUND,
+            page::problem(
+                "No such finding",
+                &format!("The activity log has no finding {id}: it may have been pruned (see [activity] retention)."),
+            ),
+        ),
+        Err(e) => html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            page::problem("Foreman cannot read its activity log", &format!("{e:#}")),
+        ),
+    }
+}
+
+/// A file of the page, from the binary. Not behind the token: it is the
+/// same for everyone and says nothing of the state.
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
 }
 
 /// `GET /plans?limit=&after=`: a page of plans in plan id order

@@ -40,6 +40,7 @@ pub mod review;
 pub mod sandbox;
 pub mod schedule;
 pub mod silence;
+pub mod status;
 pub mod strays;
 pub mod sweep;
 pub mod twin;
