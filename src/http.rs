@@ -141,8 +141,15 @@ type St = Arc<Listener>;
 /// state (`Liveness::generation`), the OpenMetrics text.
 type Rendering = (Instant, (u64, u64), Arc<String>);
 
-/// One status read: when, at which generation, what.
-type StatusRead = (Instant, (u64, u64), Arc<crate::status::Status>);
+/// One status read: when it ended, how long it took, at which generation
+/// of the log's state, when its count of the day's findings was made.
+struct StatusRead {
+    at: Instant,
+    took: Duration,
+    generation: (u64, u64),
+    timeline_at: Instant,
+    status: Arc<crate::status::Status>,
+}
 
 /// How long a scrape's rendering is served to other scrapes.
 const SCRAPE_FRESH: Duration = Duration::from_secs(1);
@@ -348,10 +355,20 @@ fn error(status: StatusCode, reason: &str) -> Response {
     (status, Json(json!({ "error": reason }))).into_response()
 }
 
-/// The whole request, body included, within `request_timeout`.
+/// The whole request, body included, within `request_timeout`. A page
+/// (`/`, `/findings/…`) that runs out of time is told as a page.
 async fn deadline(req: Request, next: Next, timeout: Duration) -> Response {
+    let path = req.uri().path();
+    let page = path == "/" || path.starts_with("/findings/");
     match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(r) => r,
+        Err(_) if page => html(
+            StatusCode::REQUEST_TIMEOUT,
+            page::problem(
+                "Foreman took too long to answer",
+                "Reading the state took longer than [http] request_timeout. The read goes on, and a reload in a few seconds shows it.",
+            ),
+        ),
         Err(_) => error(
             StatusCode::REQUEST_TIMEOUT,
             "the request took longer than [http] request_timeout",
@@ -397,10 +414,11 @@ fn may_pass(st: &Listener, headers: &HeaderMap, write: bool) -> bool {
 /// Basic password (whatever the user name).
 fn presented(value: &str) -> Option<String> {
     use base64::Engine as _;
-    if let Some(t) = value.strip_prefix("Bearer ") {
-        return Some(t.to_string());
-    }
+    // Schemes are case-insensitive (RFC 9110, 11.1).
     let (scheme, rest) = value.split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(rest.to_string());
+    }
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
@@ -706,22 +724,51 @@ async fn twin_doc(State(st): State<St>, headers: HeaderMap) -> Response {
     }
 }
 
-/// What `/` and `/twin` show: the last read if under `SCRAPE_FRESH` old and
-/// no sweep or recorded batch came since, else a new one (other requests
-/// wait for it and share it). A read probes /proc and the executor as twin
-/// does; it never sweeps.
+/// What `/` and `/twin` show: the last read while it is fresh, else a
+/// new one (other requests wait for it and share it). A read probes /proc
+/// and the executor as twin does; it never sweeps.
+///
+/// A read is fresh for `SCRAPE_FRESH` while no sweep or recorded batch
+/// came since, and in any case for twice as long as it took: on a fleet
+/// where a read takes longer than a request may wait, the read still
+/// finishes (it runs in a task of its own, so the request that gave up
+/// does not interrupt it) and the views that follow are served from it,
+/// while reads take at most about half of the listener's time.
 async fn status_read(st: &St) -> Result<Arc<status::Status>> {
-    let mut cached = st.status.lock().await;
-    let generation = st.liveness.generation();
-    if let Some((at, made_at, s)) = cached.as_ref() {
-        if at.elapsed() < SCRAPE_FRESH && *made_at == generation {
-            return Ok(s.clone());
+    let st = st.clone();
+    tokio::spawn(async move {
+        let mut cached = st.status.lock().await;
+        let generation = st.liveness.generation();
+        let mut timeline = None;
+        if let Some(read) = cached.as_ref() {
+            let age = read.at.elapsed();
+            if (age < SCRAPE_FRESH && read.generation == generation) || age < read.took * 2 {
+                return Ok(read.status.clone());
+            }
+            if read.timeline_at.elapsed() < status::TIMELINE_FRESH {
+                timeline = Some((read.timeline_at, read.status.timeline.clone()));
+            }
         }
-    }
-    let config = st.config();
-    let s = Arc::new(blocking(st, move || status::take(&config)).await?);
-    *cached = Some((Instant::now(), generation, s.clone()));
-    Ok(s)
+        let config = st.config();
+        let started = Instant::now();
+        let kept = timeline.as_ref().map(|(_, t)| t.clone());
+        let s = Arc::new(blocking(&st, move || status::take(&config, kept)).await?);
+        // The day's count is as old as the read that made it.
+        let timeline_at = match timeline {
+            Some((at, t)) if t == s.timeline => at,
+            _ => started,
+        };
+        *cached = Some(StatusRead {
+            at: Instant::now(),
+            took: started.elapsed(),
+            generation,
+            timeline_at,
+            status: s.clone(),
+        });
+        Ok(s)
+    })
+    .await
+    .context("the status read panicked")?
 }
 
 /// The headers every page carries: no script or style but the binary's

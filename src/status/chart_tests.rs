@@ -630,3 +630,73 @@ proptest! {
         prop_assert_eq!(s.matches("<rect class=\"bar").count(), cells(&t).len());
     }
 }
+
+/// A droid type or kind made to break out of the chart's attributes or
+/// element: quotes, `onload=`, `</svg>`, CDATA ends, comments, controls.
+#[test]
+fn status_attack_chart_hostile_type_and_kind_stay_text() {
+    let start = window_start(now());
+    let hostile = [
+        "x\" onload=\"alert(1)\" y=\"",
+        "x' onload='alert(1)' y='",
+        "</svg><script>alert(1)</script>",
+        "]]><![CDATA[<script>",
+        "<!--",
+        "\0\u{1b}[31m\u{202e}\u{fffe}",
+    ];
+    let counts: Vec<_> = hostile
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (Some(h.to_string()), h.to_string(), i, 3))
+        .collect();
+    let svg = svg(&fold(start, BUCKETS, counts));
+    assert_eq!(svg.matches("<svg").count(), 1, "{svg}");
+    assert_eq!(svg.matches("</svg>").count(), 1, "{svg}");
+    assert!(svg.ends_with("</svg>"));
+    // As text `onload=` is harmless; a quote after it would open a value.
+    for bad in [
+        "onload=\"",
+        "onload='",
+        "<script",
+        "<!--",
+        "<![CDATA[",
+        "]]>",
+        "\0",
+        "\u{1b}",
+        "\u{fffe}",
+    ] {
+        assert!(!svg.contains(bad), "{bad:?} in {svg}");
+    }
+    // Every attribute value is quoted and holds no quote.
+    let tags = regex::Regex::new(r"<[^>]*>").expect("re");
+    let attrs = regex::Regex::new(r#"\s([a-z-]+)=("[^"]*"|'[^']*'|[^\s>]+)"#).expect("re");
+    for tag in tags.find_iter(&svg) {
+        for c in attrs.captures_iter(tag.as_str()) {
+            assert!(c[2].starts_with('"'), "unquoted {}: {svg}", &c[0]);
+            assert!(!c[1].starts_with("on"), "a handler {}: {svg}", &c[0]);
+        }
+    }
+}
+
+/// A 100 kB droid type is cut in the label and in every bar's title: the
+/// chart's size does not follow the input's.
+#[test]
+fn status_attack_chart_a_huge_type_is_cut() {
+    let start = window_start(now());
+    let long = "\"".repeat(100_000);
+    let counts: Vec<_> = (0..BUCKETS)
+        .map(|b| (Some(long.clone()), long.clone(), b, 1))
+        .collect();
+    let small = svg(&fold(
+        start,
+        BUCKETS,
+        (0..BUCKETS).map(|b| (Some("t".to_string()), "dead".to_string(), b, 1)),
+    ));
+    let big = svg(&fold(start, BUCKETS, counts));
+    assert!(
+        big.len() < small.len() + 10_000,
+        "{} bytes vs {} for a short name",
+        big.len(),
+        small.len()
+    );
+}

@@ -11,7 +11,7 @@ use crate::activity::{ActivityLog, StoredFinding, FINDING_COLUMNS};
 use crate::config::Config;
 use crate::model::Kind;
 use crate::twin::{self, Executing, Twin};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
@@ -34,6 +34,9 @@ pub struct Status {
     pub timeline: chart::Timeline,
     /// The latest `LATEST` findings, newest first.
     pub latest: Vec<StoredFinding>,
+    /// The parts of the log that could not be read, and why: shown on the
+    /// page in their place, so one damaged row costs its section only.
+    pub unread: Vec<String>,
 }
 
 /// One droid type's RUNNING tasks.
@@ -68,7 +71,7 @@ pub struct WellbeingRun {
     pub started_at: String,
     pub outcome: String,
     pub issues: i64,
-    /// The checks that found an issue: (check, summary).
+    /// The checks that found an issue: (subject · check, summary).
     pub problems: Vec<(String, String)>,
     pub initiative: Option<Initiative>,
 }
@@ -100,8 +103,13 @@ pub struct ReviewCheck {
 }
 
 /// The page's content now: twin's snapshot plus the activity log's
-/// history. An unreachable executor is twin's UNKNOWN, not an error.
-pub fn take(config: &Config) -> Result<Status> {
+/// history. An unreachable executor is twin's UNKNOWN, not an error; a
+/// part of the log that cannot be read is noted in `unread`, the rest
+/// shown. `timeline`, when given, is a count made less than
+/// `TIMELINE_FRESH` ago for the same hours: it is kept rather than counted
+/// again (a day of findings is the costliest read here, and its hourly
+/// bars barely move in seconds).
+pub fn take(config: &Config, timeline: Option<chart::Timeline>) -> Result<Status> {
     let twin = twin::take(config, config.twin.window)?;
     let now = Utc::now();
     let log = ActivityLog::open_read_only(&config.activity.path)?;
@@ -114,17 +122,41 @@ pub fn take(config: &Config) -> Result<Status> {
         review: None,
         timeline: chart::fold(chart::window_start(now), chart::BUCKETS, []),
         latest: Vec::new(),
+        unread: Vec::new(),
     };
-    if let Some(log) = &log {
-        let conn = log.conn();
-        status.outbox = outbox(conn).context("reading the outbox")?;
-        status.wellbeing = wellbeing(conn).context("reading the latest wellbeing run")?;
-        status.review = review(conn).context("reading the latest review")?;
-        status.timeline = chart::timeline(conn, now).context("counting the day's findings")?;
-        status.latest = latest(conn, LATEST).context("reading the latest findings")?;
+    let Some(log) = &log else {
+        return Ok(status);
+    };
+    let conn = log.conn();
+    let mut unread = Vec::new();
+    let mut part = |what: &str, r: Result<()>| {
+        if let Err(e) = r {
+            unread.push(format!("{what}: {e:#}"));
+        }
+    };
+    part("the outbox", outbox(conn).map(|o| status.outbox = o));
+    part(
+        "the latest wellbeing run",
+        wellbeing(conn).map(|w| status.wellbeing = w),
+    );
+    part("the latest review", review(conn).map(|r| status.review = r));
+    match timeline.filter(|t| t.start == chart::window_start(now)) {
+        Some(t) => status.timeline = t,
+        None => part(
+            "the day's findings",
+            chart::timeline(conn, now).map(|t| status.timeline = t),
+        ),
     }
+    part(
+        "the latest findings",
+        latest(conn, LATEST).map(|l| status.latest = l),
+    );
+    status.unread = unread;
     Ok(status)
 }
+
+/// How long a count of the day's findings is kept between reads.
+pub const TIMELINE_FRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Counts per droid type, in type order. A task is stale when alive with
 /// no progress for more than half its type's timeout: the early warning
@@ -216,7 +248,12 @@ fn wellbeing(conn: &Connection) -> Result<Option<WellbeingRun>> {
         run.problems = checks
             .iter()
             .filter(|c| c.get("status").and_then(|s| s.as_str()) == Some("issue"))
-            .map(|c| (text(c, "check"), text(c, "summary")))
+            .map(|c| {
+                (
+                    format!("{} · {}", subject(c), text(c, "check")),
+                    text(c, "summary"),
+                )
+            })
             .collect();
     }
     run.initiative = conn
@@ -234,6 +271,19 @@ fn wellbeing(conn: &Connection) -> Result<Option<WellbeingRun>> {
         )
         .optional()?;
     Ok(Some(run))
+}
+
+/// A wellbeing check's subject as `Subject::label` says it, from the JSON
+/// it was kept as (`{"scope": "droid_type", "name": "builder"}`).
+fn subject(check: &serde_json::Value) -> String {
+    let s = &check["subject"];
+    let name = s["name"].as_str().unwrap_or_default();
+    match s["scope"].as_str() {
+        Some("droid_type") => format!("droid type {name}"),
+        Some("plan") => format!("plan {name}"),
+        Some("foreman") => "Foreman itself".into(),
+        _ => "?".into(),
+    }
 }
 
 fn review(conn: &Connection) -> Result<Option<ReviewRun>> {
@@ -272,10 +322,17 @@ fn review(conn: &Connection) -> Result<Option<ReviewRun>> {
 }
 
 /// The newest `n` findings by id (ids are given in the order findings are
-/// first seen).
+/// first seen). Evidence that is not JSON (a row damaged by hand) is read
+/// as a reason saying so, rather than failing the list.
 fn latest(conn: &Connection, n: usize) -> Result<Vec<StoredFinding>> {
+    let columns = FINDING_COLUMNS.replacen(
+        "f.evidence,",
+        "CASE WHEN json_valid(f.evidence) THEN f.evidence \
+         ELSE '{\"reason\": \"(the evidence kept for this finding is not valid JSON)\"}' END,",
+        1,
+    );
     let mut stmt = conn.prepare(&format!(
-        "SELECT {FINDING_COLUMNS} FROM findings f ORDER BY f.id DESC LIMIT ?1"
+        "SELECT {columns} FROM findings f ORDER BY f.id DESC LIMIT ?1"
     ))?;
     let rows = stmt.query_map([i64::try_from(n).unwrap_or(i64::MAX)], |r| {
         StoredFinding::read(r, 0)

@@ -46,6 +46,31 @@ pub const MAX_EXECUTING_ROWS: usize = 200;
 pub const MAX_PLAN_ROWS: usize = 50;
 /// Stalled task ids named per plan.
 const MAX_STALLED_NAMED: usize = 5;
+/// Droid types listed, those needing a look first; the rest are one row.
+pub const MAX_TYPE_ROWS: usize = 50;
+/// Characters of an id or name shown (the evidence page shows it whole):
+/// an executor's 100 kB task id must not make every row 100 kB.
+pub const MAX_NAME_CHARS: usize = 200;
+/// Characters of a reason or an error shown.
+pub const MAX_TEXT_CHARS: usize = 1000;
+
+/// `s` cut to `max` characters, ending in `…` when cut.
+fn cut(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        None => std::borrow::Cow::Borrowed(s),
+        Some((at, _)) => std::borrow::Cow::Owned(format!("{}…", &s[..at])),
+    }
+}
+
+/// An id or a name, as the page shows it.
+fn name(s: &str) -> std::borrow::Cow<'_, str> {
+    cut(s, MAX_NAME_CHARS)
+}
+
+/// A reason or an error, as the page shows it.
+fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    cut(s, MAX_TEXT_CHARS)
+}
 
 /// What the listener itself knows of the daemon's last sweep: its age and
 /// its one-line summary.
@@ -149,11 +174,17 @@ pub fn index(s: &Status, host: &str, live: &Liveness, refresh: u32) -> String {
                 }
                 main #status data-generated=(crate::activity::ts(now)) data-refresh=(refresh) {
                     (state(s, live))
+                    @if !s.unread.is_empty() {
+                        section #unread .card {
+                            h2 { "Not shown" }
+                            ul { @for u in &s.unread { li.bad { (text(u)) } } }
+                        }
+                    }
                     (executing(s))
                     (plans(s))
                     (timeline(s))
-                    (findings(s, now))
                     (checks(s, now))
+                    (findings(s, now))
                     p.generated { "Generated " (when(&crate::activity::ts(now))) ". Read-only: this page changes nothing." }
                 }
             }
@@ -172,7 +203,7 @@ fn state(s: &Status, live: &Liveness) -> Markup {
             @if t.reasons.is_empty() {
                 p { "All RUNNING tasks are alive and making progress; the daemon is sweeping." }
             } @else {
-                ul { @for r in &t.reasons { li { (r) } } }
+                ul { @for r in &t.reasons { li { (text(r)) } } }
             }
         }
         div.cards {
@@ -186,13 +217,13 @@ fn state(s: &Status, live: &Liveness) -> Markup {
                     None => { p.bad { "No sweep recorded: is the daemon running?" } }
                 }
                 @if d.stale { p.bad { "Older than twice the interval." } }
-                @if let Some(e) = &d.last_sweep_error { p.bad { "The last sweep could not read the executor: " (e) } }
+                @if let Some(e) = &d.last_sweep_error { p.bad { "The last sweep could not read the executor: " (text(e)) } }
                 @if let Some(summary) = &live.summary {
                     p.muted { "This daemon's last sweep"
                         @if let Some(age) = live.age { ", " (span(age.as_secs())) " ago" }
-                        ": " (summary) }
+                        ": " (text(summary)) }
                 }
-                @if let Some(b) = &t.proc_blindness { p.bad { "/proc cannot show the executor's processes: " (b) } }
+                @if let Some(b) = &t.proc_blindness { p.bad { "/proc cannot show the executor's processes: " (text(b)) } }
             }
             section #deferral .card {
                 h2 { "Deferrals" }
@@ -200,7 +231,7 @@ fn state(s: &Status, live: &Liveness) -> Markup {
                     Some(def) => {
                         p class=(if def.exceeded { "bad" } else { "warn" }) {
                             (def.hung_deferred) " hung verdict(s) deferred for starvation for "
-                            (span(def.seconds as u64)) " (since " (when(&def.since)) "): " (def.reason)
+                            (span(def.seconds as u64)) " (since " (when(&def.since)) "): " (text(&def.reason))
                         }
                     }
                     None => { p.muted { "None: hung verdicts are acted on." } }
@@ -215,8 +246,8 @@ fn state(s: &Status, live: &Liveness) -> Markup {
                         li {
                             @if let Some(id) = h.id { "#" (id) " " }
                             (h.scope.as_str()) " "
-                            code { (if h.value.is_empty() { "(every type)" } else { h.value.as_str() }) }
-                            " until " (when(&crate::activity::ts(h.until))) ": " (h.reason)
+                            code { (if h.value.is_empty() { "(every type)".into() } else { name(&h.value) }) }
+                            " until " (when(&crate::activity::ts(h.until))) ": " (text(&h.reason))
                         }
                     } }
                 }
@@ -229,10 +260,10 @@ fn state(s: &Status, live: &Liveness) -> Markup {
                     div.scroll { table {
                         thead { tr { th { "sink" } th.num { "queued" } th.num { "failing" } th { "oldest" } th { "last error" } } }
                         tbody { @for o in &s.outbox {
-                            tr data-sink=(o.sink) {
-                                td { (o.sink) } td.num { (o.queued) } td.num { (o.failing) }
+                            tr data-sink=(name(&o.sink)) {
+                                td { (name(&o.sink)) } td.num { (o.queued) } td.num { (o.failing) }
                                 td { @if let Some(at) = &o.oldest_queued_at { (ago(now, at)) } }
-                                td.reason { (o.last_error.as_deref().unwrap_or("")) }
+                                td.reason { (text(o.last_error.as_deref().unwrap_or(""))) }
                             }
                         } }
                     } }
@@ -242,8 +273,43 @@ fn state(s: &Status, live: &Liveness) -> Markup {
     }
 }
 
+/// The types to list, those needing a look first then the busiest, at
+/// most `MAX_TYPE_ROWS`; and the rest summed in one row.
+fn type_rows(types: &[super::TypeRow]) -> (Vec<&super::TypeRow>, Option<super::TypeRow>) {
+    let mut rows: Vec<&super::TypeRow> = types.iter().collect();
+    let calm = |r: &super::TypeRow| r.stale + r.hung + r.timed_out + r.gone == 0;
+    rows.sort_by(|a, b| {
+        (calm(a), std::cmp::Reverse(a.running), &a.droid_type).cmp(&(
+            calm(b),
+            std::cmp::Reverse(b.running),
+            &b.droid_type,
+        ))
+    });
+    if rows.len() <= MAX_TYPE_ROWS {
+        return (rows, None);
+    }
+    let rest = rows.split_off(MAX_TYPE_ROWS - 1);
+    let mut other = super::TypeRow {
+        droid_type: format!("{} other types", rest.len()),
+        running: 0,
+        stale: 0,
+        hung: 0,
+        timed_out: 0,
+        gone: 0,
+    };
+    for r in rest {
+        other.running += r.running;
+        other.stale += r.stale;
+        other.hung += r.hung;
+        other.timed_out += r.timed_out;
+        other.gone += r.gone;
+    }
+    (rows, Some(other))
+}
+
 fn executing(s: &Status) -> Markup {
     let t = &s.twin;
+    let (types, other) = type_rows(&s.types);
     let mut rows: Vec<&crate::twin::Executing> = t.executing.iter().collect();
     // What needs a look first; twin already sorted by type and task.
     rows.sort_by_key(|e| e.verdict == crate::model::Kind::Alive);
@@ -258,13 +324,16 @@ fn executing(s: &Status) -> Markup {
                 div.scroll { table #by-type {
                     thead { tr { th { "droid type" } th.num { "running" } th.num title="alive, no progress for more than half the type's timeout" { "stale heartbeat" }
                         th.num { "hung" } th.num { "past max_runtime" } th.num { "gone, not marked" } } }
-                    tbody { @for r in &s.types {
-                        tr data-type=(r.droid_type) {
-                            td { (r.droid_type) } td.num.running { (r.running) }
-                            td.num.stale.warn[r.stale > 0] { (r.stale) } td.num.hung.warn[r.hung > 0] { (r.hung) }
-                            td.num.timed_out.warn[r.timed_out > 0] { (r.timed_out) } td.num.gone.bad[r.gone > 0] { (r.gone) }
+                    tbody {
+                        @for r in &types {
+                            tr data-type=(name(&r.droid_type)) {
+                                td { (name(&r.droid_type)) } (type_counts(r))
+                            }
                         }
-                    } }
+                        @if let Some(r) = &other {
+                            tr.other { td.muted { (r.droid_type) } (type_counts(r)) }
+                        }
+                    }
                 } }
                 details #executing-details open[t.executing.len() <= 20] {
                     summary { (t.executing.len()) " RUNNING task(s)" }
@@ -272,14 +341,14 @@ fn executing(s: &Status) -> Markup {
                         thead { tr { th { "task" } th { "type" } th { "plan" } th.num { "pid" } th.num { "age" } th.num { "since progress" }
                             th.num { "cpu" } th.num { "rss" } th { "verdict" } th { "why" } } }
                         tbody { @for e in &rows {
-                            tr data-task=(e.task_id) {
-                                td.task { code { (e.task_id) } } td { (e.droid_type) } td { (e.plan_id.as_deref().unwrap_or("-")) }
+                            tr data-task=(name(&e.task_id)) {
+                                td.task { code { (name(&e.task_id)) } } td { (name(&e.droid_type)) } td { (name(e.plan_id.as_deref().unwrap_or("-"))) }
                                 td.num { (e.pid.map_or("-".into(), |p| p.to_string())) }
                                 td.num { (ms_span(e.age_ms)) } td.num { (ms_span(e.since_progress_ms)) }
                                 td.num { (e.cpu_percent.map_or("-".into(), |c| format!("{c:.0}%"))) }
                                 td.num { (e.rss_bytes.map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / 1_048_576.0))) }
                                 td class=(format!("verdict {}", kind_class(e.verdict.as_str()))) { (e.verdict.as_str()) }
-                                td.reason { (e.reason) }
+                                td.reason { (text(&e.reason)) }
                             }
                         } }
                     } }
@@ -291,12 +360,20 @@ fn executing(s: &Status) -> Markup {
                 div.scroll { table #crashed {
                     thead { tr { th { "what" } th { "task" } th { "type" } th.num { "pid" } th { "kind" } th { "detail" } } }
                     tbody { @for c in &t.crashed {
-                        tr { td { (c.what) } td { code { (c.task_id.as_deref().unwrap_or("-")) } } td { (c.droid_type.as_deref().unwrap_or("-")) }
-                             td.num { (c.pid) } td class=(kind_class(&c.kind)) { (c.kind) } td.reason { (c.detail) } }
+                        tr { td { (c.what) } td { code { (name(c.task_id.as_deref().unwrap_or("-"))) } } td { (name(c.droid_type.as_deref().unwrap_or("-"))) }
+                             td.num { (c.pid) } td class=(kind_class(&c.kind)) { (name(&c.kind)) } td.reason { (text(&c.detail)) } }
                     } }
                 } }
             }
         }
+    }
+}
+
+fn type_counts(r: &super::TypeRow) -> Markup {
+    html! {
+        td.num.running { (r.running) }
+        td.num.stale.warn[r.stale > 0] { (r.stale) } td.num.hung.warn[r.hung > 0] { (r.hung) }
+        td.num.timed_out.warn[r.timed_out > 0] { (r.timed_out) } td.num.gone.bad[r.gone > 0] { (r.gone) }
     }
 }
 
@@ -318,12 +395,12 @@ fn plans(s: &Status) -> Markup {
                 div.scroll { table #plans {
                     thead { tr { th { "plan" } th.num { "health" } th.num { "running" } th.num { "failed" } th.num { "success" } th.num { "pending" } th { "stalled" } th { "updated" } } }
                     tbody { @for p in &plans {
-                        tr data-plan=(p.plan_id) {
-                            td { code { (p.plan_id) } @if p.is_complete { " " span.muted { "(complete)" } } }
+                        tr data-plan=(name(&p.plan_id)) {
+                            td { code { (name(&p.plan_id)) } @if p.is_complete { " " span.muted { "(complete)" } } }
                             td.num.health.bad[p.counts.failed > 0 && p.health_score < 0.5] { (format!("{:.0}%", p.health_score * 100.0)) }
                             td.num { (p.counts.running) } td.num { (p.counts.failed) } td.num { (p.counts.success) } td.num { (p.counts.pending) }
                             td.stalled {
-                                @for id in p.stalled.iter().take(MAX_STALLED_NAMED) { code { (id) } " " }
+                                @for id in p.stalled.iter().take(MAX_STALLED_NAMED) { code { (name(id)) } " " }
                                 @if p.stalled.len() > MAX_STALLED_NAMED { "and " (p.stalled.len() - MAX_STALLED_NAMED) " more" }
                             }
                             td { (when(&crate::activity::ts(p.updated_at))) }
@@ -367,11 +444,11 @@ fn finding_row(f: &StoredFinding, now: DateTime<Utc>) -> Markup {
         tr data-finding=(f.id) {
             td.num { a href=(href) { (f.id) } }
             td title=(f.first_seen_at) { (ago(now, &f.first_seen_at)) }
-            td class=(format!("kind {}", kind_class(&f.kind))) { (f.kind) }
-            td.task { a href=(href) { code { (f.task_id) } } @if f.attempt != 1 { " #" (f.attempt) } }
-            td { (f.droid_type.as_deref().unwrap_or("-")) }
-            td.outcome { (f.outcome) }
-            td.reason { (f.reason().unwrap_or("")) }
+            td class=(format!("kind {}", kind_class(&f.kind))) { (name(&f.kind)) }
+            td.task { a href=(href) { code { (name(&f.task_id)) } } @if f.attempt != 1 { " #" (f.attempt) } }
+            td { (name(f.droid_type.as_deref().unwrap_or("-"))) }
+            td.outcome { (name(&f.outcome)) }
+            td.reason { (text(f.reason().unwrap_or(""))) }
         }
     }
 }
@@ -384,14 +461,14 @@ fn checks(s: &Status, now: DateTime<Utc>) -> Markup {
                 @match &s.wellbeing {
                     None => { p.muted { "No wellbeing run yet." } }
                     Some(w) => {
-                        p { "Latest run " code { (w.id) } " (" (w.kind) ") " (ago(now, &w.started_at)) ": "
+                        p { "Latest run " code { (name(&w.id)) } " (" (w.kind) ") " (ago(now, &w.started_at)) ": "
                             strong class=(if w.issues > 0 { "warn" } else { "good" }) {
                                 @if w.issues == 0 { "all well" } @else { (w.issues) " issue(s)" } } }
                         @if !w.problems.is_empty() {
-                            ul { @for (check, summary) in &w.problems { li { code { (check) } ": " (summary) } } }
+                            ul { @for (check, summary) in &w.problems { li { code { (name(check)) } ": " (text(summary)) } } }
                         }
                         @match &w.initiative {
-                            Some(i) => { p { "Initiative #" (i.id) " (" (i.severity) "): " strong { (i.title) } } }
+                            Some(i) => { p { "Initiative #" (i.id) " (" (i.severity) "): " strong { (text(&i.title)) } } }
                             None => { p.muted { "No initiative filed." } }
                         }
                     }
@@ -402,13 +479,13 @@ fn checks(s: &Status, now: DateTime<Utc>) -> Markup {
                 @match &s.review {
                     None => { p.muted { "No self-test yet: run " code { "foreman review" } "." } }
                     Some(r) => {
-                        p { "Latest " (r.kind) " self-test " code { (r.id) } " " (ago(now, &r.started_at)) ": "
+                        p { "Latest " (r.kind) " self-test " code { (name(&r.id)) } " " (ago(now, &r.started_at)) ": "
                             strong class=(if r.passed { "good" } else { "bad" }) { @if r.passed { "passed" } @else { "FAILED" } } }
                         div.scroll { table {
                             tbody { @for c in &r.checks {
-                                tr data-check=(c.name) {
+                                tr data-check=(name(&c.name)) {
                                     td class=(match c.status.as_str() { "fail" => "status bad", "skip" => "status muted", _ => "status good" }) { (c.status) }
-                                    td { code { (c.name) } } td.reason { (c.reason) }
+                                    td { code { (name(&c.name)) } } td.reason { (text(&c.reason)) }
                                 }
                             } }
                         } }

@@ -209,6 +209,7 @@ fn hostile_status() -> Status {
             [(Some(HOSTILE.to_string()), HOSTILE.to_string(), 23, 2)],
         ),
         latest: vec![finding(HOSTILE)],
+        unread: vec![HOSTILE.into()],
     }
 }
 
@@ -354,4 +355,130 @@ fn status_the_refresh_period_is_asked_for_within_bounds() {
         html.contains("<noscript><meta http-equiv=\"refresh\" content=\"7\"></noscript>"),
         "{html}"
     );
+}
+
+/// A hostile executor invents a droid type per task: the page's by-type
+/// table grows with it (the executing table is cut at MAX_EXECUTING_ROWS
+/// and the chart at MAX_TYPES, but not this one).
+#[test]
+fn status_attack_the_by_type_table_is_bounded_whatever_types_are_invented() {
+    let mut s = hostile_status();
+    let c = config();
+    s.twin.executing = (0..5000)
+        .map(|i| {
+            executing(
+                &format!("task-{i:05}"),
+                &format!("type-{i:05}-{}", "t".repeat(200)),
+                Kind::Alive,
+                Some(1),
+            )
+        })
+        .collect();
+    s.types = by_type(&s.twin.executing, &c);
+    let html = page::index(
+        &s,
+        "host",
+        &Liveness {
+            age: None,
+            summary: None,
+        },
+        15,
+    );
+    let rows = html.matches("<tr data-type=").count();
+    assert_eq!(
+        rows,
+        page::MAX_TYPE_ROWS - 1,
+        "{} bytes of page",
+        html.len()
+    );
+    // The rest in one row, every task still counted.
+    assert!(html.contains("<tr class=\"other\"><td class=\"muted\">4951 other types</td><td class=\"num running\">4951</td>"), "{html}");
+    // Names are cut: 200 tasks and 49 types of 211 characters each.
+    assert!(html.len() < 400_000, "{} bytes of page", html.len());
+    assert!(!html.contains(&"t".repeat(page::MAX_NAME_CHARS)));
+}
+
+/// Times a log row may hold that are not RFC 3339, or at chrono's edges:
+/// shown as kept, never a panic; the far future is "in the future".
+#[test]
+fn status_attack_odd_times_render_without_panicking() {
+    let mut s = hostile_status();
+    let odd = [
+        "garbage",
+        "",
+        "58000-01-01T00:00:00Z",
+        "+262142-12-31T23:59:59Z",
+        "-262143-01-01T00:00:00Z",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59.999999999Z",
+        "2026-13-45T99:99:99Z",
+        "1970-01-01T00:00:00+23:59",
+    ];
+    s.latest = odd
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut f = finding(&format!("odd-{i}"));
+            f.id = i as i64;
+            f.first_seen_at = (*t).into();
+            f.last_seen_at = (*t).into();
+            f.acted_at = Some((*t).into());
+            f.evidence = serde_json::Value::Null;
+            f
+        })
+        .collect();
+    if let Some(w) = s.wellbeing.as_mut() {
+        w.started_at = "0001-01-01T00:00:00Z".into();
+    }
+    s.twin.daemon.last_sweep_at = Some("9999-12-31T23:59:59Z".into());
+    let html = page::index(
+        &s,
+        "host",
+        &Liveness {
+            age: Some(Duration::MAX),
+            summary: None,
+        },
+        15,
+    );
+    assert!(html.contains("in the future"), "{html}");
+    for (i, _) in odd.iter().enumerate() {
+        assert!(html.contains(&format!("data-finding=\"{i}\"")));
+    }
+    for f in &s.latest {
+        let e = crate::explain::Explanation {
+            finding: f.clone(),
+            inputs: None,
+            signals: Vec::new(),
+            alerts: Vec::new(),
+            replay: None,
+            config_fingerprint_now: "f".into(),
+        };
+        let text = crate::explain::text(&e);
+        let html = page::finding(&e, &text, "host");
+        assert!(html.contains("<pre id=\"explain\">"));
+    }
+}
+
+/// Controls and bidi overrides from the executor reach the page as they
+/// are (HTML shows them as text); what must never happen is a character
+/// that ends the text: NUL and the like must not cut the document.
+#[test]
+fn status_attack_controls_in_ids_do_not_cut_the_page() {
+    let mut s = hostile_status();
+    let c = config();
+    let id = "a\0b\u{1b}[2J\u{202e}c\u{fffe}\r\n</td></tr></table>";
+    s.twin.executing = vec![executing(id, id, Kind::Hung, Some(99_000))];
+    s.types = by_type(&s.twin.executing, &c);
+    let html = page::index(
+        &s,
+        "host",
+        &Liveness {
+            age: None,
+            summary: None,
+        },
+        15,
+    );
+    assert!(html.ends_with("</html>"), "{html}");
+    assert!(!html.contains("</td></tr></table>\""), "{html}");
+    assert!(html.contains("&lt;/td&gt;&lt;/tr&gt;&lt;/table&gt;"));
 }

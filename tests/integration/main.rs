@@ -21,6 +21,7 @@ mod load;
 mod log;
 mod manpages;
 mod monitor;
+mod page_attacks;
 mod page_http;
 mod pg;
 mod plans_cap;
