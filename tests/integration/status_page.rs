@@ -466,3 +466,47 @@ fn status_page_works_without_javascript() {
     assert!(dom.contains("data-polls=\"0\""), "{dom}");
     b.screenshot(&artifacts_dir().join("status-page-nojs.png"));
 }
+
+/// Light and dark follow the system's preference; the page offers nothing
+/// that changes state: no form and no input, one button (pause) that only
+/// stops the poll, and every link stays on this listener.
+#[test]
+fn status_page_follows_the_colour_scheme_and_changes_nothing() {
+    let _g = crate::spawning();
+    let f = Fixture::start();
+    let Some(b) = Browser::start(1280, 900) else {
+        return;
+    };
+    let background = |scheme: &str| {
+        b.cdp(
+            "Emulation.setEmulatedMedia",
+            json!({"features": [{"name": "prefers-color-scheme", "value": scheme}]}),
+        );
+        b.goto(&f.url("/"));
+        b.execute(
+            "return getComputedStyle(document.body).backgroundColor;",
+            &[],
+        )
+    };
+    assert_eq!(background("light"), json!("rgb(251, 251, 250)"));
+    assert_eq!(background("dark"), json!("rgb(13, 17, 23)"));
+    b.screenshot(&artifacts_dir().join("status-page-dark.png"));
+    assert_eq!(
+        b.execute(
+            "return document.forms.length \
+             + document.querySelectorAll('input, select, textarea, [contenteditable]').length;",
+            &[]
+        ),
+        json!(0)
+    );
+    assert_eq!(b.count("button"), 1);
+    assert_eq!(
+        b.execute(
+            "return [...document.querySelectorAll('a[href]')]\
+             .every(a => new URL(a.href).origin === location.origin);",
+            &[]
+        ),
+        json!(true)
+    );
+    assert_clean_logs(&b);
+}
