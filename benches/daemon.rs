@@ -42,15 +42,14 @@ mod common;
 
 use anyhow::{bail, ensure, Context, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
-use common::{check_binary, floor, Limits, Sleepers, Stats};
+use common::{check_binary, floor, tail, Daemon, Limits, Sleepers, Stats};
 use foreman::executor::sqlite::SCHEMA;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -532,123 +531,6 @@ impl Drop for Heartbeat {
     fn drop(&mut self) {
         let _ = self.stop();
     }
-}
-
-/// `foreman --config X run`, our child, killed and reaped on drop.
-struct Daemon {
-    child: Child,
-    pid: i32,
-    stderr: PathBuf,
-    reaped: bool,
-}
-
-impl Daemon {
-    fn start(binary: &Path, config: &Path, dir: &Path) -> Result<Daemon> {
-        let stderr = dir.join("daemon.stderr");
-        let mut cmd = Command::new(binary);
-        cmd.arg("--config")
-            .arg(config)
-            .arg("run")
-            .current_dir(dir)
-            .env_remove("RUST_LOG")
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(File::create(dir.join("daemon.stdout"))?)
-            .stderr(File::create(&stderr)?);
-        // SAFETY: prctl is async-signal-safe; the daemon dies with the bench.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let pid = child.id() as i32;
-        Ok(Daemon {
-            child,
-            pid,
-            stderr,
-            reaped: false,
-        })
-    }
-
-    /// Fail if the daemon has exited.
-    fn check_alive(&mut self) -> Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            self.reaped = true;
-            bail!(
-                "the daemon exited ({status}); its stderr:\n{}",
-                tail(&self.stderr, 20)
-            );
-        }
-        Ok(())
-    }
-
-    /// SIGTERM, wait (then SIGKILL); the child's total CPU seconds.
-    fn stop(&mut self) -> Result<f64> {
-        ensure!(!self.reaped, "the daemon was already reaped");
-        // SAFETY: signalling our own unreaped child.
-        unsafe { libc::kill(self.pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut status = 0;
-        // SAFETY: an all-zero rusage is valid; wait4 only writes into it.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        loop {
-            // SAFETY: pid is our child; status and ru are writable.
-            let got = unsafe { libc::wait4(self.pid, &mut status, libc::WNOHANG, &mut ru) };
-            if got == self.pid {
-                break;
-            }
-            ensure!(got == 0, "wait4: {}", std::io::Error::last_os_error());
-            if Instant::now() > deadline {
-                println!("the daemon did not stop within 20 s of SIGTERM: SIGKILL");
-                // SAFETY: as above.
-                unsafe { libc::kill(self.pid, libc::SIGKILL) };
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.reaped = true;
-        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-        Ok(tv(ru.ru_utime) + tv(ru.ru_stime))
-    }
-
-    /// WARN/ERROR lines of its stderr: a count and the first one.
-    fn complaints(&self) -> String {
-        let text = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-        let bad: Vec<&str> = text
-            .lines()
-            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-            .collect();
-        match bad.first() {
-            None => "none".into(),
-            Some(first) => {
-                let mut s: String = first.chars().take(220).collect();
-                if bad.len() > 1 {
-                    let _ = write!(s, " (+{} more)", bad.len() - 1);
-                }
-                format!("{}: {s}", bad.len())
-            }
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if !self.reaped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// The daemon's CPU: per-thread schedstat (ns, each thread kept at its

@@ -31,19 +31,18 @@
 #[allow(dead_code)]
 mod common;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use chrono::{Duration as Span, SecondsFormat, Utc};
-use common::{check_binary, Limits, Sleepers, Stats};
+use common::{check_binary, newest_mtime, Daemon, Limits, Sleepers, Stats};
 use foreman::executor::sqlite::SCHEMA;
 use regex::Regex;
 use rusqlite::{params, Connection};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 const DEFAULT_NS: [usize; 2] = [100, 1000];
 const DEFAULT_REPS: usize = 15;
@@ -195,20 +194,6 @@ fn binary() -> Result<PathBuf> {
     Ok(binary)
 }
 
-fn newest_mtime(dir: &Path) -> Option<SystemTime> {
-    let mut newest = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let t = if path.is_dir() {
-            newest_mtime(&path)
-        } else {
-            entry.metadata().and_then(|m| m.modified()).ok()
-        };
-        newest = newest.max(t);
-    }
-    newest
-}
-
 fn ts(t: chrono::DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
@@ -358,7 +343,7 @@ fn bench_one(n: usize, reps: usize, binary: &Path) -> Result<Row> {
         "{sweeps} sweeps in the log, expected 2 (`foreman sweep` and the startup sweep): a page view swept?"
     );
     let complaints = daemon.complaints();
-    daemon.stop();
+    daemon.stop()?;
     println!("page {bytes} bytes, /twin {twin_bytes} bytes; sweeps in the log: {sweeps}; daemon WARN/ERROR lines: {complaints}");
     drop(sleepers);
     Ok(Row {
@@ -599,51 +584,7 @@ fn tick_ms(ticks: u64) -> f64 {
     ticks as f64 * 1e3 / hz
 }
 
-/// `foreman --config X run`, our child, killed and reaped on drop.
-struct Daemon {
-    child: Child,
-    pid: i32,
-    stderr: PathBuf,
-    reaped: bool,
-}
-
 impl Daemon {
-    fn start(binary: &Path, config: &Path, dir: &Path) -> Result<Daemon> {
-        let stderr = dir.join("daemon.stderr");
-        let mut cmd = Command::new(binary);
-        cmd.arg("--config")
-            .arg(config)
-            .arg("run")
-            .current_dir(dir)
-            .env_remove("RUST_LOG")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("FOREMAN_HTTP_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(File::create(dir.join("daemon.stdout"))?)
-            .stderr(File::create(&stderr)?);
-        // SAFETY: prctl is async-signal-safe; the daemon dies with the bench.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let pid = child.id() as i32;
-        Ok(Daemon {
-            child,
-            pid,
-            stderr,
-            reaped: false,
-        })
-    }
-
-    /// The address from `http: listening ... address=...`, once the
-    /// startup sweep has finished (so no sweep runs while measuring).
     fn wait_ready(&mut self, log: &Path) -> Result<SocketAddr> {
         let re = Regex::new(r"http: listening .*address=(\S+)")?;
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -671,58 +612,6 @@ impl Daemon {
                 "no HTTP address and finished startup sweep within 120 s; stderr:\n{text}"
             );
             std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn check_alive(&mut self) -> Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            self.reaped = true;
-            bail!(
-                "the daemon exited ({status}); its stderr:\n{}",
-                std::fs::read_to_string(&self.stderr).unwrap_or_default()
-            );
-        }
-        Ok(())
-    }
-
-    /// WARN/ERROR lines of its stderr: a count and the first one.
-    fn complaints(&self) -> String {
-        let text = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-        let bad: Vec<&str> = text
-            .lines()
-            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-            .collect();
-        match bad.first() {
-            None => "none".into(),
-            Some(first) => format!(
-                "{}: {}",
-                bad.len(),
-                first.chars().take(220).collect::<String>()
-            ),
-        }
-    }
-
-    fn stop(&mut self) {
-        if !self.reaped {
-            // SAFETY: signalling our own unreaped child.
-            unsafe { libc::kill(self.pid, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    self.reaped = true;
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if !self.reaped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
         }
     }
 }

@@ -13,6 +13,7 @@
 //! --config ...` (which must exit 0, state OK, N tasks), and the floor.
 //! The setup is benches/sweep.rs's, cut down.
 
+#[allow(dead_code)]
 mod common;
 
 use anyhow::{bail, ensure, Context, Result};

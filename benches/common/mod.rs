@@ -2,14 +2,14 @@
 //! limits, sleeping processes that die with the bench, and the floor (a bare
 //! read of `/proc/PID/stat` and `/proc/PID/io`).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 /// Processes left free for everyone else on the host when checking limits.
 pub const HEADROOM: usize = 500;
@@ -38,7 +38,8 @@ pub fn check_binary() -> Result<PathBuf> {
     Ok(binary)
 }
 
-fn newest_mtime(dir: &Path) -> Option<SystemTime> {
+/// The newest modification time of any file under `dir`.
+pub fn newest_mtime(dir: &Path) -> Option<SystemTime> {
     let mut newest = None;
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let path = entry.path();
@@ -286,4 +287,123 @@ pub fn args(default_ns: &[usize], default_reps: usize) -> Result<(Vec<usize>, us
     }
     anyhow::ensure!(reps > 0, "--reps must be at least 1");
     Ok((ns, reps))
+}
+
+/// `foreman --config X run`, our child, killed and reaped on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub pid: i32,
+    pub stderr: PathBuf,
+    pub reaped: bool,
+}
+
+impl Daemon {
+    pub fn start(binary: &Path, config: &Path, dir: &Path) -> Result<Daemon> {
+        let stderr = dir.join("daemon.stderr");
+        let mut cmd = Command::new(binary);
+        cmd.arg("--config")
+            .arg(config)
+            .arg("run")
+            .current_dir(dir)
+            .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("FOREMAN_HTTP_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(File::create(dir.join("daemon.stdout"))?)
+            .stderr(File::create(&stderr)?);
+        // SAFETY: prctl is async-signal-safe; the daemon dies with the bench.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let pid = child.id() as i32;
+        Ok(Daemon {
+            child,
+            pid,
+            stderr,
+            reaped: false,
+        })
+    }
+
+    /// Fail if the daemon has exited.
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            self.reaped = true;
+            bail!(
+                "the daemon exited ({status}); its stderr:\n{}",
+                tail(&self.stderr, 20)
+            );
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, wait (then SIGKILL); the child's total CPU seconds.
+    pub fn stop(&mut self) -> Result<f64> {
+        ensure!(!self.reaped, "the daemon was already reaped");
+        // SAFETY: signalling our own unreaped child.
+        unsafe { libc::kill(self.pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is valid; wait4 only writes into it.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        loop {
+            // SAFETY: pid is our child; status and ru are writable.
+            let got = unsafe { libc::wait4(self.pid, &mut status, libc::WNOHANG, &mut ru) };
+            if got == self.pid {
+                break;
+            }
+            ensure!(got == 0, "wait4: {}", std::io::Error::last_os_error());
+            if Instant::now() > deadline {
+                println!("the daemon did not stop within 20 s of SIGTERM: SIGKILL");
+                // SAFETY: as above.
+                unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.reaped = true;
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+        Ok(tv(ru.ru_utime) + tv(ru.ru_stime))
+    }
+
+    /// WARN/ERROR lines of its stderr: a count and the first one.
+    pub fn complaints(&self) -> String {
+        let text = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        let bad: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        match bad.first() {
+            None => "none".into(),
+            Some(first) => {
+                let mut s: String = first.chars().take(220).collect();
+                if bad.len() > 1 {
+                    let _ = write!(s, " (+{} more)", bad.len() - 1);
+                }
+                format!("{}: {s}", bad.len())
+            }
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The last `lines` lines of a file.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -8,27 +8,13 @@
 
 use crate::browser::Browser;
 use crate::cli::{now_text, reaped_pid, wait_for, wait_until, Sleeper, World, PATIENCE};
-use crate::http_client::{get, listener_config, listening, request, tiny_reader, Resp};
+use crate::http_client::{get, listening, request, tiny_reader, Resp};
+use crate::page_http::{first_sweep, world};
 use rusqlite::{params, Connection};
 use serde_json::json;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-fn world(http: &str) -> World {
-    let w = World::new();
-    listener_config(&w, &format!("listen = \"127.0.0.1:0\"\n{http}"), "");
-    w.executor();
-    w
-}
-
-fn first_sweep(w: &World) {
-    wait_until("a first sweep", PATIENCE, || {
-        w.log_i64("SELECT COUNT(*) FROM sweeps WHERE finished_at IS NOT NULL")
-            .unwrap_or(0)
-            >= 1
-    });
-}
 
 /// The interval of a `listener_config` world, replaced.
 fn set_interval(w: &World, interval: &str) {

@@ -8,14 +8,16 @@ use crate::cli::{insert_task, wait_until, World, PATIENCE};
 use crate::http_client::{get, listener_config, listening, request, Resp};
 use std::net::SocketAddr;
 
-fn world(http: &str) -> World {
+/// A listener world (`listener_config`) on a free loopback port, `[http]`
+/// as given, with the executor's database.
+pub(crate) fn world(http: &str) -> World {
     let w = World::new();
     listener_config(&w, &format!("listen = \"127.0.0.1:0\"\n{http}"), "");
     w.executor();
     w
 }
 
-fn first_sweep(w: &World) {
+pub(crate) fn first_sweep(w: &World) {
     wait_until("a first sweep", PATIENCE, || {
         w.log_i64("SELECT COUNT(*) FROM sweeps WHERE finished_at IS NOT NULL")
             .unwrap_or(0)
