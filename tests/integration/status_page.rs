@@ -510,3 +510,46 @@ fn status_page_follows_the_colour_scheme_and_changes_nothing() {
     );
     assert_clean_logs(&b);
 }
+
+/// Behind the token (`protect_reads`), a browser signed in by HTTP Basic
+/// (here through the URL's credentials, as a prompt would) sees the page,
+/// and its polls carry the same sign-in: they keep refreshing, none is
+/// refused.
+#[test]
+fn status_page_behind_the_token_keeps_polling_once_signed_in() {
+    let _g = crate::spawning();
+    let w = World::new();
+    listener_config(&w, "listen = \"127.0.0.1:0\"\nprotect_reads = true", "");
+    w.executor();
+    let live = Sleeper::start();
+    let now = now_text();
+    insert_task(
+        &w.executor(),
+        LIVE,
+        "builder",
+        Some(live.pid()),
+        &now,
+        Some(&now),
+    );
+    let (_daemon, addr) = listening(&w, &[("FOREMAN_HTTP_TOKEN", "s3cret-token")]);
+    assert_eq!(get(addr, "/").status, 401);
+    let Some(b) = Browser::start(1280, 900) else {
+        return;
+    };
+    b.goto(&format!("http://operator:s3cret-token@{addr}/?refresh=2"));
+    assert!(
+        b.wait_for(
+            &format!("document.querySelector('#executing tr[data-task=\"{LIVE}\"]')"),
+            PATIENCE
+        ),
+        "the signed-in page does not list {LIVE}: {:?}",
+        b.text("body")
+    );
+    assert!(
+        b.wait_for("+document.body.dataset.polls >= 2", PATIENCE),
+        "the polls stopped: {:?} (offline: {:?})",
+        b.text("#polling"),
+        b.attr("body", "class")
+    );
+    assert_eq!(b.attr("body", "class"), None, "a poll was refused");
+}
