@@ -33,7 +33,7 @@
     if (paused || busy || document.hidden) return;
     busy = true;
     // From the origin, never the page's own URL: a URL that carries
-    // credentials (http://user:token@host/) cannot be fetched, while the
+    // credentials (user:token@host) cannot be fetched, while the
     // browser's sign-in for the origin goes with the request anyway.
     fetch(window.location.origin + window.location.pathname + window.location.search, { headers: { Accept: 'text/html' }, cache: 'no-store', credentials: 'same-origin' })
       .then(function (r) {
