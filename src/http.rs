@@ -835,7 +835,7 @@ async fn status_page(
     match status_read(&st).await {
         Ok(s) => {
             let last = st.liveness.last();
-            let live = page::Liveness {
+            let live = page::ThisSweep {
                 age: last.as_ref().map(|(age, _)| *age),
                 summary: last.map(|(_, s)| s.summary),
             };

@@ -14,7 +14,6 @@ use crate::twin::{self, Executing, Twin};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension};
-use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// Findings listed in the page's table, newest first.
@@ -40,7 +39,7 @@ pub struct Status {
 }
 
 /// One droid type's RUNNING tasks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TypeRow {
     pub droid_type: String,
     pub running: usize,
@@ -54,7 +53,7 @@ pub struct TypeRow {
     pub gone: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SinkRow {
     pub sink: String,
     pub queued: i64,
@@ -64,7 +63,7 @@ pub struct SinkRow {
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct WellbeingRun {
     pub id: String,
     pub kind: String,
@@ -76,7 +75,7 @@ pub struct WellbeingRun {
     pub initiative: Option<Initiative>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Initiative {
     pub id: i64,
     pub title: String,
@@ -84,7 +83,7 @@ pub struct Initiative {
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ReviewRun {
     pub id: String,
     pub kind: String,
@@ -93,7 +92,7 @@ pub struct ReviewRun {
     pub checks: Vec<ReviewCheck>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ReviewCheck {
     pub name: String,
     /// pass, fail or skip.
@@ -273,17 +272,11 @@ fn wellbeing(conn: &Connection) -> Result<Option<WellbeingRun>> {
     Ok(Some(run))
 }
 
-/// A wellbeing check's subject as `Subject::label` says it, from the JSON
-/// it was kept as (`{"scope": "droid_type", "name": "builder"}`).
+/// A wellbeing check's subject as the run printed it, from the JSON it
+/// was kept as (`{"scope": "droid_type", "name": "builder"}`).
 fn subject(check: &serde_json::Value) -> String {
-    let s = &check["subject"];
-    let name = s["name"].as_str().unwrap_or_default();
-    match s["scope"].as_str() {
-        Some("droid_type") => format!("droid type {name}"),
-        Some("plan") => format!("plan {name}"),
-        Some("foreman") => "Foreman itself".into(),
-        _ => "?".into(),
-    }
+    serde_json::from_value::<crate::wellbeing::assess::Subject>(check["subject"].clone())
+        .map_or_else(|_| "?".into(), |s| s.label())
 }
 
 fn review(conn: &Connection) -> Result<Option<ReviewRun>> {

@@ -74,7 +74,7 @@ fn text(s: &str) -> std::borrow::Cow<'_, str> {
 
 /// What the listener itself knows of the daemon's last sweep: its age and
 /// its one-line summary.
-pub struct Liveness {
+pub struct ThisSweep {
     pub age: Option<Duration>,
     pub summary: Option<String>,
 }
@@ -151,7 +151,7 @@ fn kind_class(kind: &str) -> String {
 }
 
 /// `GET /`.
-pub fn index(s: &Status, host: &str, live: &Liveness, refresh: u32) -> String {
+pub fn index(s: &Status, host: &str, live: &ThisSweep, refresh: u32) -> String {
     let t = &s.twin;
     let now = s.generated_at;
     let title = format!("{} · Foreman on {host}", t.state.as_str());
@@ -193,7 +193,7 @@ pub fn index(s: &Status, host: &str, live: &Liveness, refresh: u32) -> String {
     .into_string()
 }
 
-fn state(s: &Status, live: &Liveness) -> Markup {
+fn state(s: &Status, live: &ThisSweep) -> Markup {
     let t = &s.twin;
     let d = &t.daemon;
     let now = s.generated_at;

@@ -1,4 +1,4 @@
-use super::page::{self, span, Liveness};
+use super::page::{self, span, ThisSweep};
 use super::*;
 use crate::activity::StoredFinding;
 use crate::twin::{Daemon, Failures, State};
@@ -263,7 +263,7 @@ fn assert_inert(html: &str) {
 #[test]
 fn status_every_executor_string_on_the_page_is_escaped() {
     let s = hostile_status();
-    let live = Liveness {
+    let live = ThisSweep {
         age: Some(Duration::from_secs(3)),
         summary: Some(HOSTILE.into()),
     };
@@ -310,7 +310,7 @@ fn status_long_lists_are_cut_and_say_so() {
     let html = page::index(
         &s,
         "host",
-        &Liveness {
+        &ThisSweep {
             age: None,
             summary: None,
         },
@@ -345,7 +345,7 @@ fn status_the_refresh_period_is_asked_for_within_bounds() {
         assert_eq!(page::refresh(query), want, "{query:?}");
     }
     let s = hostile_status();
-    let live = Liveness {
+    let live = ThisSweep {
         age: None,
         summary: None,
     };
@@ -378,7 +378,7 @@ fn status_attack_the_by_type_table_is_bounded_whatever_types_are_invented() {
     let html = page::index(
         &s,
         "host",
-        &Liveness {
+        &ThisSweep {
             age: None,
             summary: None,
         },
@@ -434,7 +434,7 @@ fn status_attack_odd_times_render_without_panicking() {
     let html = page::index(
         &s,
         "host",
-        &Liveness {
+        &ThisSweep {
             age: Some(Duration::MAX),
             summary: None,
         },
@@ -472,7 +472,7 @@ fn status_attack_controls_in_ids_do_not_cut_the_page() {
     let html = page::index(
         &s,
         "host",
-        &Liveness {
+        &ThisSweep {
             age: None,
             summary: None,
         },
@@ -481,4 +481,28 @@ fn status_attack_controls_in_ids_do_not_cut_the_page() {
     assert!(html.ends_with("</html>"), "{html}");
     assert!(!html.contains("</td></tr></table>\""), "{html}");
     assert!(html.contains("&lt;/td&gt;&lt;/tr&gt;&lt;/table&gt;"));
+}
+
+#[test]
+fn status_a_kept_wellbeing_check_names_its_subject_as_the_run_did() {
+    for (kept, want) in [
+        (
+            serde_json::json!({"scope": "droid_type", "name": "builder"}),
+            "droid type builder",
+        ),
+        (
+            serde_json::json!({"scope": "plan", "name": "<b>p</b>"}),
+            "plan <b>p</b>",
+        ),
+        (serde_json::json!({"scope": "foreman"}), "Foreman itself"),
+        (serde_json::json!({"scope": "galaxy", "name": "x"}), "?"),
+        (serde_json::json!("droid_type"), "?"),
+        (serde_json::Value::Null, "?"),
+    ] {
+        assert_eq!(
+            subject(&serde_json::json!({ "subject": kept })),
+            want,
+            "{kept}"
+        );
+    }
 }

@@ -5,7 +5,7 @@
 use crate::config::{WellbeingConfig, WellbeingLimits};
 use crate::model::{BadRow, Task, TaskState};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -115,8 +115,8 @@ pub enum Status {
     Skipped,
 }
 
-/// What a check is about.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+/// What a check is about (read back from a kept run by the status page).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "scope", content = "name", rename_all = "snake_case")]
 pub enum Subject {
     DroidType(String),
