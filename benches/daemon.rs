@@ -42,7 +42,7 @@ mod common;
 
 use anyhow::{bail, ensure, Context, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
-use common::{check_binary, floor, tail, Daemon, Limits, Sleepers, Stats};
+use common::{check_binary, floor, reap, tail, Daemon, Limits, Sleepers, Stats};
 use foreman::executor::sqlite::SCHEMA;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::collections::HashMap;
@@ -1036,20 +1036,7 @@ fn monit_validate(monit: &Path, rc: &Path, dir: &Path) -> Result<(f64, String)> 
             .stderr(File::create(&err_path)?)
             .spawn()
             .with_context(|| format!("starting {}", monit.display()))?;
-        let pid = child.id() as libc::pid_t;
-        let mut status = 0;
-        // SAFETY: an all-zero rusage is valid; wait4 only writes into it.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: pid is our unreaped child; status and ru are writable.
-        let got = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-        drop(child);
-        ensure!(
-            got == pid,
-            "wait4 on monit: {}",
-            std::io::Error::last_os_error()
-        );
-        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-        v.push(tv(ru.ru_utime) + tv(ru.ru_stime));
+        v.push(reap(child).context("monit validate")?.cpu_ms() / 1e3);
     }
     let text = std::fs::read_to_string(&err_path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();

@@ -33,7 +33,7 @@ mod common;
 
 use anyhow::{ensure, Context, Result};
 use chrono::{Duration as Span, SecondsFormat, Utc};
-use common::{check_binary, newest_mtime, Daemon, Limits, Sleepers, Stats};
+use common::{check_binary, newest_mtime, reap, Daemon, Limits, Sleepers, Stats};
 use foreman::executor::sqlite::SCHEMA;
 use regex::Regex;
 use rusqlite::{params, Connection};
@@ -512,20 +512,9 @@ fn twin_cli(binary: &Path, config: &Path, dir: &Path, n: usize) -> Result<(f64, 
         .stdin(Stdio::null())
         .stdout(File::create(&out_path)?)
         .spawn()?;
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 only writes into it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our child, not yet waited for; status and ru are writable.
-    let got = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let reaped = reap(child)?;
     let wall = t0.elapsed().as_secs_f64() * 1e3;
-    drop(child);
-    ensure!(
-        got == pid,
-        "wait4 on {pid}: {}",
-        std::io::Error::last_os_error()
-    );
-    let tv = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 * 1e-3;
+    let status = reaped.status;
     // Exit 0 is OK; 1 WARNING (the day's failures), both fine here.
     let code = libc::WEXITSTATUS(status);
     ensure!(
@@ -533,7 +522,7 @@ fn twin_cli(binary: &Path, config: &Path, dir: &Path, n: usize) -> Result<(f64, 
         "`foreman twin --json` exited {status:#x}"
     );
     check_twin(&std::fs::read(&out_path)?, n)?;
-    Ok((wall, tv(ru.ru_utime) + tv(ru.ru_stime)))
+    Ok((wall, reaped.cpu_ms()))
 }
 
 /// Run time of each thread of a process (ns, `schedstat`'s first field).

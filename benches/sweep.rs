@@ -33,7 +33,7 @@ mod common;
 
 use anyhow::{bail, ensure, Context, Result};
 use chrono::{SecondsFormat, Utc};
-use common::{check_binary, floor, Limits, Sleepers};
+use common::{check_binary, floor, reap, Limits, Sleepers};
 use foreman::activity::{ActivityLog, SweepRecord};
 use foreman::config::Config;
 use foreman::executor::sqlite::SCHEMA;
@@ -666,28 +666,16 @@ fn rss_of(args: &[String]) -> Result<i32> {
         .args(rest)
         .spawn()
         .with_context(|| format!("starting {binary}"))?;
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 only writes into it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our child, not yet waited for; status and ru are writable.
-    let got = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    // The child is reaped; std's Child would only close handles on drop.
-    drop(child);
-    ensure!(
-        got == pid,
-        "wait4 on {pid}: {}",
-        std::io::Error::last_os_error()
-    );
+    let reaped = reap(child)?;
     std::fs::write(
         report,
-        format!("{} {}\n", ru.ru_maxrss, vm_hwm_kib().unwrap_or(0)),
+        format!(
+            "{} {}\n",
+            reaped.rusage.ru_maxrss,
+            vm_hwm_kib().unwrap_or(0)
+        ),
     )?;
-    Ok(if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        1
-    })
+    Ok(reaped.code_or(1))
 }
 
 fn status_kib(key: &str) -> Option<u64> {

@@ -18,7 +18,7 @@ mod common;
 
 use anyhow::{bail, ensure, Context, Result};
 use chrono::{SecondsFormat, Utc};
-use common::{check_binary, floor, Limits, Sleepers, Stats, BINARY};
+use common::{check_binary, floor, reap, Limits, Sleepers, Stats, BINARY};
 use foreman::executor::sqlite::SCHEMA;
 use rusqlite::{params, Connection};
 use std::fs::File;
@@ -206,27 +206,13 @@ fn run_timed(
         .stdout(File::create(&out_path)?)
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 only writes into it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our child, not yet waited for; status and ru are writable.
-    let got = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let reaped = reap(child)?;
     let wall = t0.elapsed().as_secs_f64() * 1e3;
-    drop(child); // reaped above; dropping a Child only closes handles
-    ensure!(
-        got == pid,
-        "wait4 on {pid}: {}",
-        std::io::Error::last_os_error()
-    );
-    let tv = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 * 1e-3;
-    let cpu = tv(ru.ru_utime) + tv(ru.ru_stime);
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
-    Ok(((wall, cpu), code, std::fs::read_to_string(&out_path)?))
+    Ok((
+        (wall, reaped.cpu_ms()),
+        reaped.code_or(-1),
+        std::fs::read_to_string(&out_path)?,
+    ))
 }
 
 /// The JSON must say OK and list every task, all alive.

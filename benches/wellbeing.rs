@@ -35,7 +35,7 @@ mod common;
 
 use anyhow::{bail, ensure, Context, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
-use common::{check_binary, Sleepers, Stats, BINARY};
+use common::{check_binary, reap, Sleepers, Stats, BINARY};
 use foreman::executor::sqlite::SCHEMA;
 use rusqlite::{params, Connection};
 use serde_json::Value;
@@ -523,35 +523,18 @@ fn rss_of(args: &[String]) -> Result<i32> {
         .args(rest)
         .spawn()
         .with_context(|| format!("starting {binary}"))?;
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 only writes into it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our child, not yet waited for; status and ru are writable.
-    let got = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let reaped = reap(child)?;
     let wall = t0.elapsed().as_secs_f64() * 1e3;
-    // The child is reaped; std's Child would only close handles on drop.
-    drop(child);
-    ensure!(
-        got == pid,
-        "wait4 on {pid}: {}",
-        std::io::Error::last_os_error()
-    );
-    let tv = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 * 1e-3;
-    let cpu = tv(ru.ru_utime) + tv(ru.ru_stime);
+    let cpu = reaped.cpu_ms();
     std::fs::write(
         report,
         format!(
             "{} {} {wall:.3} {cpu:.3}\n",
-            ru.ru_maxrss,
+            reaped.rusage.ru_maxrss,
             vm_hwm_kib().unwrap_or(0)
         ),
     )?;
-    Ok(if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        1
-    })
+    Ok(reaped.code_or(1))
 }
 
 fn vm_hwm_kib() -> Option<u64> {

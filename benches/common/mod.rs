@@ -407,3 +407,45 @@ pub fn tail(path: &Path, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// What `wait4` says of a child that ended.
+pub struct Reaped {
+    /// The raw wait status (`WIFEXITED`, `WEXITSTATUS`).
+    pub status: libc::c_int,
+    pub rusage: libc::rusage,
+}
+
+impl Reaped {
+    /// User + system CPU, in ms.
+    pub fn cpu_ms(&self) -> f64 {
+        let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 * 1e-3;
+        ms(self.rusage.ru_utime) + ms(self.rusage.ru_stime)
+    }
+
+    /// The exit code, or `otherwise` when a signal ended it.
+    pub fn code_or(&self, otherwise: i32) -> i32 {
+        if libc::WIFEXITED(self.status) {
+            libc::WEXITSTATUS(self.status)
+        } else {
+            otherwise
+        }
+    }
+}
+
+/// Wait for `child` with `wait4`, for its rusage (std's `wait` drops it).
+pub fn reap(child: Child) -> Result<Reaped> {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 only writes into it.
+    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our child, not yet waited for; status and rusage are writable.
+    let got = unsafe { libc::wait4(pid, &mut status, 0, &mut rusage) };
+    // The child is reaped; std's Child would only close handles on drop.
+    drop(child);
+    ensure!(
+        got == pid,
+        "wait4 on {pid}: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(Reaped { status, rusage })
+}
